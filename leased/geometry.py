@@ -1,0 +1,106 @@
+"""Lease area geometry: sector size, align size and the host limit they imply.
+
+A lockspace or resource area is exactly one *align size* long and is cut into
+sectors of the geometry's sector size (on-disk spec §1).  Only five pairs are
+valid; the pair in use is recorded in every leader (``sector_size`` plus one
+``LFL_ALIGN_*`` flag), which is how readers discover it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from leased.constants import (
+    DEFAULT_MAX_HOSTS,
+    LFL_ALIGN_1M,
+    LFL_ALIGN_2M,
+    LFL_ALIGN_4M,
+    LFL_ALIGN_8M,
+    LFL_ALIGN_MASK,
+    MiB,
+)
+from leased.errors import LeaseError, ResultCode
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """One of the valid (sector_size, align_size) pairs of spec §1.1."""
+
+    sector_size: int
+    align_size: int
+
+    def __post_init__(self) -> None:
+        if (self.sector_size, self.align_size) not in _ALIGN_FLAGS:
+            raise LeaseError(
+                ResultCode.ADDLS_SIZES,
+                f"invalid geometry sector_size={self.sector_size} align_size={self.align_size}",
+            )
+
+    @property
+    def max_hosts(self) -> int:
+        """Host slots the area holds; 512/1M is capped at 2000, not 2048."""
+        return min(self.align_size // self.sector_size, DEFAULT_MAX_HOSTS)
+
+    @property
+    def align_flag(self) -> int:
+        return _ALIGN_FLAGS[(self.sector_size, self.align_size)]
+
+    @property
+    def sectors(self) -> int:
+        return self.align_size // self.sector_size
+
+    def __str__(self) -> str:
+        return f"{self.sector_size}/{self.align_size // MiB}M"
+
+
+_ALIGN_FLAGS = {
+    (512, 1 * MiB): LFL_ALIGN_1M,
+    (4096, 1 * MiB): LFL_ALIGN_1M,
+    (4096, 2 * MiB): LFL_ALIGN_2M,
+    (4096, 4 * MiB): LFL_ALIGN_4M,
+    (4096, 8 * MiB): LFL_ALIGN_8M,
+}
+
+_ALIGN_SIZE_OF_FLAG = {
+    LFL_ALIGN_1M: 1 * MiB,
+    LFL_ALIGN_2M: 2 * MiB,
+    LFL_ALIGN_4M: 4 * MiB,
+    LFL_ALIGN_8M: 8 * MiB,
+}
+
+ALL_GEOMETRIES = tuple(Geometry(s, a) for s, a in _ALIGN_FLAGS)
+
+
+def legacy_geometry(sector_size: int) -> Geometry:
+    """The geometry sanlock assumes when no align was given or recorded.
+
+    512-byte sectors mean 1 MiB areas and 4096-byte sectors 8 MiB (spec §1.2).
+    """
+    if sector_size == 512:
+        return Geometry(512, 1 * MiB)
+    if sector_size == 4096:
+        return Geometry(4096, 8 * MiB)
+    raise LeaseError(ResultCode.LEADER_SECTORSIZE, f"invalid sector_size {sector_size}")
+
+
+def geometry_from_leader(sector_size: int, flags: int) -> Geometry:
+    """The geometry a leader records; leaders older than 3.7 carry no align flag."""
+    align_bits = flags & LFL_ALIGN_MASK
+    if sector_size not in (512, 4096):
+        raise LeaseError(ResultCode.LEADER_SECTORSIZE, f"invalid sector_size {sector_size}")
+    if align_bits == 0:
+        return legacy_geometry(sector_size)
+    align_size = _ALIGN_SIZE_OF_FLAG.get(align_bits)
+    if align_size is None:
+        raise LeaseError(ResultCode.ADDLS_SIZES, f"invalid align flags 0x{flags:x}")
+    return Geometry(sector_size, align_size)
+
+
+def parse_align(text: str) -> int:
+    """Parse a ``-A`` value: ``1M``, ``2M``, ``4M``, ``8M`` (or bytes)."""
+    value = text.strip().upper()
+    if value.endswith("M"):
+        return int(value[:-1]) * MiB
+    if value.endswith("K"):
+        return int(value[:-1]) * 1024
+    return int(value)

@@ -1,0 +1,813 @@
+"""Resource leases: Disk Paxos on one disk (on-disk spec §6, §7).
+
+Each lease version (``lver``) is one Paxos instance.  A host proposes itself
+as owner of ``lver + 1`` with a ballot number congruent to its host_id
+(§7.3), writes its block, reads everyone's, and aborts when it sees a higher
+ballot or a later instance (§7.5).  The value chosen in phase 2 is written to
+the leader (§7.7).  There is no renewal: the owner's delta lease stands in for
+it, which is why taking a lease from another host needs that host's liveness
+(§7.4), supplied by a :class:`LockspaceView`.
+
+The pure steps (ballot number, the per-phase scan of blocks, the commit
+record) are functions of records; :func:`acquire`, :func:`release` and
+:func:`convert` are the async drivers.  Safety rule for failures: any I/O
+error or timeout during a ballot or the commit makes ``acquire`` raise, so
+the caller never believes it holds a lease whose commit it did not see
+complete.  After a phase-2 or commit failure our block is rewritten with
+``RELEASED`` (best effort), so if another host later commits our proposal it
+can still take the lease at once instead of waiting for us to die.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field, replace
+
+from leased.clock import DEFAULT_CLOCK, Clock, disk_timestamp
+from leased.constants import (
+    DBLOCK_FL_RELEASED,
+    LFL_SHORT_HOLD,
+    LVB_SECTOR_INDEX,
+    MBLOCK_SHARED,
+    PAXOS_DISK_CLEAR,
+    PAXOS_DISK_MAGIC,
+    PAXOS_DISK_VERSION,
+    REQ_FORCE_NONE,
+)
+from leased.delta_lease import DISCOVERY_READ_SIZE, LockspaceArea
+from leased.errors import LeaseError, ResultCode
+from leased.geometry import Geometry, geometry_from_leader
+from leased.host_status import HostStatusTable
+from leased.ondisk import (
+    BLANK_DBLOCK,
+    BLANK_MODE_BLOCK,
+    Dblock,
+    Leader,
+    ModeBlock,
+    RequestRecord,
+    decode_host_sector,
+    encode_name,
+    host_sector,
+    leader_sector,
+    name_text,
+    verify_paxos_leader,
+    verify_request,
+)
+from leased.storage import Storage
+from leased.timeouts import WRITE_INIT_IO_TIMEOUT, host_dead_seconds
+
+log = logging.getLogger(__name__)
+
+SH_RETRIES = 8
+"""Shared acquires retry this often when they meet another host's short hold."""
+
+
+@dataclass(frozen=True)
+class ResourceArea:
+    """Where a resource lease lives: storage, offset, names and geometry."""
+
+    storage: Storage
+    offset: int
+    space_name: bytes
+    resource_name: bytes
+    geometry: Geometry
+
+    @property
+    def sector_size(self) -> int:
+        return self.geometry.sector_size
+
+    def host_offset(self, host_id: int) -> int:
+        return self.offset + (1 + host_id) * self.sector_size
+
+    @property
+    def request_offset(self) -> int:
+        return self.offset + self.sector_size
+
+    @property
+    def lvb_offset(self) -> int:
+        return self.offset + LVB_SECTOR_INDEX * self.sector_size
+
+    def where(self) -> str:
+        names = f"{name_text(self.space_name)}:{name_text(self.resource_name)}"
+        return f"resource {names} at {self.storage.path}:{self.offset}"
+
+    def with_geometry(self, geometry: Geometry) -> ResourceArea:
+        return replace(self, geometry=geometry)
+
+
+@dataclass(frozen=True)
+class LockspaceView:
+    """What a paxos acquire needs to judge another owner: its delta leases and our table."""
+
+    area: LockspaceArea
+    io_timeout: int
+    watchdog_fire_timeout: int
+    table: HostStatusTable | None = None
+
+
+@dataclass
+class PaxosLease:
+    """A resource lease we hold, with the records kept to release it safely."""
+
+    area: ResourceArea
+    host_id: int
+    generation: int
+    leader: Leader
+    dblock: Dblock
+    shared: bool
+    io_timeout: int
+    lvb: bytes | None = None
+    lvb_dirty: bool = False
+    released: bool = field(default=False)
+
+    @property
+    def lver(self) -> int:
+        return self.leader.lver
+
+
+class _Restart(Exception):
+    """The leader changed under an acquire: start again from the initial read."""
+
+
+class _Abort(Exception):
+    """A ballot met a higher ballot or a later instance (-212/-213)."""
+
+    def __init__(self, rc: int) -> None:
+        self.rc = rc
+
+
+# ---------------------------------------------------------------------------
+# Records and pure steps
+
+
+def new_resource_leader(
+    space_name: str | bytes,
+    resource_name: str | bytes,
+    geometry: Geometry,
+    num_hosts: int = 0,
+    clear: bool = False,
+    write_timestamp: int = 0,
+) -> Leader:
+    """The leader ``init -r`` writes (§6.4); ``clear`` makes the lease unusable."""
+    max_hosts = geometry.max_hosts
+    return Leader(
+        magic=PAXOS_DISK_CLEAR if clear else PAXOS_DISK_MAGIC,
+        version=PAXOS_DISK_VERSION,
+        flags=geometry.align_flag,
+        sector_size=geometry.sector_size,
+        num_hosts=num_hosts if 1 <= num_hosts <= max_hosts else max_hosts,
+        max_hosts=max_hosts,
+        owner_id=0,
+        owner_generation=0,
+        lver=0,
+        space_name=encode_name(space_name),
+        resource_name=encode_name(resource_name),
+        timestamp=0,
+        unused1=0,
+        checksum=0,
+        unused2=0,
+        io_timeout=0,
+        write_id=0,
+        write_generation=0,
+        write_timestamp=write_timestamp,
+    ).sealed()
+
+
+def choose_mbal(max_mbal: int, max_hosts: int, host_id: int) -> int:
+    """Our first ballot number for an instance (§7.3): congruent to host_id mod max_hosts."""
+    if max_mbal == 0:
+        return host_id
+    return (max_mbal - max_mbal % max_hosts) + max_hosts + host_id
+
+
+def scan_blocks(
+    blocks: list[tuple[Dblock, ModeBlock]], next_lver: int, our_mbal: int
+) -> tuple[Dblock | None, set[int]]:
+    """One phase's read of all blocks (§7.5 step 2): the best accepted block and SH holders.
+
+    Raises :class:`_Abort` for a block of a later instance or a higher ballot.
+    """
+    best: Dblock | None = None
+    shared: set[int] = set()
+    for slot, (block, mode) in enumerate(blocks):
+        if not block.checksum_ok():
+            continue
+        if mode.flags & MBLOCK_SHARED:
+            shared.add(slot + 1)
+        if block.lver < next_lver:
+            continue
+        if block.lver > next_lver:
+            raise _Abort(ResultCode.DBLOCK_LVER)
+        if block.mbal > our_mbal:
+            raise _Abort(ResultCode.DBLOCK_MBAL)
+        if block.inp and block.bal and (best is None or block.bal > best.bal):
+            best = block
+    return best, shared
+
+
+def commit_record(
+    cur: Leader,
+    next_lver: int,
+    chosen: Dblock,
+    host_id: int,
+    generation: int,
+    now: int,
+    shared: bool,
+    num_hosts: int | None,
+) -> Leader:
+    """The leader that makes the chosen value official (§7.7)."""
+    flags = cur.flags
+    if chosen.inp == host_id:
+        flags = flags | LFL_SHORT_HOLD if shared else flags & ~LFL_SHORT_HOLD
+    return cur.sealed(
+        lver=next_lver,
+        owner_id=chosen.inp,
+        owner_generation=chosen.inp2,
+        timestamp=chosen.inp3,
+        write_id=host_id,
+        write_generation=generation,
+        write_timestamp=now,
+        num_hosts=num_hosts if num_hosts else cur.num_hosts,
+        flags=flags,
+    )
+
+
+def roundup_pow2(value: int) -> int:
+    return 1 << (value - 1).bit_length()
+
+
+# ---------------------------------------------------------------------------
+# Reads and writes
+
+
+async def init_resource(
+    storage: Storage,
+    offset: int,
+    space_name: str | bytes,
+    resource_name: str | bytes,
+    geometry: Geometry,
+    num_hosts: int = 0,
+    clear: bool = False,
+    now: int = 0,
+) -> None:
+    """Write a fresh resource area in one I/O (§6.4)."""
+    leader = new_resource_leader(space_name, resource_name, geometry, num_hosts, clear, now if clear else 0)
+    image = bytearray(geometry.align_size)
+    sector = geometry.sector_size
+    image[:sector] = leader_sector(leader, sector)
+    image[sector : 2 * sector] = bytes(RequestRecord().encode()).ljust(sector, b"\0")
+    await storage.write(offset, bytes(image), WRITE_INIT_IO_TIMEOUT)
+
+
+async def discover_resource(
+    storage: Storage, offset: int, space_name: str | bytes, resource_name: str | bytes, timeout: float
+) -> ResourceArea:
+    """Find a resource lease's geometry from its leader (§1.2)."""
+    data = await storage.read(offset, DISCOVERY_READ_SIZE, timeout)
+    leader = Leader.decode(data)
+    area = ResourceArea(storage, offset, encode_name(space_name), encode_name(resource_name), Geometry(512, 1 << 20))
+    verify_paxos_leader(leader, area.space_name, area.resource_name, 0, f"leader of {area.where()}")
+    return area.with_geometry(geometry_from_leader(leader.sector_size, leader.flags))
+
+
+async def read_leader(area: ResourceArea, host_id: int, timeout: float) -> Leader:
+    """Read and verify the leader; I/O failure is LEADER_READ."""
+    try:
+        data = await area.storage.read(area.offset, area.sector_size, timeout)
+    except LeaseError as exc:
+        raise LeaseError(ResultCode.LEADER_READ if exc.rc != ResultCode.AIO_TIMEOUT else exc.rc, exc.detail) from exc
+    leader = Leader.decode(data)
+    verify_paxos_leader(leader, area.space_name, area.resource_name, host_id, f"leader of {area.where()}")
+    return leader
+
+
+async def _read_blocks(
+    area: ResourceArea, num_hosts: int, length: int, timeout: float, rc: int
+) -> tuple[bytes, list[tuple[Dblock, ModeBlock]]]:
+    try:
+        data = await area.storage.read(area.offset, length, timeout)
+    except LeaseError as exc:
+        raise LeaseError(rc, f"reading blocks of {area.where()}: {exc}") from exc
+    sector = area.sector_size
+    count = min(num_hosts, length // sector - 2)
+    return data, [decode_host_sector(data, (2 + q) * sector) for q in range(count)]
+
+
+async def _write_host_sector(
+    area: ResourceArea, host_id: int, dblock: Dblock, mode: ModeBlock, timeout: float, rc: int
+) -> None:
+    try:
+        await area.storage.write(area.host_offset(host_id), host_sector(dblock, mode, area.sector_size), timeout)
+    except LeaseError as exc:
+        raise LeaseError(rc, f"writing block {host_id} of {area.where()}: {exc}") from exc
+
+
+async def _write_leader(area: ResourceArea, leader: Leader, timeout: float) -> None:
+    try:
+        await area.storage.write(area.offset, leader_sector(leader, area.sector_size), timeout)
+    except LeaseError as exc:
+        raise LeaseError(ResultCode.LEADER_WRITE, f"writing leader of {area.where()}: {exc}") from exc
+
+
+async def read_host_block(area: ResourceArea, host_id: int, timeout: float) -> tuple[Dblock, ModeBlock]:
+    data = await area.storage.read(area.host_offset(host_id), area.sector_size, timeout)
+    return decode_host_sector(data, 0)
+
+
+async def read_lvb(area: ResourceArea, timeout: float) -> bytes:
+    return await area.storage.read(area.lvb_offset, area.sector_size, timeout)
+
+
+async def write_lvb(area: ResourceArea, data: bytes, timeout: float) -> None:
+    if len(data) > area.sector_size:
+        raise LeaseError(ResultCode.E2BIG, f"LVB of {len(data)} bytes exceeds sector size {area.sector_size}")
+    await area.storage.write(area.lvb_offset, data.ljust(area.sector_size, b"\0"), timeout)
+
+
+async def read_request(area: ResourceArea, timeout: float) -> RequestRecord:
+    data = await area.storage.read(area.request_offset, area.sector_size, timeout)
+    record = RequestRecord.decode(data)
+    verify_request(record, f"request of {area.where()}")
+    return record
+
+
+async def write_request(
+    area: ResourceArea, lver: int, force_mode: int, timeout: float, *, next_lver: bool = False
+) -> int:
+    """Ask the holder to give the lease up (§7.10, requester side).
+
+    Returns the owner host_id the request is aimed at (0 when the lease is
+    free and nothing was written); the caller sets that host's bitmap bit.
+    """
+    if lver == 0 and force_mode == REQ_FORCE_NONE and not next_lver:
+        await read_request(area, timeout)
+        await area.storage.write(area.request_offset, RequestRecord().encode().ljust(area.sector_size, b"\0"), timeout)
+        return 0
+    leader = await read_leader(area, 0, timeout)
+    if leader.timestamp == 0:
+        return 0
+    if next_lver and lver == 0:
+        lver = leader.lver + 1
+    if leader.lver >= lver:
+        raise LeaseError(
+            ResultCode.REQUEST_OLD, f"request lver {lver} not above lease lver {leader.lver} of {area.where()}"
+        )
+    current = await read_request(area, timeout)
+    if current.lver > lver:
+        raise LeaseError(
+            ResultCode.REQUEST_LVER, f"a request for lver {current.lver} > {lver} exists on {area.where()}"
+        )
+    record = RequestRecord(lver=lver, force_mode=force_mode)
+    await area.storage.write(area.request_offset, record.encode().ljust(area.sector_size, b"\0"), timeout)
+    return leader.owner_id
+
+
+# ---------------------------------------------------------------------------
+# Acquire
+
+
+async def _owner_gone(
+    area: ResourceArea,
+    cur: Leader,
+    host_id: int,
+    view: LockspaceView | None,
+    owner_nowait: bool,
+    clock: Clock,
+    io_timeout: int,
+) -> None:
+    """Wait until the owner named in ``cur`` is known gone (§7.4), or raise.
+
+    Returns when the ballot may run; raises ACQUIRE_IDLIVE for a live owner,
+    ACQUIRE_OWNED_RETRY with ``owner_nowait``, ACQUIRE_LOCKSPACE without a
+    lockspace view, and :class:`_Restart` when the leader changes meanwhile.
+    """
+    if view is None:
+        raise LeaseError(
+            ResultCode.ACQUIRE_LOCKSPACE,
+            f"{area.where()} is held by host {cur.owner_id}/{cur.owner_generation}; no lockspace to check it",
+        )
+    hs = view.table.hosts.get(cur.owner_id) if view.table else None
+    if (
+        hs
+        and hs.last_check
+        and hs.last_live
+        and (hs.owner_id, hs.owner_generation) == (cur.owner_id, cur.owner_generation)
+    ):
+        wait_start, last_ts = hs.last_live, hs.timestamp
+    else:
+        wait_start, last_ts = clock.now(), 0
+    while True:
+        delta = await view.area.read_host(cur.owner_id, view.io_timeout)
+        owner_io_timeout = (
+            view.table.io_timeout_of(cur.owner_id) if view.table else (delta.io_timeout or view.io_timeout)
+        )
+        if delta.timestamp == 0:
+            log.debug("owner %d left its lockspace; %s is free", cur.owner_id, area.where())
+            return
+        if delta.owner_id != cur.owner_id or delta.owner_generation > cur.owner_generation:
+            log.debug("owner %d/%d has been replaced; %s is free", cur.owner_id, cur.owner_generation, area.where())
+            return
+        if last_ts == 0:
+            last_ts = delta.timestamp
+        elif delta.timestamp != last_ts or (hs is not None and hs.last_live and hs.last_check == hs.last_live):
+            if cur.write_id != cur.owner_id:
+                block, _ = await read_host_block(area, cur.owner_id, io_timeout)
+                if block.flags & DBLOCK_FL_RELEASED:
+                    return
+            raise LeaseError(
+                ResultCode.ACQUIRE_IDLIVE,
+                f"{area.where()} is held by live host {cur.owner_id} generation {cur.owner_generation}",
+            )
+        elif clock.now() - wait_start > host_dead_seconds(owner_io_timeout, view.watchdog_fire_timeout):
+            log.info("owner %d/%d of %s is dead; taking over", cur.owner_id, cur.owner_generation, area.where())
+            return
+        elif owner_nowait:
+            raise LeaseError(ResultCode.ACQUIRE_OWNED_RETRY, f"{area.where()} owner {cur.owner_id} not yet known dead")
+        await clock.sleep(1)
+        again = await read_leader(area, host_id, io_timeout)
+        if again != cur:
+            raise _Restart()
+
+
+async def _ballot(
+    area: ResourceArea,
+    host_id: int,
+    generation: int,
+    num_hosts: int,
+    next_lver: int,
+    mbal: int,
+    our_mode: ModeBlock,
+    clock: Clock,
+    io_timeout: int,
+) -> tuple[Dblock, set[int]]:
+    """Both phases of one ballot (§7.5).  Returns our phase-2 block and SH holders seen."""
+    length = min(roundup_pow2(num_hosts + 2) * area.sector_size, area.geometry.align_size)
+    block = Dblock(mbal=mbal, lver=next_lver).sealed()
+    await _write_host_sector(area, host_id, block, our_mode, io_timeout, ResultCode.DBLOCK_WRITE)
+    _, blocks = await _read_blocks(area, num_hosts, length, io_timeout, ResultCode.DBLOCK_READ)
+    best, shared = scan_blocks(blocks, next_lver, mbal)
+    if best is not None:
+        block = block.sealed(inp=best.inp, inp2=best.inp2, inp3=best.inp3)
+    else:
+        block = block.sealed(inp=host_id, inp2=generation, inp3=disk_timestamp(clock))
+    block = block.sealed(bal=mbal)
+    try:
+        await _write_host_sector(area, host_id, block, our_mode, io_timeout, ResultCode.DBLOCK_WRITE)
+        _, blocks = await _read_blocks(area, num_hosts, length, io_timeout, ResultCode.DBLOCK_READ)
+    except LeaseError:
+        await _retract(area, host_id, block, our_mode, io_timeout)
+        raise
+    _, shared2 = scan_blocks(blocks, next_lver, mbal)
+    return block, shared | shared2
+
+
+async def _run_ballots(
+    area: ResourceArea,
+    cur: Leader,
+    host_id: int,
+    generation: int,
+    next_lver: int,
+    mbal: int,
+    our_mode: ModeBlock,
+    clock: Clock,
+    io_timeout: int,
+) -> tuple[Dblock, set[int]] | Leader:
+    """Ballots until one completes (§7.6).
+
+    Returns our phase-2 block and the SH holders seen, or the leader when
+    another host committed *our* proposal for ``next_lver``.  Raises
+    ACQUIRE_OWNED when it committed someone else, and :class:`_Restart` when
+    the leader moved on.
+    """
+    while True:
+        try:
+            return await _ballot(area, host_id, generation, cur.num_hosts, next_lver, mbal, our_mode, clock, io_timeout)
+        except _Abort as abort:
+            log.debug("ballot aborted rc=%d mbal=%d %s", abort.rc, mbal, area.where())
+        await clock.sleep(random.random())
+        mbal += cur.max_hosts
+        now_leader = await read_leader(area, host_id, io_timeout)
+        if now_leader.lver == next_lver:
+            if (now_leader.owner_id, now_leader.owner_generation) == (host_id, generation):
+                return now_leader
+            raise LeaseError(
+                ResultCode.ACQUIRE_OWNED, f"{area.where()} lver {next_lver} was committed to host {now_leader.owner_id}"
+            )
+        if now_leader != cur:
+            raise _Restart()
+
+
+def _block_for(leader: Leader, host_id: int) -> Dblock:
+    """Our block for a lease another host committed on our behalf (used on release)."""
+    mbal = leader.max_hosts * (leader.lver + 1) + host_id
+    return Dblock(
+        mbal=mbal, bal=mbal, inp=host_id, inp2=leader.owner_generation, inp3=leader.timestamp, lver=leader.lver
+    ).sealed()
+
+
+async def _retract(area: ResourceArea, host_id: int, block: Dblock, mode: ModeBlock, io_timeout: int) -> None:
+    """Best effort after a failed phase 2 or commit: mark our proposal released."""
+    try:
+        await _write_host_sector(
+            area, host_id, replace(block, flags=DBLOCK_FL_RELEASED), mode, io_timeout, ResultCode.DBLOCK_WRITE
+        )
+    except LeaseError as exc:
+        log.warning("retract failed on %s: %s", area.where(), exc)
+
+
+async def _acquire_once(
+    area: ResourceArea,
+    host_id: int,
+    generation: int,
+    *,
+    shared: bool,
+    lver: int,
+    view: LockspaceView | None,
+    num_hosts: int | None,
+    owner_nowait: bool,
+    our_mode: ModeBlock,
+    clock: Clock,
+    io_timeout: int,
+) -> tuple[ResourceArea, Leader, Dblock, set[int]]:
+    """The exclusive algorithm (§7.1-7.7) up to and including the commit."""
+    while True:
+        length = area.geometry.align_size
+        try:
+            data = await area.storage.read(area.offset, length, io_timeout)
+        except LeaseError as exc:
+            raise LeaseError(ResultCode.DBLOCK_READ, f"reading {area.where()}: {exc}") from exc
+        cur = Leader.decode(data)
+        verify_paxos_leader(cur, area.space_name, area.resource_name, host_id, f"leader of {area.where()}")
+        geometry = geometry_from_leader(cur.sector_size, cur.flags)
+        if geometry != area.geometry:
+            area = area.with_geometry(geometry)
+            continue
+        sector = area.sector_size
+        blocks = [
+            decode_host_sector(data, (2 + q) * sector) for q in range(min(cur.num_hosts, area.geometry.sectors - 2))
+        ]
+        for slot, (block, _) in enumerate(blocks):
+            if not block.checksum_ok():
+                raise LeaseError(ResultCode.DBLOCK_CHECKSUM, f"block {slot + 1} of {area.where()} has a bad checksum")
+        max_mbal = max((block.mbal for block, _ in blocks), default=0)
+
+        if lver and cur.lver != lver:
+            raise LeaseError(ResultCode.ACQUIRE_LVER, f"{area.where()} is at lver {cur.lver}, not {lver}")
+        ours = cur.owner_id == host_id and cur.owner_generation <= generation
+        if cur.timestamp != 0 and not ours:
+            try:
+                await _owner_gone(area, cur, host_id, view, owner_nowait, clock, io_timeout)
+            except _Restart:
+                continue
+
+        next_lver = cur.lver + 1
+        mbal = choose_mbal(max_mbal, cur.max_hosts, host_id)
+        try:
+            outcome = await _run_ballots(area, cur, host_id, generation, next_lver, mbal, our_mode, clock, io_timeout)
+        except _Restart:
+            continue
+        if isinstance(outcome, Leader):
+            return area, outcome, _block_for(outcome, host_id), set()
+        block, holders = outcome
+        new = commit_record(cur, next_lver, block, host_id, generation, disk_timestamp(clock), shared, num_hosts)
+        try:
+            await _write_leader(area, new, io_timeout)
+        except LeaseError:
+            await _retract(area, host_id, block, our_mode, io_timeout)
+            raise
+        if block.inp != host_id:
+            raise LeaseError(
+                ResultCode.ACQUIRE_OTHER, f"ballot for {area.where()} lver {next_lver} committed host {block.inp}"
+            )
+        return area, new, block, holders
+
+
+async def acquire(
+    area: ResourceArea,
+    host_id: int,
+    generation: int,
+    *,
+    shared: bool = False,
+    lver: int = 0,
+    view: LockspaceView | None = None,
+    num_hosts: int | None = None,
+    owner_nowait: bool = False,
+    read_lvb_data: bool = False,
+    io_timeout: int = 10,
+    clock: Clock = DEFAULT_CLOCK,
+) -> PaxosLease:
+    """Acquire the lease exclusively or shared (§7.2-7.9).
+
+    ``view`` is the lockspace this host has joined; without it a lease held by
+    another host fails with ACQUIRE_LOCKSPACE, as in sanlock's direct mode.
+    """
+    retries = 0
+    while True:
+        try:
+            area, leader, block, holders = await _acquire_once(
+                area,
+                host_id,
+                generation,
+                shared=shared,
+                lver=lver,
+                view=view,
+                num_hosts=num_hosts,
+                owner_nowait=owner_nowait,
+                our_mode=BLANK_MODE_BLOCK,
+                clock=clock,
+                io_timeout=io_timeout,
+            )
+            break
+        except LeaseError as exc:
+            if not shared or exc.rc not in (
+                ResultCode.ACQUIRE_IDLIVE,
+                ResultCode.ACQUIRE_OWNED,
+                ResultCode.ACQUIRE_OTHER,
+            ):
+                raise
+            current = await read_leader(area, host_id, io_timeout)
+            if not current.flags & LFL_SHORT_HOLD:
+                raise
+            retries += 1
+            if retries > SH_RETRIES:
+                raise LeaseError(
+                    ResultCode.ACQUIRE_SHRETRY, f"{area.where()}: shared acquire kept meeting short holds"
+                ) from exc
+            await clock.sleep(random.random())
+
+    lease = PaxosLease(area, host_id, generation, leader, block, shared, io_timeout)
+    if shared:
+        await _write_host_sector(
+            area,
+            host_id,
+            replace(block, flags=DBLOCK_FL_RELEASED),
+            ModeBlock(MBLOCK_SHARED, generation),
+            io_timeout,
+            ResultCode.DBLOCK_WRITE,
+        )
+        await _release_leader(lease, clock)
+    else:
+        holders.discard(host_id)
+        if holders and await _live_shared_holders(area, holders, view, clock, io_timeout):
+            await release(lease, clock=clock)
+            raise LeaseError(ResultCode.EAGAIN, f"{area.where()} is held shared by live hosts")
+    if read_lvb_data:
+        lease.lvb = await read_lvb(area, io_timeout)
+    return lease
+
+
+async def _live_shared_holders(
+    area: ResourceArea, holders: set[int], view: LockspaceView | None, clock: Clock, io_timeout: int
+) -> list[int]:
+    """SH holders still alive after an EX commit; dead ones are cleared (§7.8)."""
+    live: list[int] = []
+    for holder in sorted(holders):
+        _, mode = await read_host_block(area, holder, io_timeout)
+        if not mode.flags & MBLOCK_SHARED:
+            continue
+        if mode.generation == 0:
+            log.warning("shared holder %d of %s has generation 0; ignored", holder, area.where())
+            continue
+        table = view.table if view else None
+        if table is None or table.is_live_for_shared(holder, mode.generation, clock.now()):
+            live.append(holder)
+            continue
+        log.info("clearing dead shared holder %d of %s", holder, area.where())
+        await area.storage.write(area.host_offset(holder), bytes(area.sector_size), io_timeout)
+    return live
+
+
+# ---------------------------------------------------------------------------
+# Release and convert
+
+
+async def _release_leader(lease: PaxosLease, clock: Clock, resource_name: bytes | None = None) -> None:
+    """Free the leader if we wrote it and it is unchanged (§7.9 step 3)."""
+    area = lease.area
+    current = await read_leader(area, lease.host_id, lease.io_timeout)
+    if current.write_id != lease.host_id:
+        log.debug("leader of %s written by host %d; release by dblock only", area.where(), current.write_id)
+        return
+    if current.lver != lease.leader.lver:
+        raise LeaseError(ResultCode.RELEASE_LVER, f"{area.where()} lver is {current.lver}, we hold {lease.leader.lver}")
+    if current.timestamp == 0 or (current.owner_id, current.owner_generation) != (lease.host_id, lease.generation):
+        raise LeaseError(
+            ResultCode.RELEASE_OWNER, f"{area.where()} is owned by {current.owner_id}/{current.owner_generation}"
+        )
+    if current != lease.leader:
+        raise LeaseError(ResultCode.RELEASE_OWNER, f"{area.where()} leader changed since acquire")
+    changes: dict[str, object] = dict(
+        timestamp=0,
+        write_id=lease.host_id,
+        write_generation=lease.generation,
+        write_timestamp=disk_timestamp(clock),
+        flags=current.flags & ~LFL_SHORT_HOLD,
+    )
+    if resource_name is not None:
+        changes["resource_name"] = resource_name
+    released = current.sealed(**changes)
+    await _write_leader(area, released, lease.io_timeout)
+    lease.leader = released
+
+
+async def release(lease: PaxosLease, *, clock: Clock = DEFAULT_CLOCK, rename: str | None = None) -> None:
+    """Release an exclusive or shared hold (§7.9).  Raises on a leader that moved."""
+    area = lease.area
+    released_block = replace(lease.dblock, flags=DBLOCK_FL_RELEASED)
+    if lease.shared:
+        await _write_host_sector(
+            area, lease.host_id, released_block, BLANK_MODE_BLOCK, lease.io_timeout, ResultCode.DBLOCK_WRITE
+        )
+        lease.released = True
+        return
+    if lease.lvb_dirty and lease.lvb is not None:
+        await write_lvb(area, lease.lvb, lease.io_timeout)
+    try:
+        await _write_host_sector(
+            area, lease.host_id, released_block, BLANK_MODE_BLOCK, lease.io_timeout, ResultCode.DBLOCK_WRITE
+        )
+    except LeaseError as exc:
+        log.warning("release: could not mark block released on %s: %s", area.where(), exc)
+    lease.released = True
+    await _release_leader(lease, clock, encode_name(rename) if rename else None)
+
+
+async def convert(
+    lease: PaxosLease, *, to_shared: bool, view: LockspaceView | None = None, clock: Clock = DEFAULT_CLOCK
+) -> None:
+    """Convert EX->SH or SH->EX in place (§7.9).  A refused SH->EX keeps SH (-11)."""
+    area = lease.area
+    shared_mode = ModeBlock(MBLOCK_SHARED, lease.generation)
+    if to_shared:
+        if lease.shared:
+            return
+        if lease.lvb_dirty and lease.lvb is not None:
+            await write_lvb(area, lease.lvb, lease.io_timeout)
+        await _write_host_sector(
+            area,
+            lease.host_id,
+            replace(lease.dblock, flags=DBLOCK_FL_RELEASED),
+            shared_mode,
+            lease.io_timeout,
+            ResultCode.DBLOCK_WRITE,
+        )
+        lease.shared = True
+        await _release_leader(lease, clock)
+        return
+    if not lease.shared:
+        return
+    area, leader, block, holders = await _acquire_once(
+        area,
+        lease.host_id,
+        lease.generation,
+        shared=False,
+        lver=0,
+        view=view,
+        num_hosts=None,
+        owner_nowait=False,
+        our_mode=shared_mode,
+        clock=clock,
+        io_timeout=lease.io_timeout,
+    )
+    candidate = PaxosLease(area, lease.host_id, lease.generation, leader, block, False, lease.io_timeout)
+    holders.discard(lease.host_id)
+    if holders and await _live_shared_holders(area, holders, view, clock, lease.io_timeout):
+        await _write_host_sector(
+            area,
+            lease.host_id,
+            replace(block, flags=DBLOCK_FL_RELEASED),
+            shared_mode,
+            lease.io_timeout,
+            ResultCode.DBLOCK_WRITE,
+        )
+        await _release_leader(candidate, clock)
+        raise LeaseError(ResultCode.EAGAIN, f"{area.where()} is held shared by other live hosts")
+    await _write_host_sector(area, lease.host_id, block, BLANK_MODE_BLOCK, lease.io_timeout, ResultCode.DBLOCK_WRITE)
+    lease.area, lease.leader, lease.dblock, lease.shared = area, leader, block, False
+
+
+def owner_of(leader: Leader) -> tuple[int, int] | None:
+    """(owner_id, generation) if the leader says the lease is held, else None."""
+    return (leader.owner_id, leader.owner_generation) if leader.timestamp else None
+
+
+__all__ = [
+    "BLANK_DBLOCK",
+    "LockspaceView",
+    "PaxosLease",
+    "ResourceArea",
+    "acquire",
+    "choose_mbal",
+    "commit_record",
+    "convert",
+    "discover_resource",
+    "init_resource",
+    "read_leader",
+    "read_lvb",
+    "read_request",
+    "release",
+    "scan_blocks",
+    "write_lvb",
+    "write_request",
+]

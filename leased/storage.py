@@ -1,0 +1,194 @@
+"""The only module that touches disks: aligned, direct, deadline-bound I/O.
+
+Lease storage is shared with other hosts, so every read must reach the device
+and every write must be on it before we act on it: files and block devices
+are opened with ``O_DIRECT | O_SYNC`` (page cache bypassed, as sanlock does;
+essential on NFS).  ``O_DIRECT`` needs aligned buffers, so each I/O goes
+through an anonymous ``mmap`` (page aligned) and ``preadv``/``pwritev``.
+
+Each I/O runs in a worker thread and is bounded by a deadline (normally the
+lockspace's ``io_timeout``).  When the deadline passes the caller gets
+``SANLK_AIO_TIMEOUT`` at once, but the thread is abandoned, not killed: the
+kernel may still complete the I/O later.  Two rules follow:
+
+* the thread owns its own buffer, so a late completion touches nothing the
+  caller still uses;
+* the file descriptor is not closed while any thread may still use it
+  (``close()`` defers the real close until the last in-flight I/O returns),
+  so a late I/O can never land on a descriptor number that was reused for
+  another file.
+
+Everything above this module talks to the :class:`Storage` protocol, so tests
+can wrap a real :class:`FileStorage` to fail, stall or tear I/O.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import mmap
+import os
+import stat
+import struct
+import threading
+from typing import Protocol
+
+import trio
+
+from leased.errors import LeaseError, ResultCode, rc_from_oserror
+
+log = logging.getLogger(__name__)
+
+_BLKSSZGET = 0x1268  # logical block size ioctl (linux/fs.h)
+
+
+class Storage(Protocol):
+    """Aligned lease I/O on one file or block device.
+
+    ``read`` and ``write`` raise :class:`LeaseError` with ``AIO_TIMEOUT`` when
+    the deadline passes and with ``-errno`` when the device fails.
+    """
+
+    @property
+    def path(self) -> str: ...
+
+    async def read(self, offset: int, length: int, timeout: float) -> bytes: ...
+
+    async def write(self, offset: int, data: bytes, timeout: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileStorage:
+    """:class:`Storage` on a real file or block device, opened for direct I/O."""
+
+    def __init__(self, path: str, *, writable: bool = True, direct: bool = True) -> None:
+        self._path = path
+        flags = (os.O_RDWR | os.O_SYNC) if writable else os.O_RDONLY
+        self.direct = False
+        try:
+            if direct:
+                try:
+                    self._fd = os.open(path, flags | os.O_DIRECT)
+                    self.direct = True
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    # tmpfs and a few others refuse O_DIRECT; they are not shared storage.
+                    log.warning("O_DIRECT not supported, using buffered I/O path=%s", path)
+                    self._fd = os.open(path, flags)
+            else:
+                self._fd = os.open(path, flags)
+        except OSError as exc:
+            raise LeaseError(rc_from_oserror(exc), f"cannot open {path}: {exc.strerror}") from exc
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._closed = False
+        self._limiter = trio.CapacityLimiter(16)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def is_block_device(self) -> bool:
+        return stat.S_ISBLK(os.fstat(self._fd).st_mode)
+
+    def logical_sector_size(self) -> int:
+        """The device's logical sector size; 512 for a regular file (spec §1.2)."""
+        if not self.is_block_device():
+            return 512
+        buf = fcntl.ioctl(self._fd, _BLKSSZGET, struct.pack("i", 0))
+        size: int = struct.unpack("i", buf)[0]
+        return size
+
+    def size(self) -> int:
+        """Bytes in the file or device."""
+        return os.lseek(self._fd, 0, os.SEEK_END)
+
+    # -- thread side ------------------------------------------------------
+
+    def _enter(self) -> int:
+        with self._lock:
+            if self._closed:
+                raise LeaseError(ResultCode.EBADF, f"{self._path}: storage is closed")
+            self._in_flight += 1
+            return self._fd
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if self._closed and self._in_flight == 0:
+                os.close(self._fd)
+
+    def read_sync(self, offset: int, length: int) -> bytes:
+        """Blocking read; short reads past the end of a file come back zero-filled."""
+        fd = self._enter()
+        try:
+            buf = mmap.mmap(-1, max(length, 1))
+            try:
+                done = os.preadv(fd, [buf], offset) if length else 0
+                data = buf[:done]
+            finally:
+                buf.close()
+        except OSError as exc:
+            raise LeaseError(
+                rc_from_oserror(exc), f"read {self._path} offset {offset} length {length}: {exc.strerror}"
+            ) from exc
+        finally:
+            self._leave()
+        if done < length:
+            data += bytes(length - done)
+        return data
+
+    def write_sync(self, offset: int, data: bytes) -> None:
+        fd = self._enter()
+        try:
+            buf = mmap.mmap(-1, max(len(data), 1))
+            try:
+                buf[: len(data)] = data
+                view = memoryview(buf)[: len(data)]
+                try:
+                    done = os.pwritev(fd, [view], offset)
+                finally:
+                    view.release()
+            finally:
+                buf.close()
+            if done != len(data):
+                raise LeaseError(ResultCode.EIO, f"short write {self._path} offset {offset}: {done} of {len(data)}")
+        except OSError as exc:
+            raise LeaseError(
+                rc_from_oserror(exc), f"write {self._path} offset {offset} length {len(data)}: {exc.strerror}"
+            ) from exc
+        finally:
+            self._leave()
+
+    # -- trio side --------------------------------------------------------
+
+    async def read(self, offset: int, length: int, timeout: float) -> bytes:
+        with trio.move_on_after(timeout):
+            return await trio.to_thread.run_sync(
+                self.read_sync, offset, length, abandon_on_cancel=True, limiter=self._limiter
+            )
+        raise LeaseError(ResultCode.AIO_TIMEOUT, f"read {self._path} offset {offset} timed out after {timeout}s")
+
+    async def write(self, offset: int, data: bytes, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            await trio.to_thread.run_sync(self.write_sync, offset, data, abandon_on_cancel=True, limiter=self._limiter)
+            return
+        raise LeaseError(ResultCode.AIO_TIMEOUT, f"write {self._path} offset {offset} timed out after {timeout}s")
+
+    def close(self) -> None:
+        """Close now, or as soon as the last abandoned I/O thread returns."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._in_flight == 0:
+                os.close(self._fd)
+
+    def __enter__(self) -> FileStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
