@@ -38,8 +38,12 @@ class Geometry:
 
     @property
     def max_hosts(self) -> int:
-        """Host slots the area holds; 512/1M is capped at 2000, not 2048."""
-        return min(self.align_size // self.sector_size, DEFAULT_MAX_HOSTS)
+        """Host slots the area holds: 2000/250/500/1000/2000 (observed, spec §1.1).
+
+        Not align/sector: sanlock keeps a few sectors spare (250 of 256 for
+        4096/1M) and caps 512/1M at 2000 of 2048.
+        """
+        return _MAX_HOSTS[(self.sector_size, self.align_size)]
 
     @property
     def align_flag(self) -> int:
@@ -59,6 +63,14 @@ _ALIGN_FLAGS = {
     (4096, 2 * MiB): LFL_ALIGN_2M,
     (4096, 4 * MiB): LFL_ALIGN_4M,
     (4096, 8 * MiB): LFL_ALIGN_8M,
+}
+
+_MAX_HOSTS = {
+    (512, 1 * MiB): DEFAULT_MAX_HOSTS,
+    (4096, 1 * MiB): 250,
+    (4096, 2 * MiB): 500,
+    (4096, 4 * MiB): 1000,
+    (4096, 8 * MiB): DEFAULT_MAX_HOSTS,
 }
 
 _ALIGN_SIZE_OF_FLAG = {
