@@ -33,12 +33,17 @@ from leased.paxos_lease import new_resource_leader
 
 MiB = 1 << 20
 
-VECTOR_A = bytes.fromhex(
-    "10202112040003001000000000020000"
-    "00000000000000000100000000000000"
-    "00000000000000000000000000000000"
-    "00000000000000004c53000000000000"
-) + bytes(0xA0 - 0x40) + bytes.fromhex("0000000000000000c074f1b000000a00") + bytes(0x18)
+VECTOR_A = (
+    bytes.fromhex(
+        "10202112040003001000000000020000"
+        "00000000000000000100000000000000"
+        "00000000000000000000000000000000"
+        "00000000000000004c53000000000000"
+    )
+    + bytes(0xA0 - 0x40)
+    + bytes.fromhex("0000000000000000c074f1b000000a00")
+    + bytes(0x18)
+)
 
 
 def test_schema_sizes_match_the_spec() -> None:
@@ -88,7 +93,10 @@ def test_vector_b_fresh_resource_leader() -> None:
 
 def test_vectors_after_acquire_and_release() -> None:
     delta = new_lockspace_leader("TS", Geometry(512, MiB), 10).sealed(
-        owner_id=1, owner_generation=1, timestamp=1197, resource_name=encode_name("eacbc6e3-232d-429a-937d-7c8af2440afd.vm")
+        owner_id=1,
+        owner_generation=1,
+        timestamp=1197,
+        resource_name=encode_name("eacbc6e3-232d-429a-937d-7c8af2440afd.vm"),
     )
     assert delta.checksum == 0xB445B8D3
     acquired = new_resource_leader("TS", "RA", Geometry(512, MiB)).sealed(
@@ -214,7 +222,9 @@ def test_leader_parse_build_round_trip(raw: bytes) -> None:
 
 
 @given(u64, u64, u64, u64, u64, u64, u32)
-def test_dblock_build_parse_round_trip(mbal: int, bal: int, inp: int, inp2: int, inp3: int, lver: int, flags: int) -> None:
+def test_dblock_build_parse_round_trip(
+    mbal: int, bal: int, inp: int, inp2: int, inp3: int, lver: int, flags: int
+) -> None:
     block = Dblock(mbal=mbal, bal=bal, inp=inp, inp2=inp2, inp3=inp3, lver=lver, flags=flags).sealed()
     assert Dblock.decode(block.encode()) == block
     assert block.checksum_ok()
