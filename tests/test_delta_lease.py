@@ -31,7 +31,10 @@ class AheadClock(MonotonicClock):
         return super().now() + self.offset
 
 
-async def make_lockspace(path: Path, geometry: Geometry = Geometry(512, MiB)) -> None:
+DEFAULT_GEOMETRY = Geometry(512, MiB)
+
+
+async def make_lockspace(path: Path, geometry: Geometry = DEFAULT_GEOMETRY) -> None:
     storage = FileStorage(str(path))
     try:
         await delta_lease.init_lockspace(storage, 0, "LS", geometry, IO_TIMEOUT)

@@ -79,7 +79,9 @@ async def test_two_hosts_racing_never_both_win(lease_file: Path, open_storage: t
         winners: dict[int, PaxosLease] = {}
         errors: dict[int, int] = {}
 
-        async def contend(host_id: int, delay: float) -> None:
+        async def contend(
+            host_id: int, delay: float, winners: dict[int, PaxosLease] = winners, errors: dict[int, int] = errors
+        ) -> None:
             await trio.sleep(delay)
             try:
                 winners[host_id] = await paxos_lease.acquire(areas[host_id], host_id, 1, io_timeout=IO_TIMEOUT)
