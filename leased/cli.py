@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
-import trio
-
 from leased import direct
+from leased.clock import run_blocking
 from leased.errors import LeaseError, ResultCode, code_name, rc_from_oserror
 from leased.timeouts import DEFAULT_IO_TIMEOUT
 
@@ -76,8 +75,8 @@ def _int_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def _run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    return trio.run(fn, *args)
+def _run(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    return run_blocking(fn(*args))
 
 
 def _say(line: str) -> None:

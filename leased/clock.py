@@ -8,9 +8,10 @@ and fault injection can stand in a different source without patching.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol, TypeVar
 
-import trio
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -28,7 +29,16 @@ class MonotonicClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        import trio  # only the daemon's event loop needs it; the CLI stays trio-free
+
         await trio.sleep(seconds)
+
+
+class BlockingClock(MonotonicClock):
+    """Monotonic time whose sleep blocks the thread: for coroutines run by :func:`run_blocking`."""
+
+    async def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 def disk_timestamp(clock: Clock) -> int:
@@ -37,3 +47,20 @@ def disk_timestamp(clock: Clock) -> int:
 
 
 DEFAULT_CLOCK = MonotonicClock()
+BLOCKING_CLOCK = BlockingClock()
+
+
+def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (blocking storage and clock) to completion.
+
+    The lease drivers are async so the daemon can run them under trio; the
+    daemon-less CLI gives them :class:`BlockingClock` and blocking storage and
+    runs them here, without importing an event loop.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise RuntimeError("coroutine tried to suspend; it needs blocking storage and BLOCKING_CLOCK")

@@ -11,7 +11,9 @@ README says so: ``release`` really releases (sanlock's is a no-op on disk),
 ``acquire`` honours ``:SH``, host_id 0 is refused instead of overwriting the
 request record, and ``dump`` never reads host blocks beyond the area.
 
-Each action returns ``(rc, lines)``; printing and exit codes belong to the CLI.
+Actions are coroutines over blocking storage and :data:`BLOCKING_CLOCK`, so
+the CLI runs them with :func:`leased.clock.run_blocking` and never starts an
+event loop.  Printing and exit codes belong to the CLI.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from leased import delta_lease, paxos_lease
-from leased.clock import DEFAULT_CLOCK, disk_timestamp
+from leased.clock import BLOCKING_CLOCK, disk_timestamp
 from leased.constants import (
     DELTA_DISK_MAGIC,
     LEADER_RECORD_SIZE,
@@ -44,7 +46,7 @@ from leased.ondisk import (
     verify_delta_leader,
     verify_paxos_leader,
 )
-from leased.storage import FileStorage
+from leased.storage import BlockingFileStorage, FileStorage
 from leased.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_WATCHDOG_FIRE_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -153,9 +155,9 @@ def choose_geometry(storage: FileStorage, sector_size: int, align_size: int) -> 
     return legacy_geometry(storage.logical_sector_size())
 
 
-def _open(path: str, writable: bool, missing_rc: int) -> FileStorage:
+def _open(path: str, writable: bool, missing_rc: int) -> BlockingFileStorage:
     try:
-        return FileStorage(path, writable=writable)
+        return BlockingFileStorage(path, writable=writable)
     except LeaseError as exc:
         if exc.rc == ResultCode.ENOENT:
             raise LeaseError(missing_rc, exc.detail) from exc
@@ -179,7 +181,7 @@ async def init_resource(arg: ResourceArg, sector_size: int, align_size: int, num
     storage = _open(arg.path, True, -19)
     try:
         geometry = choose_geometry(storage, sector_size, align_size)
-        now = disk_timestamp(DEFAULT_CLOCK)
+        now = disk_timestamp(BLOCKING_CLOCK)
         await paxos_lease.init_resource(storage, arg.offset, arg.lockspace, arg.name, geometry, num_hosts, clear, now)
     finally:
         storage.close()
@@ -300,7 +302,7 @@ async def dump(target: DumpTarget, force_level: int, sector_size: int, align_siz
     if target.offset % MiB:
         lines.append(f"WARNING: dump offset should be a multiple of {MiB} bytes.")
     try:
-        storage = FileStorage(target.path, writable=False)
+        storage = BlockingFileStorage(target.path, writable=False)
     except LeaseError:
         lines.append(f"Device {target.path} not found.")
         return 1, lines
@@ -434,7 +436,12 @@ async def acquire_id(arg: LockspaceArg, host_name: str, io_timeout: int) -> delt
             # sanlock reads the (zero) sector past the records and reports its magic
             raise LeaseError(ResultCode.LEADER_MAGIC, f"host_id {arg.host_id} beyond {area.geometry.max_hosts} records")
         return await delta_lease.acquire_host_id(
-            area, arg.host_id, host_name, io_timeout, watchdog_fire_timeout=DEFAULT_WATCHDOG_FIRE_TIMEOUT
+            area,
+            arg.host_id,
+            host_name,
+            io_timeout,
+            clock=BLOCKING_CLOCK,
+            watchdog_fire_timeout=DEFAULT_WATCHDOG_FIRE_TIMEOUT,
         )
     finally:
         area.storage.close()
@@ -454,7 +461,7 @@ async def renew_id(arg: LockspaceArg, io_timeout: int) -> None:
     area = await _lockspace_area(arg, -19)
     try:
         lease = await _held_host_id(area, arg.host_id, io_timeout)
-        await delta_lease.renew_host_id(lease)
+        await delta_lease.renew_host_id(lease, clock=BLOCKING_CLOCK)
     finally:
         area.storage.close()
 
@@ -490,7 +497,7 @@ async def acquire(arg: ResourceArg, host_id: int, generation: int, io_timeout: i
     area = await _resource_area(arg)
     try:
         return await paxos_lease.acquire(
-            area, host_id, generation, shared=arg.shared, lver=arg.lver, io_timeout=io_timeout
+            area, host_id, generation, shared=arg.shared, lver=arg.lver, io_timeout=io_timeout, clock=BLOCKING_CLOCK
         )
     finally:
         area.storage.close()
@@ -513,6 +520,6 @@ async def release(arg: ResourceArg, host_id: int, generation: int, io_timeout: i
         lease = paxos_lease.PaxosLease(
             area, host_id, generation or leader.owner_generation, leader, block, shared, io_timeout
         )
-        await paxos_lease.release(lease)
+        await paxos_lease.release(lease, clock=BLOCKING_CLOCK)
     finally:
         area.storage.close()

@@ -20,6 +20,12 @@ kernel may still complete the I/O later.  Two rules follow:
 
 Everything above this module talks to the :class:`Storage` protocol, so tests
 can wrap a real :class:`FileStorage` to fail, stall or tear I/O.
+
+Two shells share the same thread-side code: :class:`FileStorage` awaits the
+worker thread through trio (the daemon), :class:`BlockingFileStorage` joins a
+plain thread and never suspends (the daemon-less CLI, which then needs no
+event loop).  trio is imported only when the trio shell is used: it is half
+of a ``leased direct`` command's start-up time.
 """
 
 from __future__ import annotations
@@ -32,13 +38,17 @@ import os
 import stat
 import struct
 import threading
-from typing import Protocol
-
-import trio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from leased.errors import LeaseError, ResultCode, rc_from_oserror
 
+if TYPE_CHECKING:
+    import trio
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _BLKSSZGET = 0x1268  # logical block size ioctl (linux/fs.h)
 
@@ -85,7 +95,7 @@ class FileStorage:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._closed = False
-        self._limiter = trio.CapacityLimiter(16)
+        self._limiter: trio.CapacityLimiter | None = None
 
     @property
     def path(self) -> str:
@@ -165,16 +175,30 @@ class FileStorage:
 
     # -- trio side --------------------------------------------------------
 
+    def _trio_limiter(self) -> trio.CapacityLimiter:
+        """Threads this storage may occupy, abandoned ones included (bounded under stalls)."""
+        import trio
+
+        if self._limiter is None:
+            self._limiter = trio.CapacityLimiter(16)
+        return self._limiter
+
     async def read(self, offset: int, length: int, timeout: float) -> bytes:
+        import trio
+
         with trio.move_on_after(timeout):
             return await trio.to_thread.run_sync(
-                self.read_sync, offset, length, abandon_on_cancel=True, limiter=self._limiter
+                self.read_sync, offset, length, abandon_on_cancel=True, limiter=self._trio_limiter()
             )
         raise LeaseError(ResultCode.AIO_TIMEOUT, f"read {self._path} offset {offset} timed out after {timeout}s")
 
     async def write(self, offset: int, data: bytes, timeout: float) -> None:
+        import trio
+
         with trio.move_on_after(timeout):
-            await trio.to_thread.run_sync(self.write_sync, offset, data, abandon_on_cancel=True, limiter=self._limiter)
+            await trio.to_thread.run_sync(
+                self.write_sync, offset, data, abandon_on_cancel=True, limiter=self._trio_limiter()
+            )
             return
         raise LeaseError(ResultCode.AIO_TIMEOUT, f"write {self._path} offset {offset} timed out after {timeout}s")
 
@@ -192,3 +216,37 @@ class FileStorage:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class BlockingFileStorage(FileStorage):
+    """:class:`FileStorage` whose async methods complete without suspending.
+
+    Each I/O still runs in a worker thread bounded by its timeout; the caller
+    blocks on ``join`` instead of an event loop.  Coroutines using it can be
+    driven by :func:`leased.clock.run_blocking`.
+    """
+
+    def _in_thread(self, what: str, fn: Callable[[], T], timeout: float) -> T:
+        outcome: list[T] = []
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(fn())
+            except BaseException as exc:  # handed to the caller's thread
+                failure.append(exc)
+
+        worker = threading.Thread(target=work, name=f"leased-io {what}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            raise LeaseError(ResultCode.AIO_TIMEOUT, f"{what} timed out after {timeout}s")
+        if failure:
+            raise failure[0]
+        return outcome[0]
+
+    async def read(self, offset: int, length: int, timeout: float) -> bytes:
+        return self._in_thread(f"read {self._path} offset {offset}", lambda: self.read_sync(offset, length), timeout)
+
+    async def write(self, offset: int, data: bytes, timeout: float) -> None:
+        self._in_thread(f"write {self._path} offset {offset}", lambda: self.write_sync(offset, data), timeout)
