@@ -130,7 +130,7 @@ class _Restart(Exception):
     """The leader changed under an acquire: start again from the initial read."""
 
 
-class _Abort(Exception):
+class BallotAborted(Exception):
     """A ballot met a higher ballot or a later instance (-212/-213)."""
 
     def __init__(self, rc: int) -> None:
@@ -186,7 +186,7 @@ def scan_blocks(
 ) -> tuple[Dblock | None, set[int]]:
     """One phase's read of all blocks (§7.5 step 2): the best accepted block and SH holders.
 
-    Raises :class:`_Abort` for a block of a later instance or a higher ballot.
+    Raises :class:`BallotAborted` for a block of a later instance or a higher ballot.
     """
     best: Dblock | None = None
     shared: set[int] = set()
@@ -198,9 +198,9 @@ def scan_blocks(
         if block.lver < next_lver:
             continue
         if block.lver > next_lver:
-            raise _Abort(ResultCode.DBLOCK_LVER)
+            raise BallotAborted(ResultCode.DBLOCK_LVER)
         if block.mbal > our_mbal:
-            raise _Abort(ResultCode.DBLOCK_MBAL)
+            raise BallotAborted(ResultCode.DBLOCK_MBAL)
         if block.inp and block.bal and (best is None or block.bal > best.bal):
             best = block
     return best, shared
@@ -483,7 +483,7 @@ async def _run_ballots(
     while True:
         try:
             return await _ballot(area, host_id, generation, cur.num_hosts, next_lver, mbal, our_mode, clock, io_timeout)
-        except _Abort as abort:
+        except BallotAborted as abort:
             log.debug("ballot aborted rc=%d mbal=%d %s", abort.rc, mbal, area.where())
         await clock.sleep(random.random())
         mbal += cur.max_hosts
