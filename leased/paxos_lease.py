@@ -574,7 +574,14 @@ async def _acquire_once(
         try:
             await _write_leader(area, new, io_timeout)
         except LeaseError:
+            # The write may have landed with only its completion lost: undo our
+            # block and, if the leader now names us as written by us, free it,
+            # or every other host would see a live owner that holds nothing.
             await _retract(area, host_id, block, our_mode, io_timeout)
+            try:
+                await _release_leader(PaxosLease(area, host_id, generation, new, block, shared, io_timeout), clock)
+            except LeaseError as exc:
+                log.debug("no commit of ours to undo on %s: %s", area.where(), exc)
             raise
         if block.inp != host_id:
             raise LeaseError(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from clitools import leased, read_bytes, sanlock
+
 from leased import delta_lease, paxos_lease
 from leased.geometry import Geometry
 from leased.storage import FileStorage
