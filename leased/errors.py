@@ -38,6 +38,19 @@ class ResultCode(IntEnum):
     EALREADY = -errno.EALREADY
     EUCLEAN = -errno.EUCLEAN
     ETIMEDOUT = -errno.ETIMEDOUT
+    ENOTTY = -errno.ENOTTY
+    ERANGE = -errno.ERANGE
+    ENOCSI = -errno.ENOCSI
+    ELIBACC = -errno.ELIBACC
+    ELIBBAD = -errno.ELIBBAD
+    ELIBSCN = -errno.ELIBSCN
+    EOPNOTSUPP = -errno.EOPNOTSUPP
+    ENOTCONN = -errno.ENOTCONN
+    EINPROGRESS = -errno.EINPROGRESS
+    ESTALE = -errno.ESTALE
+
+    ERROR = -201
+    WD_ERROR = -203
 
     AIO_TIMEOUT = -202
     DBLOCK_READ = -210
