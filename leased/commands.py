@@ -1,0 +1,934 @@
+"""One handler per wire command, dispatched through :data:`HANDLERS`.
+
+A handler takes a :class:`Command` (daemon state, the connection's client,
+the framed request) and returns a :class:`Reply`: the bytes to send (none
+for REGISTER and SHUTDOWN) and whether the connection closes afterwards.
+Result codes, payload layouts and close rules are sanlock 3.8.5's (wire spec
+§2.3, §5); deviations are deliberate and commented.
+
+Rules every handler keeps:
+
+* bad input is an error code in the reply and a log line, never an exception
+  out of the handler and never a dropped lease;
+* a registered-type command (ACQUIRE, RELEASE, INQUIRE, CONVERT, KILLPATH)
+  acts on the client registered on this connection, or on the registered
+  process named by ``data2``, and only if the requester may (same uid or
+  root): a client touches only its own leases unless explicitly allowed;
+* moving leases to a client is prepare-then-commit (:mod:`leased.resource`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from leased import delta_lease, paxos_lease
+from leased.clock import DEFAULT_CLOCK, disk_timestamp
+from leased.constants import MBLOCK_SHARED, MiB
+from leased.errors import LeaseError, ResultCode, code_name
+from leased.geometry import Geometry, geometry_from_leader
+from leased.host_status import HostState
+from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
+from leased.ondisk import Leader, decode_host_sector, encode_name, names_equal, verify_delta_leader, verify_paxos_leader
+from leased.paxos_lease import ResourceArea
+from leased.protocol import (
+    ACQUIRE_LVB,
+    ACQUIRE_OWNER_NOWAIT,
+    ADD_ASYNC,
+    HEADER_SIZE,
+    INQ_WAIT,
+    LSF_ADD,
+    LSF_REM,
+    REL_ALL,
+    REL_RENAME,
+    REM_ASYNC,
+    REM_UNUSED,
+    RES_ALIGN1M,
+    RES_ALIGN2M,
+    RES_ALIGN4M,
+    RES_ALIGN8M,
+    RES_ALIGN_MASK,
+    RES_LVER,
+    RES_NUM_HOSTS,
+    RES_PERSISTENT,
+    RES_SECTOR4K,
+    RES_SECTOR512,
+    RES_SECTOR_MASK,
+    RES_SHARED,
+    RESOURCE_SIZE,
+    SM_PROTO,
+    TARGET_SELF,
+    VERSION_NUM,
+    VERSION_STR,
+    WRITE_CLEAR,
+    Cmd,
+    Disk,
+    Header,
+    Host,
+    Killpath,
+    Lockspace,
+    Options,
+    Resource,
+    StateRecord,
+    StateType,
+    format_resource,
+    split_resources,
+)
+from leased.resource import Token, release_on_disk
+from leased.state import ClientState, DaemonState
+from leased.storage import FileStorage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    data: bytes = b""
+    close: bool = False
+
+
+@dataclass
+class Command:
+    state: DaemonState
+    client: ClientState
+    header: Header
+    body: bytes
+    nursery: trio.Nursery
+    open_storage: Callable[[str], FileStorage] = field(default=FileStorage)
+
+    def reply(self, result: int, *, data2: int = 0, payload: bytes = b"", close: bool = False) -> Reply:
+        header = self.header.reply(result, data2=data2, payload_length=len(payload))
+        return Reply(header.encode() + payload, close)
+
+    @property
+    def name(self) -> str:
+        try:
+            return Cmd(self.header.cmd).name.lower()
+        except ValueError:
+            return f"cmd{self.header.cmd}"
+
+
+Handler = Callable[[Command], Awaitable[Reply]]
+
+
+def _ls_name(name: bytes) -> str:
+    return name.decode(errors="replace")
+
+
+def _fail(cmd: Command, rc: int, detail: str, *, data2: int = 0, payload: bytes = b"", close: bool = False) -> Reply:
+    log.error("%s ci %d pid %d: %s (%d %s)", cmd.name, cmd.client.ci, cmd.client.pid, detail, rc, code_name(rc))
+    return cmd.reply(rc, data2=data2, payload=payload, close=close)
+
+
+# ---------------------------------------------------------------------------
+# Target resolution for registered-type commands
+
+
+class Refused(Exception):
+    def __init__(self, rc: int, detail: str) -> None:
+        super().__init__(rc, detail)
+        self.rc, self.detail = rc, detail
+
+
+def target_client(cmd: Command) -> ClientState:
+    """The registered client a registered-type command acts on (wire spec §7.3)."""
+    state, client = cmd.state, cmd.client
+    if cmd.header.data2 == TARGET_SELF:
+        if not client.registered or client.dead:
+            raise Refused(ResultCode.EBUSY, "no pid: connection is not registered")
+        target = client
+    else:
+        pid = cmd.header.target_pid
+        found = state.registered_client(pid) if pid > 0 else None
+        if found is None:
+            raise Refused(ResultCode.ESRCH, f"target pid {pid} not found")
+        target = found
+        if client.uid not in (0, target.uid) and not state.config.allow_cross_uid:
+            raise Refused(ResultCode.EPERM, f"uid {client.uid} may not act for pid {pid} of uid {target.uid}")
+    if target.cmd_active and target is not client:
+        raise Refused(ResultCode.EBUSY, f"target pid {target.pid} busy with cmd {target.cmd_active}")
+    return target
+
+
+# ---------------------------------------------------------------------------
+# Geometry helpers
+
+
+def _geometry_from_flags(flags: int) -> Geometry | None:
+    """ALIGN/SECTOR bits of a resource or lockspace request; None when absent."""
+    align = {RES_ALIGN1M: 1, RES_ALIGN2M: 2, RES_ALIGN4M: 4, RES_ALIGN8M: 8}.get(flags & RES_ALIGN_MASK)
+    sector = {RES_SECTOR512: 512, RES_SECTOR4K: 4096}.get(flags & RES_SECTOR_MASK)
+    if align is None and sector is None:
+        return None
+    if align is None or sector is None:
+        raise LeaseError(ResultCode.EINVAL, f"flags 0x{flags:x} need both ALIGN and SECTOR bits")
+    return Geometry(sector, align * MiB)
+
+
+def _flags_of(geometry: Geometry) -> int:
+    align = {1: RES_ALIGN1M, 2: RES_ALIGN2M, 4: RES_ALIGN4M, 8: RES_ALIGN8M}[geometry.align_size // MiB]
+    return align | (RES_SECTOR512 if geometry.sector_size == 512 else RES_SECTOR4K)
+
+
+async def _probe_geometry(storage: FileStorage, offset: int, timeout: int) -> tuple[Geometry, Leader]:
+    leader = Leader.decode(await storage.read(offset, 4096, timeout))
+    return geometry_from_leader(leader.sector_size, leader.flags), leader
+
+
+def _open(cmd: Command, path: str, missing_rc: int = ResultCode.ENODEV) -> FileStorage:
+    if not path:
+        raise LeaseError(missing_rc, "empty path")
+    try:
+        return cmd.open_storage(path)
+    except LeaseError as exc:
+        raise LeaseError(missing_rc if exc.rc == ResultCode.ENOENT else exc.rc, exc.detail) from exc
+
+
+# ---------------------------------------------------------------------------
+# Lockspaces
+
+
+def _matches(lockspace: JoinedLockspace, ls: Lockspace) -> bool:
+    key = lockspace.key
+    return (
+        names_equal(encode_name(key.name), encode_name(ls.name))
+        and key.path == ls.disk.path
+        and key.offset == ls.disk.offset
+        and (ls.host_id == 0 or key.host_id == ls.host_id)
+    )
+
+
+async def cmd_add_lockspace(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    state = cmd.state
+    if not ls.name or not ls.host_id or not ls.disk.path:
+        return _fail(cmd, ResultCode.EINVAL, "empty name, host_id 0 or empty path")
+    for existing in state.lockspaces:
+        same = _matches(existing, ls) and existing.host_id == ls.host_id
+        if same and existing.state is LockspaceState.JOINED:
+            return cmd.reply(ResultCode.EEXIST)
+        if same and existing.state is LockspaceState.ADDING:
+            return cmd.reply(ResultCode.EINPROGRESS)
+        if same and existing.state is LockspaceState.REMOVING:
+            return cmd.reply(ResultCode.EAGAIN)
+        if existing.state is LockspaceState.FAILED:
+            continue
+        if existing.name == ls.name or (existing.key.path, existing.key.offset) == (ls.disk.path, ls.disk.offset):
+            return _fail(cmd, ResultCode.EINVAL, f"lockspace {_ls_name(ls.name)} conflicts with a joined one")
+    io_timeout = cmd.header.data or state.config.io_timeout
+    if io_timeout > 255:
+        return _fail(cmd, ResultCode.EINVAL, f"io_timeout {io_timeout} above 255 (stored in one byte on disk)")
+    joined = JoinedLockspace(
+        key=lockspace_key(ls.name, ls.host_id, ls.disk.path, ls.disk.offset),
+        io_timeout=io_timeout,
+        timeouts=state.config.timeouts(io_timeout),
+        host_name=state.config.our_host_name.encode(),
+        open_storage=lambda path: _open(cmd, path),
+        history_size=state.config.renewal_history_size,
+        space_id=next(state.space_ids),
+    )
+    state.lockspaces = [x for x in state.lockspaces if not (x.state is LockspaceState.FAILED and _matches(x, ls))]
+    state.lockspaces.append(joined)
+    log.info(
+        "add_lockspace %s:%d:%s:%d io_timeout %d",
+        _ls_name(ls.name),
+        ls.host_id,
+        ls.disk.path,
+        ls.disk.offset,
+        io_timeout,
+    )
+    cmd.nursery.start_soon(joined.run)
+    if cmd.header.cmd_flags & ADD_ASYNC:
+        return cmd.reply(0)
+    await joined.joined.wait()
+    if joined.state is not LockspaceState.JOINED:
+        state.lockspaces.remove(joined)
+        return _fail(cmd, joined.add_result or ResultCode.ERROR, f"add_lockspace {_ls_name(ls.name)} failed")
+    return cmd.reply(0)
+
+
+def _inq_result(state: DaemonState, ls: Lockspace) -> int:
+    for existing in state.lockspaces:
+        if _matches(existing, ls):
+            if existing.state is LockspaceState.JOINED:
+                return 0
+            if existing.state in (LockspaceState.ADDING, LockspaceState.REMOVING):
+                return ResultCode.EINPROGRESS
+    return ResultCode.ENOENT
+
+
+async def cmd_inq_lockspace(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    result = _inq_result(cmd.state, ls)
+    while result == ResultCode.EINPROGRESS and cmd.header.cmd_flags & INQ_WAIT:
+        await trio.sleep(1)
+        result = _inq_result(cmd.state, ls)
+    return cmd.reply(result)
+
+
+async def cmd_rem_lockspace(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    state = cmd.state
+    target = next((x for x in state.lockspaces if _matches(x, ls)), None)
+    if target is None:
+        return cmd.reply(ResultCode.ENOENT)
+    if target.state is LockspaceState.REMOVING:
+        return cmd.reply(ResultCode.EINPROGRESS)
+    tokens = state.leases.in_lockspace(target)
+    if cmd.header.cmd_flags & REM_UNUSED and tokens:
+        return cmd.reply(ResultCode.EBUSY)
+    if target.state is LockspaceState.ADDING:
+        target.cancel_scope.cancel()
+    target.state = LockspaceState.REMOVING
+    cmd.nursery.start_soon(remove_lockspace, state, target)
+    if not cmd.header.cmd_flags & REM_ASYNC:
+        await target.removed.wait()
+    return cmd.reply(0)
+
+
+async def remove_lockspace(state: DaemonState, lockspace: JoinedLockspace) -> None:
+    """Kill every holder of a lease in the lockspace (SIGKILL, wire spec §5.4), wait, leave."""
+    while True:
+        holders = {t.client_id for t in state.leases.in_lockspace(lockspace)}
+        live = [state.clients[ci] for ci in holders if ci in state.clients and not state.clients[ci].dead]
+        if not live:
+            break
+        for client in live:
+            _signal(client, signal.SIGKILL)
+        await trio.sleep(0.2)
+    for token in state.leases.in_lockspace(lockspace):
+        state.leases.detach(token)
+        token.lease.area.storage.close()
+    await lockspace.leave()
+    if lockspace in state.lockspaces:
+        state.lockspaces.remove(lockspace)
+
+
+def _signal(client: ClientState, signum: int) -> None:
+    if client.pid <= 0:
+        return
+    try:
+        os.kill(client.pid, signum)
+        client.kill_count += 1
+        log.info("kill %d sig %d", client.pid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        log.error("kill %d sig %d: %s", client.pid, signum, exc)
+
+
+async def cmd_get_lockspaces(cmd: Command) -> Reply:
+    order = [(LockspaceState.JOINED, 0), (LockspaceState.REMOVING, LSF_REM), (LockspaceState.ADDING, LSF_ADD)]
+    entries = [
+        Lockspace(x.name, x.host_id, flags, Disk(x.key.path, x.key.offset)).encode()
+        for wanted, flags in order
+        for x in cmd.state.lockspaces
+        if x.state is wanted
+    ]
+    return cmd.reply(0, data2=len(entries), payload=b"".join(entries), close=True)
+
+
+async def cmd_get_hosts(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    lockspace = cmd.state.find_lockspace(ls.name)
+    if lockspace is None or lockspace.table is None:
+        return cmd.reply(ResultCode.ENOENT, close=True)
+    table, now = lockspace.table, lockspace.clock.now()
+    hosts = []
+    wanted = [ls.host_id] if ls.host_id else sorted(table.hosts)
+    for host_id in wanted:
+        record = table.hosts.get(host_id)
+        if record is None:
+            hosts.append(Host(host_id, flags=HostState.FREE))
+            continue
+        if not ls.host_id and record.timestamp == 0:
+            continue
+        state_value = table.state(host_id, now)
+        hosts.append(
+            Host(host_id, record.owner_generation, record.timestamp, table.io_timeout_of(host_id), state_value)
+        )
+    payload = b"".join(h.encode() for h in hosts)
+    return cmd.reply(0, data2=len(hosts), payload=payload, close=True)
+
+
+async def cmd_host_status(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    lockspace = cmd.state.find_lockspace(ls.name)
+    if lockspace is None or lockspace.table is None:
+        return cmd.reply(ResultCode.ENOSPC, close=True)
+    records = []
+    for host_id, record in sorted(lockspace.table.hosts.items()):
+        if not (record.last_live or record.owner_id):
+            continue
+        owner_name = record.owner_name.split(b"\0", 1)[0].decode(errors="replace")
+        text = (
+            f"last_check={int(record.last_check)} last_live={int(record.last_live)} last_req=0 "
+            f"owner_id={record.owner_id} owner_generation={record.owner_generation} timestamp={record.timestamp} "
+            f"io_timeout={record.io_timeout} owner_name={owner_name}"
+        )
+        records.append(StateRecord(StateType.HOST, host_id, record.timestamp, b"", text).encode())
+    header = cmd.header.reply(0, data2=cmd.header.data2)
+    return Reply(header.encode() + b"".join(records), close=True)
+
+
+async def cmd_renewal(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    lockspace = cmd.state.find_lockspace(ls.name, states=(LockspaceState.JOINED, LockspaceState.FAILED))
+    if lockspace is None:
+        return cmd.reply(ResultCode.ENOSPC, close=True)
+    if not lockspace.history:
+        return cmd.reply(0, data2=cmd.header.data2, close=True)
+    records = [
+        StateRecord(
+            StateType.RENEWAL,
+            0,
+            entry.timestamp,
+            b"",
+            f"timestamp={entry.timestamp} read_ms={entry.read_ms} write_ms={entry.write_ms} "
+            f"next_timeouts={entry.next_timeouts} next_errors={entry.next_errors}",
+        ).encode()
+        for entry in lockspace.history
+    ]
+    header = cmd.header.reply(0, data2=lockspace.io_timeout)
+    return Reply(header.encode() + b"".join(records), close=True)
+
+
+# ---------------------------------------------------------------------------
+# Resource leases
+
+
+def _resource_area(token_storage: FileStorage, resource: Resource, lockspace: JoinedLockspace) -> ResourceArea:
+    disk = resource.disks[0]
+    geometry = _geometry_from_flags(resource.flags)
+    if geometry is None:
+        assert lockspace.lease is not None
+        geometry = lockspace.lease.area.geometry
+    return ResourceArea(
+        token_storage, disk.offset, encode_name(resource.lockspace), encode_name(resource.name), geometry
+    )
+
+
+async def cmd_acquire(cmd: Command) -> Reply:
+    state, header = cmd.state, cmd.header
+    resources, used = split_resources(cmd.body, header.data, with_disks=True)
+    options = Options.decode(cmd.body[used:])
+    try:
+        target = target_client(cmd)
+    except Refused as exc:
+        return _fail(cmd, exc.rc, exc.detail)
+    keys = [(r.lockspace, r.name) for r in resources]
+    for resource in resources:
+        if len(resource.disks) > 1:
+            return _fail(cmd, ResultCode.EINVAL, "multi-disk leases are not supported")
+        lockspace = state.find_lockspace(resource.lockspace)
+        if lockspace is None or not lockspace.usable:
+            return _fail(cmd, ResultCode.ENOSPC, f"lockspace {_ls_name(resource.lockspace)} not joined")
+        conflict = state.leases.conflict((resource.lockspace, resource.name), resource.shared)
+        if conflict:
+            return cmd.reply(conflict) if state.config.quiet_fail else _fail(cmd, conflict, "local conflict")
+    if len(set(keys)) != len(keys):
+        return _fail(cmd, ResultCode.EINVAL, "the same resource twice in one acquire")
+
+    # prepare: reserve, then do all disk work; nothing is attached to the client yet
+    target.cmd_active = Cmd.ACQUIRE
+    generation = target.generation
+    state.leases.reserve(keys)
+    taken: list[Token] = []
+    try:
+        for resource in resources:
+            lockspace = state.find_lockspace(resource.lockspace)
+            if lockspace is None or not lockspace.usable or lockspace.lease is None:
+                raise LeaseError(ResultCode.ENOSPC, f"lockspace {_ls_name(resource.lockspace)} not joined")
+            storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
+            try:
+                lease = await paxos_lease.acquire(
+                    _resource_area(storage, resource, lockspace),
+                    lockspace.host_id,
+                    lockspace.host_generation,
+                    shared=resource.shared,
+                    lver=resource.lver if resource.flags & RES_LVER else 0,
+                    view=lockspace.view(),
+                    num_hosts=resource.data32 if resource.flags & RES_NUM_HOSTS else None,
+                    owner_nowait=bool(header.cmd_flags & ACQUIRE_OWNER_NOWAIT),
+                    read_lvb_data=bool(header.cmd_flags & ACQUIRE_LVB),
+                    io_timeout=lockspace.io_timeout,
+                    clock=lockspace.clock,
+                )
+            except BaseException:
+                storage.close()
+                raise
+            taken.append(
+                Token(
+                    resource=Resource(
+                        resource.lockspace, resource.name, flags=resource.flags, num_disks=1, disks=resource.disks
+                    ),
+                    lockspace=lockspace,
+                    lease=lease,
+                    client_id=target.ci,
+                    client_generation=generation,
+                    persistent=bool(resource.flags & RES_PERSISTENT),
+                    lvb_enabled=bool(header.cmd_flags & ACQUIRE_LVB),
+                )
+            )
+    except LeaseError as exc:
+        for token in taken:
+            await release_on_disk(token)
+        return _fail(cmd, exc.rc, str(exc))
+    finally:
+        state.leases.unreserve(keys)
+        target.cmd_active = 0
+        target.cmd_last = Cmd.ACQUIRE
+
+    # commit: the target must still be the same live process
+    if target.dead or target.generation != generation:
+        for token in taken:
+            await release_on_disk(token)
+        return _fail(cmd, ResultCode.ENOTTY, f"target pid {target.pid} exited during acquire")
+    state.leases.attach(taken)
+    target.tokens.extend(taken)
+    if options.owner_name or not target.name or target.name == str(target.pid).encode():
+        target.name = options.owner_name
+    for token in taken:
+        log.info(
+            "acquired %s:%s lver %d for pid %d", _ls_name(token.key[0]), _ls_name(token.key[1]), token.lver, target.pid
+        )
+    return cmd.reply(0)
+
+
+async def cmd_release(cmd: Command) -> Reply:
+    state, header = cmd.state, cmd.header
+    try:
+        target = target_client(cmd)
+    except Refused as exc:
+        return _fail(cmd, exc.rc, exc.detail)
+    flags = header.cmd_flags
+    if flags & REL_ALL:
+        chosen = list(target.tokens)
+        rename = None
+        missing: list[bytes] = []
+    else:
+        count = 2 if flags & REL_RENAME else header.data
+        structs, _ = split_resources(cmd.body, count, with_disks=False)
+        rename = structs[1].name if flags & REL_RENAME else None
+        wanted = structs[:1] if flags & REL_RENAME else structs
+        chosen, missing = [], []
+        for resource in wanted:
+            token = next((t for t in target.tokens if t.key == (resource.lockspace, resource.name)), None)
+            if token is None:
+                missing.append(resource.name)
+            elif token not in chosen:
+                chosen.append(token)
+    result = 0
+    for name in missing:
+        log.error("cmd_release ci %d pid %d no resource %s", target.ci, target.pid, _ls_name(name))
+        result = ResultCode.EPERM
+    for token in chosen:
+        rc = await _release_token(state, target, token, rename=rename)
+        result = result or rc
+    return cmd.reply(result)
+
+
+async def _release_token(state: DaemonState, client: ClientState, token: Token, *, rename: bytes | None = None) -> int:
+    """Detach a token from its client and the table, then release it on disk."""
+    if token in client.tokens:
+        client.tokens.remove(token)
+    state.leases.detach(token)
+    state.leases.releasing.add(token.key)
+    try:
+        return await release_on_disk(token, rename=rename)
+    finally:
+        if not state.leases.held.get(token.key):
+            state.leases.releasing.discard(token.key)
+
+
+async def release_client(state: DaemonState, client: ClientState) -> None:
+    """A registered connection closed: its process is gone; release its leases (wire spec §7.2)."""
+    client.dead = True
+    for token in list(client.tokens):
+        rc = await _release_token(state, client, token)
+        log.info("pid %d exit: released %s rc %d", client.pid, _ls_name(token.key[1]), rc)
+
+
+async def cmd_inquire(cmd: Command) -> Reply:
+    try:
+        target = target_client(cmd)
+    except Refused as exc:
+        if exc.rc == ResultCode.ESRCH:
+            return cmd.reply(exc.rc)  # a probe for "does this pid exist": not an error worth logging
+        return _fail(cmd, exc.rc, exc.detail)
+    if not target.tokens:
+        return cmd.reply(0)
+    # Paths are escaped (a space as "\\ "), which libsanlock's parser reads back; sanlock 3.8.5
+    # refuses such leases with -ELIBSCN instead.
+    text = " ".join(format_resource(t.resource, None if t.shared else t.lver) for t in target.tokens)
+    payload = text.encode(errors="surrogateescape") + b"\0"
+    return cmd.reply(0, data2=len(target.tokens), payload=payload)
+
+
+async def cmd_convert(cmd: Command) -> Reply:
+    state = cmd.state
+    try:
+        target = target_client(cmd)
+    except Refused as exc:
+        return _fail(cmd, exc.rc, exc.detail)
+    resource = Resource.decode(cmd.body)
+    token = next((t for t in target.tokens if t.key == (resource.lockspace, resource.name)), None)
+    if token is None:
+        return _fail(cmd, ResultCode.ENOENT, f"convert: {_ls_name(resource.name)} not held")
+    to_shared = resource.shared
+    if token.shared == to_shared:
+        return cmd.reply(ResultCode.EALREADY)
+    if not to_shared and any(t is not token for t in state.leases.held.get(token.key, [])):
+        return cmd.reply(ResultCode.EAGAIN)  # another local client holds it shared
+    target.cmd_active = Cmd.CONVERT
+    try:
+        await paxos_lease.convert(
+            token.lease, to_shared=to_shared, view=token.lockspace.view(), clock=token.lockspace.clock
+        )
+    except LeaseError as exc:
+        return _fail(cmd, exc.rc, str(exc))
+    finally:
+        target.cmd_active = 0
+    flags = (token.resource.flags | RES_SHARED) if to_shared else (token.resource.flags & ~RES_SHARED)
+    token.resource = Resource(
+        token.resource.lockspace, token.resource.name, flags=flags, num_disks=1, disks=token.resource.disks
+    )
+    return cmd.reply(0)
+
+
+def _held_token(state: DaemonState, resource: Resource) -> Token | None:
+    return state.leases.find_held((resource.lockspace, resource.name))
+
+
+async def cmd_set_lvb(cmd: Command) -> Reply:
+    resource = Resource.decode(cmd.body)
+    data = cmd.body[RESOURCE_SIZE:]
+    token = _held_token(cmd.state, resource)
+    if token is None:
+        return _fail(cmd, ResultCode.ENOENT, f"set_lvb: {_ls_name(resource.name)} not held here")
+    if not token.lvb_enabled:
+        return _fail(cmd, ResultCode.EINVAL, "set_lvb: lease acquired without ACQUIRE_LVB")
+    if len(data) > token.lease.area.sector_size:
+        return _fail(cmd, ResultCode.E2BIG, f"set_lvb: {len(data)} bytes exceed the sector")
+    token.lease.lvb = data.ljust(token.lease.area.sector_size, b"\0")
+    token.lease.lvb_dirty = True
+    return cmd.reply(0)
+
+
+async def cmd_get_lvb(cmd: Command) -> Reply:
+    resource = Resource.decode(cmd.body)
+    token = _held_token(cmd.state, resource)
+    if token is None:
+        return _fail(cmd, ResultCode.ENOENT, f"get_lvb: {_ls_name(resource.name)} not held here")
+    if not token.lvb_enabled or token.lease.lvb is None:
+        return _fail(cmd, ResultCode.EINVAL, "get_lvb: lease acquired without ACQUIRE_LVB")
+    wanted = cmd.header.data2 or token.lease.area.sector_size
+    return cmd.reply(0, payload=token.lease.lvb[:wanted])
+
+
+# ---------------------------------------------------------------------------
+# Direct storage commands (no lockspace needed)
+
+
+async def cmd_write_lockspace(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    try:
+        geometry = _geometry_from_flags(ls.flags) or Geometry(512, MiB)
+        storage = _open(cmd, ls.disk.path)
+        try:
+            io_timeout = cmd.header.data2 or cmd.state.config.io_timeout
+            await delta_lease.init_lockspace(storage, ls.disk.offset, ls.name, geometry, io_timeout)
+        finally:
+            storage.close()
+    except LeaseError as exc:
+        return _fail(cmd, exc.rc, str(exc))
+    return cmd.reply(0)
+
+
+async def cmd_read_lockspace(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    result, io_timeout, out = 0, 0, ls
+    try:
+        storage = _open(cmd, ls.disk.path)
+        try:
+            geometry = _geometry_from_flags(ls.flags)
+            if geometry is None:
+                geometry, _ = await _probe_geometry(storage, ls.disk.offset, cmd.state.config.io_timeout)
+            host_id = ls.host_id or 1
+            raw = await storage.read(ls.disk.offset + (host_id - 1) * geometry.sector_size, geometry.sector_size, 10)
+            leader = Leader.decode(raw)
+            name = encode_name(ls.name) if ls.name else leader.space_name
+            verify_delta_leader(leader, name, f"{ls.disk.path}:{ls.disk.offset}")
+            io_timeout = leader.io_timeout
+            out = Lockspace(leader.space_name.split(b"\0", 1)[0], host_id, _flags_of(geometry), ls.disk)
+        finally:
+            storage.close()
+    except LeaseError as exc:
+        result = exc.rc
+        log.error("read_lockspace %s:%d: %s", ls.disk.path, ls.disk.offset, exc)
+    return cmd.reply(result, data2=io_timeout, payload=out.encode())
+
+
+async def cmd_write_resource(cmd: Command) -> Reply:
+    (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
+    try:
+        geometry = _geometry_from_flags(resource.flags) or Geometry(512, MiB)
+        storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
+        try:
+            await paxos_lease.init_resource(
+                storage,
+                resource.disks[0].offset,
+                resource.lockspace,
+                resource.name,
+                geometry,
+                num_hosts=cmd.header.data,  # sanlock uses data (max_hosts) as num_hosts; data2 is ignored
+                clear=bool(cmd.header.cmd_flags & WRITE_CLEAR),
+                now=disk_timestamp(DEFAULT_CLOCK),
+            )
+        finally:
+            storage.close()
+    except LeaseError as exc:
+        return _fail(cmd, exc.rc, str(exc))
+    return cmd.reply(0)
+
+
+async def _read_resource_leader(cmd: Command, resource: Resource) -> tuple[Leader, Geometry, FileStorage]:
+    storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
+    try:
+        geometry = _geometry_from_flags(resource.flags)
+        probed, leader = await _probe_geometry(storage, resource.disks[0].offset, cmd.state.config.io_timeout)
+        if geometry is not None and geometry != probed:
+            raise LeaseError(ResultCode.EINVAL, f"requested geometry {geometry} differs from on-disk {probed}")
+        space = encode_name(resource.lockspace) if resource.lockspace else leader.space_name
+        name = encode_name(resource.name) if resource.name else leader.resource_name
+        verify_paxos_leader(leader, space, name, 0, f"{resource.disks[0].path}:{resource.disks[0].offset}")
+        return leader, probed, storage
+    except BaseException:
+        storage.close()
+        raise
+
+
+async def cmd_read_resource(cmd: Command) -> Reply:
+    (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
+    out = Resource(resource.lockspace, resource.name, flags=resource.flags)
+    try:
+        leader, geometry, storage = await _read_resource_leader(cmd, resource)
+        storage.close()
+        out = Resource(
+            leader.space_name.split(b"\0", 1)[0],
+            leader.resource_name.split(b"\0", 1)[0],
+            lver=leader.lver,
+            flags=_flags_of(geometry),
+        )
+    except LeaseError as exc:
+        log.error("read_resource: %s", exc)
+        return cmd.reply(exc.rc, payload=out.encode(with_disks=False))
+    return cmd.reply(0, payload=out.encode(with_disks=False))
+
+
+async def cmd_read_resource_owners(cmd: Command) -> Reply:
+    (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
+    out = Resource(resource.lockspace, resource.name, flags=resource.flags)
+    hosts: list[Host] = []
+    try:
+        leader, geometry, storage = await _read_resource_leader(cmd, resource)
+        try:
+            data = await storage.read(resource.disks[0].offset, geometry.align_size, cmd.state.config.io_timeout)
+        finally:
+            storage.close()
+        flags = resource.flags or _flags_of(geometry)
+        if leader.timestamp:
+            hosts.append(Host(leader.owner_id, leader.owner_generation, leader.timestamp))
+        for slot in range(min(leader.num_hosts, geometry.sectors - 2)):
+            _, mode = decode_host_sector(data, (2 + slot) * geometry.sector_size)
+            if mode.flags & MBLOCK_SHARED:
+                flags |= RES_SHARED
+                hosts.append(Host(slot + 1, mode.generation, 0))
+        out = Resource(out.lockspace, out.name, lver=leader.lver, flags=flags)
+    except LeaseError as exc:
+        log.error("read_resource_owners: %s", exc)
+        return cmd.reply(exc.rc, payload=out.encode(with_disks=False))
+    payload = out.encode(with_disks=False) + b"".join(h.encode() for h in hosts)
+    return cmd.reply(0, data2=len(hosts), payload=payload)
+
+
+# ---------------------------------------------------------------------------
+# Daemon-level commands
+
+
+async def cmd_register(cmd: Command) -> Reply:
+    # Identity (pid/uid) was taken from SO_PEERCRED by the connection; no reply, ever.
+    client = cmd.client
+    if client.pid <= 0:
+        log.error("register ci %d: no peer credentials", client.ci)
+        return Reply(close=True)
+    client.registered = True
+    client.name = str(client.pid).encode()
+    log.debug("cmd_register ci %d pid %d", client.ci, client.pid)
+    return Reply()
+
+
+async def cmd_version(cmd: Command) -> Reply:
+    header = Header(Cmd.VERSION, 0, HEADER_SIZE, 0, 0, VERSION_NUM, version=SM_PROTO)
+    return Reply(header.encode())
+
+
+async def cmd_restrict(cmd: Command) -> Reply:
+    cmd.client.restrict = cmd.header.cmd_flags
+    return cmd.reply(0)
+
+
+async def cmd_killpath(cmd: Command) -> Reply:
+    try:
+        target = target_client(cmd)
+    except Refused as exc:
+        return _fail(cmd, exc.rc, exc.detail)
+    target.killpath = Killpath.decode(cmd.body)
+    target.killpath_flags = cmd.header.cmd_flags
+    return cmd.reply(0)
+
+
+async def cmd_log_dump(cmd: Command) -> Reply:
+    text = cmd.state.log_ring.dump() if cmd.state.log_ring else b""
+    header = cmd.header.reply(len(text), data2=cmd.header.data2)
+    header = Header(header.cmd, header.cmd_flags, cmd.header.length, header.seq, len(text), cmd.header.data2)
+    return Reply(header.encode() + text, close=True)
+
+
+async def cmd_shutdown(cmd: Command) -> Reply:
+    force = cmd.header.data
+    if cmd.state.lockspaces and not force:
+        log.debug("ignore shutdown, lockspace exists")
+        return Reply(close=True)
+    cmd.state.shutting_down = True
+    return Reply(close=True)
+
+
+async def cmd_shutdown_wait(cmd: Command) -> Reply:
+    if cmd.state.lockspaces and not cmd.header.data:
+        return cmd.reply(ResultCode.EBUSY)
+    cmd.state.shutting_down = True
+    return Reply(Header(0, 0, HEADER_SIZE, 0, 0, 0, magic=cmd.header.magic, version=SM_PROTO).encode(), close=True)
+
+
+async def cmd_unsupported(cmd: Command) -> Reply:
+    return _fail(cmd, ResultCode.EOPNOTSUPP, "command not supported by leased yet")
+
+
+# ---------------------------------------------------------------------------
+# STATUS
+
+
+def _daemon_text(state: DaemonState) -> str:
+    config = state.config
+    return (
+        f"our_host_name={config.our_host_name} use_watchdog={int(config.use_watchdog)} "
+        f"high_priority={config.high_priority} mlock_level={config.mlock_level} quiet_fail={int(config.quiet_fail)} "
+        f"debug_renew={int(config.debug_renew)} debug_clients=0 debug_cmds=0x0 "
+        f"renewal_history_size={config.renewal_history_size} gid={config.gid} uid={config.uid} sh_retries=8 "
+        f"max_sectors_kb_ignore=0 max_sectors_kb_align=0 max_sectors_kb_num=0 "
+        f"max_worker_threads={config.max_worker_threads} write_init_io_timeout=60 use_aio=1 "
+        f"kill_grace_seconds={config.kill_grace_seconds if config.kill_grace_seconds is not None else 40} "
+        f"helper_pid=0 helper_kill_fd=-1 helper_full_count=0 helper_last_status=0 "
+        f"monotime={int(DEFAULT_CLOCK.now())} version_str={VERSION_STR} version_num={VERSION_STR} "
+        f"version_hex={VERSION_NUM:08x} smproto_hex={SM_PROTO:08x}"
+    )
+
+
+def status_records(state: DaemonState, detail: int) -> list[bytes]:
+    records = [
+        StateRecord(StateType.DAEMON, 0, 0, state.config.our_host_name.encode()[:48], _daemon_text(state)).encode()
+    ]
+    if detail == 1:
+        return records
+    for client in sorted(state.clients.values(), key=lambda c: c.ci):
+        text = (
+            f"ci={client.ci} fd={client.fd} pid={client.pid} flags=0 restricted={client.restrict:x} "
+            f"cmd_active={client.cmd_active} cmd_last={client.cmd_last} pid_dead={int(client.dead)} "
+            f"kill_count={client.kill_count} kill_last={client.kill_last} suspend=0 need_free=0"
+        )
+        records.append(StateRecord(StateType.CLIENT, client.pid, 0, client.name[:48], text).encode())
+    if detail == 2:
+        return records
+    for lockspace in state.lockspaces:
+        geometry = lockspace.lease.area.geometry if lockspace.lease else Geometry(512, MiB)
+        listed = {LockspaceState.JOINED: "spaces", LockspaceState.ADDING: "add"}.get(lockspace.state, "rem")
+        text = (
+            f"list={listed} space_id={lockspace.space_id} io_timeout={lockspace.io_timeout} "
+            f"sector_size={geometry.sector_size} align_size={geometry.align_size} "
+            f"host_generation={lockspace.host_generation} renew_fail={int(lockspace.renewal_fail)} "
+            f"space_dead={int(lockspace.state is LockspaceState.FAILED)} killing_pids=0 used_retries=0 "
+            f"external_used=0 used_by_orphans=0 renewal_read_extend_sec={lockspace.io_timeout} set_max_sectors_kb=0 "
+            f"corrupt_result={lockspace.corrupt_result} acquire_last_result={lockspace.add_result} "
+            f"renewal_last_result=0 "
+            f"acquire_last_attempt=0 acquire_last_success=0 renewal_last_attempt=0 "
+            f"renewal_last_success={lockspace.lease.last_success if lockspace.lease else 0}"
+        )
+        ls = Lockspace(lockspace.name, lockspace.host_id, 0, Disk(lockspace.key.path, lockspace.key.offset))
+        records.append(
+            StateRecord(StateType.LOCKSPACE, 0, lockspace.host_id, lockspace.name, text).encode() + ls.encode()
+        )
+    if detail == 3:
+        return records
+    for token in state.leases.tokens():
+        holder = state.clients.get(token.client_id)
+        area = token.lease.area
+        text = (
+            f"list=held flags={token.resource.flags:x} sector_size={area.sector_size} "
+            f"align_size={area.geometry.align_size} lver={token.lver} reused=0 "
+            f"res_id={token.token_id} token_id={token.token_id}"
+        )
+        lver = 0 if token.shared else token.lver
+        record = StateRecord(StateType.RESOURCE, holder.pid if holder else -1, lver, token.resource.name, text)
+        res = Resource(
+            token.resource.lockspace,
+            token.resource.name,
+            flags=token.resource.flags,
+            num_disks=1,
+            disks=token.resource.disks,
+        )
+        records.append(record.encode() + res.encode())
+    return records
+
+
+async def cmd_status(cmd: Command) -> Reply:
+    header = cmd.header.reply(0, data2=cmd.header.data2)
+    return Reply(header.encode() + b"".join(status_records(cmd.state, cmd.header.data)), close=True)
+
+
+HANDLERS: dict[int, Handler] = {
+    Cmd.REGISTER: cmd_register,
+    Cmd.ADD_LOCKSPACE: cmd_add_lockspace,
+    Cmd.REM_LOCKSPACE: cmd_rem_lockspace,
+    Cmd.INQ_LOCKSPACE: cmd_inq_lockspace,
+    Cmd.GET_LOCKSPACES: cmd_get_lockspaces,
+    Cmd.GET_HOSTS: cmd_get_hosts,
+    Cmd.HOST_STATUS: cmd_host_status,
+    Cmd.RENEWAL: cmd_renewal,
+    Cmd.ACQUIRE: cmd_acquire,
+    Cmd.RELEASE: cmd_release,
+    Cmd.INQUIRE: cmd_inquire,
+    Cmd.CONVERT: cmd_convert,
+    Cmd.SET_LVB: cmd_set_lvb,
+    Cmd.GET_LVB: cmd_get_lvb,
+    Cmd.WRITE_LOCKSPACE: cmd_write_lockspace,
+    Cmd.READ_LOCKSPACE: cmd_read_lockspace,
+    Cmd.WRITE_RESOURCE: cmd_write_resource,
+    Cmd.READ_RESOURCE: cmd_read_resource,
+    Cmd.READ_RESOURCE_OWNERS: cmd_read_resource_owners,
+    Cmd.VERSION: cmd_version,
+    Cmd.RESTRICT: cmd_restrict,
+    Cmd.KILLPATH: cmd_killpath,
+    Cmd.STATUS: cmd_status,
+    Cmd.LOG_DUMP: cmd_log_dump,
+    Cmd.SHUTDOWN: cmd_shutdown,
+    Cmd.SHUTDOWN_WAIT: cmd_shutdown_wait,
+}
+
+INLINE_CLOSERS = frozenset({Cmd.STATUS, Cmd.HOST_STATUS, Cmd.RENEWAL, Cmd.GET_LOCKSPACES, Cmd.GET_HOSTS, Cmd.LOG_DUMP})
+"""Inline commands after which sanlock closes a one-shot connection (readers wait for EOF)."""

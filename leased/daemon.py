@@ -1,0 +1,270 @@
+"""The leased daemon: a trio server on sanlock's Unix socket.
+
+This is the thin I/O shell around the sans-I/O parts: it binds
+``$SANLOCK_RUN_DIR/sanlock.sock`` (mode 0660, owner from ``-U/-G``), takes a
+lock on ``sanlock.pid`` so only one daemon serves a run directory, accepts
+connections, reads each peer's credentials (``SO_PEERCRED``), and runs one
+task per connection that feeds a :class:`~leased.connection.MessageReader`
+and hands each framed request to its handler (:mod:`leased.commands`).
+
+What it promises:
+
+* a bad message is logged (connection id, pid, command, what was wrong) and
+  otherwise ignored: the connection stays open and no lease is dropped for
+  it; the reader resynchronises on the next valid header;
+* a registered connection that closes means its process exited: its leases
+  are released on disk (shielded from cancellation, so shutdown cannot cut
+  a release in half);
+* nothing blocks the event loop: disk I/O runs in worker threads, and a slow
+  or silent client stalls only its own task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import socket
+import struct
+from collections.abc import Callable
+
+import trio
+
+from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, release_client, remove_lockspace
+from leased.connection import BadMessage, MessageReader, Request
+from leased.errors import LeaseError
+from leased.protocol import RESTRICT_ALL, Cmd
+from leased.state import ClientState, DaemonConfig, DaemonState, LogRing
+from leased.storage import FileStorage
+
+log = logging.getLogger(__name__)
+
+RECV_CHUNK = 65536
+
+
+class DaemonError(Exception):
+    """The daemon cannot start (socket, lock file, permissions): one line for the operator."""
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the peer, from SO_PEERCRED."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, *, open_storage: Callable[[str], FileStorage] = FileStorage) -> None:
+        self.config = config
+        self.state = DaemonState(config)
+        self.open_storage = open_storage
+        self._pid_file: int | None = None
+        self._stop = trio.Event()
+
+    # -- start-up -------------------------------------------------------
+
+    def _lock_pid_file(self) -> None:
+        os.makedirs(self.config.run_dir, mode=0o775, exist_ok=True)
+        fd = os.open(self.config.pid_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise DaemonError(
+                    f"another daemon is running in {self.config.run_dir} ({self.config.pid_path} is locked)"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._pid_file = fd
+
+    def _bind(self) -> trio.SocketListener:
+        path = self.config.socket_path
+        if len(path.encode()) > 106:
+            raise DaemonError(f"socket path {path!r} is longer than 106 bytes")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock_path_ok = False
+        try:
+            # bind is a quick local syscall; trio's async bind would only add a thread hop
+            sock._sock.bind(path)  # type: ignore[attr-defined]
+            os.chmod(path, 0o660)
+            os.chown(path, self.config.uid, self.config.gid)
+            sock.listen(128)
+            sock_path_ok = True
+        finally:
+            if not sock_path_ok:
+                sock.close()
+        return trio.SocketListener(sock)
+
+    # -- serving --------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._lock_pid_file()
+        try:
+            listener = self._bind()
+        except OSError as exc:
+            raise DaemonError(f"cannot listen on {self.config.socket_path}: {exc.strerror}") from exc
+        log.info(
+            "leased daemon started pid %d socket %s host name %s",
+            os.getpid(),
+            self.config.socket_path,
+            self.config.our_host_name,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._accept_loop, listener, nursery)
+                nursery.start_soon(self._watch_signals)
+                task_status.started()
+                await self._stop.wait()
+                await self._shutdown()
+                nursery.cancel_scope.cancel()
+        finally:
+            await listener.aclose()
+            with contextlib.suppress(OSError):
+                os.unlink(self.config.socket_path)
+            if self._pid_file is not None:
+                os.close(self._pid_file)
+            log.info("leased daemon stopped")
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            stream = await listener.accept()
+            nursery.start_soon(self._connection, stream)
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if self.state.lockspaces:
+                    log.warning("signal %d: ignore shutdown, lockspace exists (use client shutdown -f 1)", signum)
+                    continue
+                log.info("signal %d: shutting down", signum)
+                self._stop.set()
+
+    async def _shutdown(self) -> None:
+        """Forced shutdown: SIGKILL lease holders, leave every lockspace."""
+        with trio.CancelScope(shield=True):
+            for lockspace in list(self.state.lockspaces):
+                await remove_lockspace(self.state, lockspace)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        sock = stream.socket
+        try:
+            pid, uid, gid = peer_credentials(sock)  # type: ignore[arg-type]
+        except OSError:
+            pid, uid, gid = -1, -1, -1
+        client = ClientState(uid=uid, gid=gid, fd=sock.fileno())
+        peer_pid = pid
+        self.state.clients[client.ci] = client
+        reader = MessageReader()
+        try:
+            async with stream:
+                while True:
+                    try:
+                        data = await stream.receive_some(max(1, min(RECV_CHUNK, reader.room())))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        break
+                    if not data:
+                        bad = reader.eof()
+                        if bad is not None:
+                            self._log_bad(client, bad)
+                        break
+                    reader.feed(data)
+                    keep_open = True
+                    while keep_open and (event := reader.next_event()) is not None:
+                        if isinstance(event, BadMessage):
+                            self._log_bad(client, event)
+                            if event.rc is not None and event.header is not None:
+                                await stream.send_all(event.header.reply(event.rc).encode())
+                            continue
+                        keep_open = await self._request(stream, client, peer_pid, event)
+                    if not keep_open:
+                        break
+                    if self.state.shutting_down:
+                        self._stop.set()
+        finally:
+            if client.registered:
+                with trio.CancelScope(shield=True):
+                    log.debug("client_pid_dead ci %d pid %d", client.ci, client.pid)
+                    await release_client(self.state, client)
+            client.dead = True
+            self.state.clients.pop(client.ci, None)
+            if self.state.shutting_down:
+                self._stop.set()
+
+    async def _request(self, stream: trio.SocketStream, client: ClientState, peer_pid: int, request: Request) -> bool:
+        """Run one request; returns whether the connection stays open."""
+        header = request.header
+        if client.restrict & RESTRICT_ALL:
+            log.error(
+                "client connection ci %d pid %d cmd %d len %d restrict all",
+                client.ci,
+                client.pid,
+                header.cmd,
+                header.length,
+            )
+            return True
+        if header.cmd == Cmd.REGISTER:
+            client.pid = peer_pid
+        handler = HANDLERS.get(header.cmd, cmd_unsupported)
+        command = Command(self.state, client, header, request.body, self.nursery, self.open_storage)
+        try:
+            reply = await handler(command)
+        except LeaseError as exc:
+            log.error("%s ci %d pid %d: %s", command.name, client.ci, client.pid, exc)
+            reply = command.reply(exc.rc)
+        except Exception:
+            # A handler bug must not take the connection (and a registered client's leases) down.
+            log.exception("%s ci %d pid %d: internal error", command.name, client.ci, client.pid)
+            reply = command.reply(-1)
+        if reply.data:
+            try:
+                await stream.send_all(reply.data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+        if reply.close or header.cmd in INLINE_CLOSERS:
+            if client.registered:
+                log.debug("client_free ci %d live pid %d: keep registered connection", client.ci, client.pid)
+                return True
+            return False
+        return True
+
+    def _log_bad(self, client: ClientState, bad: BadMessage) -> None:
+        cmd = bad.header.cmd if bad.header else 0
+        length = bad.header.length if bad.header else 0
+        log.error(
+            "client connection ci %d pid %d cmd %d len %d: %s (discarded %d bytes)",
+            client.ci,
+            client.pid,
+            cmd,
+            length,
+            bad.reason,
+            bad.discarded,
+        )
+
+
+def setup_logging(config: DaemonConfig, state: DaemonState, *, foreground: bool, level: int = logging.INFO) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # replace the CLI's plain stderr handler
+        root.removeHandler(handler)
+    root.setLevel(logging.DEBUG)
+    ring = LogRing(config.log_ring_bytes)
+    state.log_ring = ring
+    root.addHandler(ring)
+    if foreground:
+        handler: logging.Handler = logging.StreamHandler()
+        handler.setLevel(level)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(handler)
+
+
+async def run_daemon(config: DaemonConfig, *, foreground: bool = True) -> None:
+    daemon = Daemon(config)
+    setup_logging(config, daemon.state, foreground=foreground)
+    await daemon.serve()

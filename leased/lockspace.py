@@ -1,0 +1,266 @@
+"""A joined lockspace at run time: our host id, its renewal, and what we see of others.
+
+``add_lockspace`` starts a :class:`JoinedLockspace`; its ``run`` task acquires
+the host id (on-disk spec §5.1), reports readiness, and renews every 2N
+(§5.2), feeding each whole-area snapshot to the :class:`HostStatusTable`
+(§5.4).  The table is what resource acquires use to judge other owners.
+
+Rules:
+
+* one storage handle per renewal worker.  When a renewal hits an I/O error,
+  that worker ends and a fresh one starts with a freshly opened handle, so
+  nothing ever waits on a handle that another task may have replaced or
+  closed (the QEMU return-path race);
+* every lockspace instance has a ``generation``: a renewal result or timer of
+  a removed-and-re-added lockspace is recognised as stale and discarded;
+* a lockspace whose renewals fail for 8N (or that finds its sector
+  overwritten) is ``failed``: no new leases, and fencing of its lease holders
+  starts (:mod:`leased.fencing` hooks in through ``on_failure``).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from leased import delta_lease
+from leased.clock import DEFAULT_CLOCK, Clock
+from leased.delta_lease import HostIdLease, LockspaceArea
+from leased.errors import CORRUPTION_CODES, LeaseError, ResultCode
+from leased.host_status import HostState, HostStatusTable
+from leased.ondisk import encode_name
+from leased.paxos_lease import LockspaceView
+from leased.storage import FileStorage
+from leased.timeouts import Timeouts, id_renewal_fail_seconds, id_renewal_seconds, id_renewal_warn_seconds
+
+log = logging.getLogger(__name__)
+
+_generations = itertools.count(1)
+
+
+class LockspaceState(enum.Enum):
+    ADDING = "add"
+    JOINED = "spaces"
+    REMOVING = "rem"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class LockspaceKey:
+    """What identifies a lockspace request: name, host id, path, offset."""
+
+    name: bytes
+    host_id: int
+    path: str
+    offset: int
+
+
+@dataclass
+class RenewalRecord:
+    """One renewal attempt, for ``client renewal`` history."""
+
+    timestamp: int
+    read_ms: int
+    write_ms: int
+    next_timeouts: int = 0
+    next_errors: int = 0
+
+
+@dataclass
+class JoinedLockspace:
+    """A lockspace this daemon has joined or is joining."""
+
+    key: LockspaceKey
+    io_timeout: int
+    timeouts: Timeouts
+    host_name: bytes
+    clock: Clock = DEFAULT_CLOCK
+    open_storage: Callable[[str], FileStorage] = FileStorage
+    state: LockspaceState = LockspaceState.ADDING
+    generation: int = field(default_factory=lambda: next(_generations))
+    lease: HostIdLease | None = None
+    table: HostStatusTable | None = None
+    space_id: int = 0
+    add_result: int = 0
+    renewal_fail: bool = False
+    corrupt_result: int = 0
+    history: list[RenewalRecord] = field(default_factory=list)
+    history_size: int = 180
+    joined: trio.Event = field(default_factory=trio.Event)
+    removed: trio.Event = field(default_factory=trio.Event)
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    on_failure: Callable[[JoinedLockspace], None] | None = None
+
+    @property
+    def name(self) -> bytes:
+        return self.key.name
+
+    @property
+    def host_id(self) -> int:
+        return self.key.host_id
+
+    @property
+    def host_generation(self) -> int:
+        return self.lease.generation if self.lease else 0
+
+    @property
+    def usable(self) -> bool:
+        """New leases may be taken: joined and not failing."""
+        return self.state is LockspaceState.JOINED and not self.renewal_fail
+
+    def view(self) -> LockspaceView:
+        """What a paxos acquire needs to judge other owners in this lockspace."""
+        assert self.lease is not None and self.table is not None
+        return LockspaceView(self.lease.area, self.io_timeout, self.timeouts.watchdog_fire_timeout, self.table)
+
+    def host_state(self, host_id: int) -> HostState:
+        if self.table is None:
+            return HostState.UNKNOWN
+        return self.table.state(host_id, self.clock.now())
+
+    # -- the task -------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Join, then renew until removed or failed.  Reports the join result through ``add_result``."""
+        with self.cancel_scope:
+            try:
+                await self._join()
+            except LeaseError as exc:
+                self.add_result = exc.rc
+                log.error("add_lockspace %s failed: %s", self.name.decode(errors="replace"), exc)
+                self.state = LockspaceState.FAILED
+                self.joined.set()
+                task_status.started()
+                return
+            self.state = LockspaceState.JOINED
+            self.joined.set()
+            task_status.started()
+            await self._renew_forever()
+
+    async def _join(self) -> None:
+        storage = self.open_storage(self.key.path)
+        try:
+            area = await delta_lease.discover_lockspace(storage, self.key.offset, self.name, self.io_timeout)
+            self.lease = await delta_lease.acquire_host_id(
+                area,
+                self.host_id,
+                self.host_name,
+                self.io_timeout,
+                clock=self.clock,
+                watchdog_fire_timeout=self.timeouts.watchdog_fire_timeout,
+            )
+        except BaseException:
+            storage.close()
+            raise
+        self.table = HostStatusTable(
+            area.space_name, area.geometry, self.host_id, self.io_timeout, self.timeouts.watchdog_fire_timeout
+        )
+        # The first renewal's scan would mark everyone "changed"; start the table from a read now.
+        self.table.observe(await area.read_area(self.io_timeout), self.clock.now())
+        log.info(
+            "lockspace %s joined host_id %d generation %d",
+            self.name.decode(errors="replace"),
+            self.host_id,
+            self.lease.generation,
+        )
+
+    async def _renew_forever(self) -> None:
+        """Renewal loop: one worker per storage handle; an I/O error ends the worker (fresh handle next)."""
+        assert self.lease is not None
+        while self.state is LockspaceState.JOINED:
+            worker_generation = self.generation
+            outcome = await self._renewal_worker()
+            if worker_generation != self.generation:
+                log.debug("stale renewal worker result discarded generation=%d", worker_generation)
+                return
+            if outcome == "corrupt" or outcome == "expired":
+                self._fail()
+                return
+            # "io_error": reopen the storage and start a fresh worker
+            if self.lease is not None:
+                old = self.lease.area.storage
+                try:
+                    fresh = self.open_storage(self.key.path)
+                except LeaseError as exc:
+                    log.error("reopen %s failed: %s", self.key.path, exc)
+                    await self.clock.sleep(0.5)
+                    continue
+                self.lease.area = LockspaceArea(
+                    fresh, self.lease.area.offset, self.lease.area.space_name, self.lease.area.geometry
+                )
+                old.close()
+
+    async def _renewal_worker(self) -> str:
+        """Renew on the current handle until an I/O error ("io_error"), corruption or expiry."""
+        lease = self.lease
+        assert lease is not None and self.table is not None
+        interval = id_renewal_seconds(self.io_timeout)
+        fail_after = id_renewal_fail_seconds(self.io_timeout)
+        warned = False
+        while True:
+            gap = self.clock.now() - lease.last_success
+            if gap >= fail_after:
+                log.error("lockspace %s renewal failed for %ds: failing", self.name.decode(errors="replace"), int(gap))
+                return "expired"
+            if gap >= id_renewal_warn_seconds(self.io_timeout) and not warned:
+                warned = True
+                log.warning("lockspace %s renewal gap %ds", self.name.decode(errors="replace"), int(gap))
+            if gap < interval:
+                await self.clock.sleep(min(1.0, interval - gap))
+                continue
+            started = self.clock.now()
+            try:
+                snapshot = await delta_lease.renew_host_id(
+                    lease, clock=self.clock, watchdog_fire_timeout=self.timeouts.watchdog_fire_timeout
+                )
+            except LeaseError as exc:
+                self._record(lease.last_success, started, error=True)
+                if exc.rc in CORRUPTION_CODES:
+                    self.corrupt_result = exc.rc
+                    log.error("lockspace %s renewal found corruption: %s", self.name.decode(errors="replace"), exc)
+                    return "corrupt"
+                log.error("lockspace %s renewal error: %s", self.name.decode(errors="replace"), exc)
+                if exc.rc != ResultCode.AIO_TIMEOUT:
+                    return "io_error"
+                await self.clock.sleep(0.5)
+                continue
+            warned = False
+            self._record(lease.last_success, started)
+            self.table.observe(snapshot, self.clock.now())
+
+    def _record(self, timestamp: int, started: float, error: bool = False) -> None:
+        elapsed = int((self.clock.now() - started) * 1000)
+        self.history.append(RenewalRecord(timestamp, elapsed, 0, 0, 1 if error else 0))
+        del self.history[: -self.history_size]
+
+    def _fail(self) -> None:
+        self.renewal_fail = True
+        self.state = LockspaceState.FAILED
+        if self.on_failure is not None:
+            self.on_failure(self)
+
+    async def leave(self) -> None:
+        """Stop renewing and release the host id on disk if the last renewal succeeded (§5.3)."""
+        self.state = LockspaceState.REMOVING
+        self.cancel_scope.cancel()
+        lease = self.lease
+        if lease is not None and lease.last_write_ok and not self.renewal_fail:
+            try:
+                await delta_lease.release_host_id(lease)
+            except LeaseError as exc:
+                log.error(
+                    "release of host id %d in %s failed: %s", self.host_id, self.name.decode(errors="replace"), exc
+                )
+        if lease is not None:
+            lease.area.storage.close()
+        self.removed.set()
+
+
+def lockspace_key(name: bytes, host_id: int, path: str, offset: int) -> LockspaceKey:
+    encode_name(name)  # validates length
+    return LockspaceKey(name, host_id, path, offset)

@@ -1,0 +1,141 @@
+"""The daemon's state: configuration, clients, lockspaces, leases, and the log ring.
+
+Everything the command handlers read or change lives in one
+:class:`DaemonState`, so a handler is a function of (state, client,
+request).  Nothing here does I/O or knows about sockets.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from leased.lockspace import JoinedLockspace, LockspaceState
+from leased.protocol import Killpath
+from leased.resource import LeaseTable, Token
+from leased.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_WATCHDOG_FIRE_TIMEOUT, Timeouts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DaemonConfig:
+    """Effective daemon settings (sanlock's option letters in comments)."""
+
+    run_dir: str = "/run/sanlock"
+    our_host_name: str = ""  # -e; default <uuid4>.<nodename>
+    use_watchdog: bool = False  # -w
+    high_priority: int = 0  # -h
+    mlock_level: int = 0  # -l
+    uid: int = 0  # -U
+    gid: int = 0  # -G
+    max_worker_threads: int = 8  # -t
+    kill_grace_seconds: int | None = None  # -g
+    quiet_fail: bool = True  # -Q
+    debug_renew: bool = False  # -R
+    renewal_history_size: int = 180  # -H
+    set_bitmap_seconds: int = 0  # -b
+    io_timeout: int = DEFAULT_IO_TIMEOUT
+    watchdog_fire_timeout: int = DEFAULT_WATCHDOG_FIRE_TIMEOUT
+    log_ring_bytes: int = 1 << 20
+    allow_cross_uid: bool = False
+    """Let a client act on another uid's registered pid (root always may)."""
+
+    def __post_init__(self) -> None:
+        if not self.our_host_name:
+            self.our_host_name = f"{uuid.uuid4()}.{socket.gethostname()}"[:47]
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.run_dir, "sanlock.sock")
+
+    @property
+    def pid_path(self) -> str:
+        return os.path.join(self.run_dir, "sanlock.pid")
+
+    def timeouts(self, io_timeout: int) -> Timeouts:
+        return Timeouts(io_timeout, self.watchdog_fire_timeout)
+
+
+_client_ids = itertools.count(1)
+_generations = itertools.count(1)
+
+
+@dataclass
+class ClientState:
+    """One connection's client: registered (a process) or one-shot."""
+
+    ci: int = field(default_factory=lambda: next(_client_ids))
+    pid: int = -1
+    uid: int = -1
+    gid: int = -1
+    registered: bool = False
+    name: bytes = b""
+    restrict: int = 0
+    killpath: Killpath | None = None
+    killpath_flags: int = 0
+    tokens: list[Token] = field(default_factory=list)
+    generation: int = field(default_factory=lambda: next(_generations))
+    dead: bool = False
+    cmd_active: int = 0
+    cmd_last: int = 0
+    kill_count: int = 0
+    kill_last: int = 0
+    fd: int = -1
+
+
+class LogRing(logging.Handler):
+    """The last ``capacity`` bytes of log text, for ``client log_dump``."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.capacity = capacity
+        self.lines: collections.deque[str] = collections.deque()
+        self.size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+            line = f"{stamp} {int(time.monotonic())} [{record.thread or 0}]: {record.getMessage()}"
+        except Exception:  # a bad log call must not break the daemon
+            return
+        self.lines.append(line)
+        self.size += len(line) + 1
+        while self.size > self.capacity and self.lines:
+            self.size -= len(self.lines.popleft()) + 1
+
+    def dump(self) -> bytes:
+        return "\n".join(self.lines).encode(errors="replace")
+
+
+@dataclass
+class DaemonState:
+    config: DaemonConfig
+    lockspaces: list[JoinedLockspace] = field(default_factory=list)
+    leases: LeaseTable = field(default_factory=LeaseTable)
+    clients: dict[int, ClientState] = field(default_factory=dict)
+    log_ring: LogRing | None = None
+    shutting_down: bool = False
+    started: float = field(default_factory=time.monotonic)
+    space_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def registered_client(self, pid: int) -> ClientState | None:
+        """The first registered, live client with ``pid`` (lowest slot, as sanlock does)."""
+        for client in sorted(self.clients.values(), key=lambda c: c.ci):
+            if client.registered and client.pid == pid and not client.dead:
+                return client
+        return None
+
+    def find_lockspace(
+        self, name: bytes, *, states: tuple[LockspaceState, ...] = (LockspaceState.JOINED,)
+    ) -> JoinedLockspace | None:
+        for lockspace in self.lockspaces:
+            if lockspace.name == name and lockspace.state in states:
+                return lockspace
+        return None
