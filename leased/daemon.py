@@ -251,17 +251,17 @@ class Daemon:
 
 def setup_logging(config: DaemonConfig, state: DaemonState, *, foreground: bool, level: int = logging.INFO) -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):  # replace the CLI's plain stderr handler
-        root.removeHandler(handler)
+    for old in list(root.handlers):  # replace the CLI's plain stderr handler
+        root.removeHandler(old)
     root.setLevel(logging.DEBUG)
     ring = LogRing(config.log_ring_bytes)
     state.log_ring = ring
     root.addHandler(ring)
     if foreground:
-        handler: logging.Handler = logging.StreamHandler()
-        handler.setLevel(level)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        root.addHandler(handler)
+        stderr = logging.StreamHandler()
+        stderr.setLevel(level)
+        stderr.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(stderr)
 
 
 async def run_daemon(config: DaemonConfig, *, foreground: bool = True) -> None:
