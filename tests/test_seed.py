@@ -1,0 +1,195 @@
+"""The seed of this project, reproduced: unserialized calls on one registered connection.
+
+sanlock lost leases when a client sent header and body of two calls from two
+threads without a lock: the daemon received header_1, header_2, body_1,
+body_2, misread the stream, and (before 3.8.4) closed the connection and
+released every lease the client still believed it held.  Here the bytes are
+sent raw, exactly in that order, to a leased daemon on a real Unix socket.
+The daemon must log the damage, keep the connection and every lease, and
+serve the next well-formed request on the same connection correctly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from leased import delta_lease, paxos_lease
+from leased.daemon import Daemon
+from leased.geometry import Geometry
+from leased.protocol import (
+    HEADER_SIZE,
+    TARGET_SELF,
+    Cmd,
+    Disk,
+    Header,
+    Lockspace,
+    Options,
+    Resource,
+    parse_state,
+)
+from leased.state import DaemonConfig
+from leased.storage import FileStorage
+
+MiB = 1 << 20
+RESOURCES = (b"R1", b"R2", b"R3")
+
+
+@dataclass
+class Setup:
+    daemon: Daemon
+    path: Path
+    socket_path: str
+
+    def disk(self, name: bytes) -> Disk:
+        return Disk(str(self.path), (RESOURCES.index(name) + 1) * MiB)
+
+
+async def recv_exactly(stream: trio.SocketStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        if not chunk:
+            raise EOFError(f"connection closed after {len(data)} of {size} bytes")
+        data += chunk
+    return data
+
+
+async def read_reply(stream: trio.SocketStream) -> tuple[Header, bytes]:
+    header = Header.decode(await recv_exactly(stream, HEADER_SIZE))
+    return header, await recv_exactly(stream, header.length - HEADER_SIZE)
+
+
+def acquire_msg(setup: Setup, name: bytes) -> tuple[bytes, bytes]:
+    body = Resource(b"LS", name, disks=(setup.disk(name),)).encode() + Options().encode()
+    header = Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=1, data2=TARGET_SELF)
+    return header.encode(), body
+
+
+def release_msg(name: bytes) -> tuple[bytes, bytes]:
+    body = Resource(b"LS", name, num_disks=1).encode(with_disks=False)
+    return Header(Cmd.RELEASE, length=HEADER_SIZE + len(body), data=1, data2=TARGET_SELF).encode(), body
+
+
+async def one_shot(setup: Setup, header: Header, body: bytes = b"") -> tuple[Header, bytes]:
+    stream = await trio.open_unix_socket(setup.socket_path)
+    async with stream:
+        await stream.send_all(header.encode() + body)
+        return await read_reply(stream)
+
+
+async def held_by_us(setup: Setup) -> list[bytes]:
+    """What the daemon says this process holds, asked on a second connection."""
+    reply, payload = await one_shot(setup, Header(Cmd.INQUIRE, data2=os.getpid()))
+    assert reply.result == 0, reply
+    return [r.name for r in parse_state(payload.decode())] if payload.strip(b"\0") else []
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    path = tmp_path / "leases"
+    with path.open("wb") as f:
+        f.truncate(8 * MiB)
+    storage = FileStorage(str(path))
+    try:
+        await delta_lease.init_lockspace(storage, 0, "LS", Geometry(512, MiB), 1)
+        for index, name in enumerate(RESOURCES, start=1):
+            await paxos_lease.init_resource(storage, index * MiB, "LS", name, Geometry(512, MiB))
+    finally:
+        storage.close()
+    config = DaemonConfig(run_dir=str(tmp_path / "run"), our_host_name="seed-host", watchdog_fire_timeout=1)
+    daemon = Daemon(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.serve)
+        s = Setup(daemon, path, config.socket_path)
+        ls = Lockspace(b"LS", 1, 0, Disk(str(path), 0)).encode()
+        with trio.fail_after(20):
+            reply, _ = await one_shot(s, Header(Cmd.ADD_LOCKSPACE, length=HEADER_SIZE + len(ls), data=1), ls)
+        assert reply.result == 0
+        yield s
+        daemon._stop.set()
+
+
+async def test_interleaved_calls_keep_connection_leases_and_stream(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="leased")
+    with trio.fail_after(30):
+        conn = await trio.open_unix_socket(setup.socket_path)
+        async with conn:
+            await conn.send_all(Header(Cmd.REGISTER).encode())
+            h, b = acquire_msg(setup, b"R1")
+            await conn.send_all(h + b)
+            reply, _ = await read_reply(conn)
+            assert reply.result == 0, reply
+            assert await held_by_us(setup) == [b"R1"]
+
+            # Two threads without a lock: header_1, header_2, body_1, body_2.
+            header_1, body_1 = acquire_msg(setup, b"R2")
+            header_2, body_2 = release_msg(b"R3")
+            caplog.clear()
+            await conn.send_all(header_1 + header_2 + body_1 + body_2)
+            # The daemon treats header_2 + the start of body_1 as a release of R2 (not held: -1);
+            # the rest is garbage it logs and skips.  Then a well-formed inquire on the same connection:
+            await conn.send_all(Header(Cmd.INQUIRE, data2=TARGET_SELF).encode())
+            replies = []
+            while True:
+                reply, payload = await read_reply(conn)
+                replies.append(reply)
+                if reply.cmd == Cmd.INQUIRE:
+                    break
+            assert reply.result == 0 and reply.data2 == 1
+            assert [r.name for r in parse_state(payload.decode())] == [b"R1"]
+            assert all(r.cmd in (Cmd.ACQUIRE, Cmd.RELEASE, Cmd.INQUIRE) for r in replies)
+
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert any("body is another header" in e for e in errors), errors
+            assert any("cmd 7" in e for e in errors), "the dropped header's command is named"
+            # still registered, still holding R1: through a second connection and on disk
+            assert await held_by_us(setup) == [b"R1"]
+            storage = FileStorage(str(setup.path))
+            try:
+                area = await paxos_lease.discover_resource(storage, MiB, "LS", "R1", 1)
+                leader = await paxos_lease.read_leader(area, 0, 1)
+            finally:
+                storage.close()
+            assert leader.owner_id == 1 and leader.timestamp != 0, "R1 must still be owned on disk"
+
+            # and the connection keeps serving: a clean acquire and release of R2
+            h, b = acquire_msg(setup, b"R2")
+            await conn.send_all(h + b)
+            reply, _ = await read_reply(conn)
+            assert (reply.cmd, reply.result) == (Cmd.ACQUIRE, 0)
+            assert sorted(await held_by_us(setup)) == [b"R1", b"R2"]
+
+
+async def test_garbage_on_registered_connection_is_skipped(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="leased")
+    with trio.fail_after(30):
+        conn = await trio.open_unix_socket(setup.socket_path)
+        async with conn:
+            await conn.send_all(Header(Cmd.REGISTER).encode())
+            h, b = acquire_msg(setup, b"R1")
+            await conn.send_all(h + b)
+            assert (await read_reply(conn))[0].result == 0
+            garbage = os.urandom(100).replace(b"\x10", b"\x11")  # no magic byte inside
+            cases = [
+                (Header(Cmd.INQUIRE, magic=0x11111111).encode() + garbage, "magic 0x11111111"),
+                (Header(Cmd.INQUIRE, version=0x20000).encode(), "version 0x20000"),
+                (Header(99).encode(), "cmd 99 unknown"),
+            ]
+            for junk, complaint in cases:
+                caplog.clear()
+                await conn.send_all(junk + Header(Cmd.INQUIRE, data2=TARGET_SELF).encode())
+                reply, payload = await read_reply(conn)
+                assert (reply.cmd, reply.result, reply.data2) == (Cmd.INQUIRE, 0, 1)
+                assert [r.name for r in parse_state(payload.decode())] == [b"R1"]
+                errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+                assert len(errors) == 1 and complaint in errors[0], errors
+                assert f"pid {os.getpid()}" in errors[0]
