@@ -48,6 +48,7 @@ from leased.protocol import (
     REL_RENAME,
     REM_ASYNC,
     REM_UNUSED,
+    REQUEST_NEXT_LVER,
     RES_ALIGN1M,
     RES_ALIGN2M,
     RES_ALIGN4M,
@@ -230,6 +231,7 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
         host_name=state.config.our_host_name.encode(),
         open_storage=lambda path: _open(cmd, path),
         history_size=state.config.renewal_history_size,
+        set_bitmap_seconds=state.config.set_bitmap_seconds,
         space_id=next(state.space_ids),
     )
     state.lockspaces = [x for x in state.lockspaces if not (x.state is LockspaceState.FAILED and _matches(x, ls))]
@@ -631,6 +633,32 @@ async def cmd_get_lvb(cmd: Command) -> Reply:
     return cmd.reply(0, payload=token.lease.lvb[:wanted])
 
 
+async def cmd_request(cmd: Command) -> Reply:
+    """Ask the holder of a lease to give it up (wire spec §5.13, on-disk spec §7.10)."""
+    (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
+    lockspace = cmd.state.find_lockspace(resource.lockspace)
+    if lockspace is None or not lockspace.usable or lockspace.lease is None:
+        return _fail(cmd, ResultCode.ENOSPC, f"request: lockspace {_ls_name(resource.lockspace)} not joined")
+    try:
+        storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
+        try:
+            area = _resource_area(storage, resource, lockspace)
+            owner = await paxos_lease.write_request(
+                area,
+                resource.lver,
+                cmd.header.data,
+                lockspace.io_timeout,
+                next_lver=bool(cmd.header.cmd_flags & REQUEST_NEXT_LVER),
+            )
+        finally:
+            storage.close()
+    except LeaseError as exc:
+        return _fail(cmd, exc.rc, str(exc))
+    if owner:
+        lockspace.flag_host(owner)
+    return cmd.reply(0)
+
+
 # ---------------------------------------------------------------------------
 # Direct storage commands (no lockspace needed)
 
@@ -921,6 +949,7 @@ HANDLERS: dict[int, Handler] = {
     Cmd.WRITE_RESOURCE: cmd_write_resource,
     Cmd.READ_RESOURCE: cmd_read_resource,
     Cmd.READ_RESOURCE_OWNERS: cmd_read_resource_owners,
+    Cmd.REQUEST: cmd_request,
     Cmd.VERSION: cmd_version,
     Cmd.RESTRICT: cmd_restrict,
     Cmd.KILLPATH: cmd_killpath,

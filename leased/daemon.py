@@ -212,6 +212,8 @@ class Daemon:
             return True
         if header.cmd == Cmd.REGISTER:
             client.pid = peer_pid
+        elif not client.registered:
+            client.name = Cmd(header.cmd).name.lower().encode()  # as sanlock names one-shot clients in status
         handler = HANDLERS.get(header.cmd, cmd_unsupported)
         command = Command(self.state, client, header, request.body, self.nursery, self.open_storage)
         try:

@@ -33,7 +33,7 @@ from leased.clock import DEFAULT_CLOCK, Clock
 from leased.delta_lease import HostIdLease, LockspaceArea
 from leased.errors import CORRUPTION_CODES, LeaseError, ResultCode
 from leased.host_status import HostState, HostStatusTable
-from leased.ondisk import encode_name
+from leased.ondisk import bitmap_set, encode_name
 from leased.paxos_lease import LockspaceView
 from leased.storage import FileStorage
 from leased.timeouts import Timeouts, id_renewal_fail_seconds, id_renewal_seconds, id_renewal_warn_seconds
@@ -95,6 +95,9 @@ class JoinedLockspace:
     removed: trio.Event = field(default_factory=trio.Event)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     on_failure: Callable[[JoinedLockspace], None] | None = None
+    set_bitmap_seconds: int = 0
+    request_bits: dict[int, float] = field(default_factory=dict)
+    """host_id -> when we started flagging it in our bitmap (requests, events: §5.5)."""
 
     @property
     def name(self) -> bytes:
@@ -117,6 +120,20 @@ class JoinedLockspace:
         """What a paxos acquire needs to judge other owners in this lockspace."""
         assert self.lease is not None and self.table is not None
         return LockspaceView(self.lease.area, self.io_timeout, self.timeouts.watchdog_fire_timeout, self.table)
+
+    def flag_host(self, host_id: int) -> None:
+        """Ask ``host_id`` to look at our requests: set its bit for set_bitmap_seconds."""
+        self.request_bits[host_id] = self.clock.now()
+
+    def _refresh_bitmap(self) -> None:
+        assert self.lease is not None
+        keep = self.set_bitmap_seconds or 6 * self.io_timeout
+        now = self.clock.now()
+        self.request_bits = {h: t for h, t in self.request_bits.items() if now - t <= keep}
+        bitmap = bytearray(len(self.lease.bitmap))
+        for host_id in self.request_bits:
+            bitmap_set(bitmap, host_id)
+        self.lease.bitmap = bitmap
 
     def host_state(self, host_id: int) -> HostState:
         if self.table is None:
@@ -160,8 +177,13 @@ class JoinedLockspace:
         self.table = HostStatusTable(
             area.space_name, area.geometry, self.host_id, self.io_timeout, self.timeouts.watchdog_fire_timeout
         )
-        # The first renewal's scan would mark everyone "changed"; start the table from a read now.
-        self.table.observe(await area.read_area(self.io_timeout), self.clock.now())
+        # Renew at once: the acquire waited 2N of the *previous* holder's io_timeout after writing
+        # its timestamp, which may already be older than our own 8N.  The renewal also gives the
+        # host table its first whole-area snapshot.
+        snapshot = await delta_lease.renew_host_id(
+            self.lease, clock=self.clock, watchdog_fire_timeout=self.timeouts.watchdog_fire_timeout
+        )
+        self.table.observe(snapshot, self.clock.now())
         log.info(
             "lockspace %s joined host_id %d generation %d",
             self.name.decode(errors="replace"),
@@ -214,6 +236,7 @@ class JoinedLockspace:
                 await self.clock.sleep(min(1.0, interval - gap))
                 continue
             started = self.clock.now()
+            self._refresh_bitmap()
             try:
                 snapshot = await delta_lease.renew_host_id(
                     lease, clock=self.clock, watchdog_fire_timeout=self.timeouts.watchdog_fire_timeout
