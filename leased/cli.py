@@ -342,6 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_direct(rest)
         if command == "daemon":
             return run_daemon_command(rest)
+        if command == "client":
+            from leased.client_cli import run_client
+
+            return run_client(rest)
         _say(f'client action "{command}" is unknown')
         return 1
     except KeyboardInterrupt:

@@ -166,7 +166,7 @@ MAX_STREAM: Final = 64 * MiB
 EVENT_CB_SIZE: Final = 80
 
 Name: TypeAlias = bytes | str
-DiskLike: TypeAlias = "Disk | tuple[str | os.PathLike[str], int]"
+DiskLike: TypeAlias = Disk | tuple[str | os.PathLike[str], int]
 
 _T = TypeVar("_T")
 
@@ -978,6 +978,10 @@ class _SyncConnection:
             self.lock.release()
 
     def _drive(self, label: str, exchange: _Exchange[_T], deadline: float | None) -> _T:
+        if deadline is not None and deadline <= time.monotonic():
+            # Spent waiting for the lock: nothing sent yet, the connection stays in step.
+            exchange.close()
+            raise SanlockError(ResultCode.ETIMEDOUT, f"{label} timed out after {self.timeout} s", label)
         value: bytes | None = None
         while True:
             step = _advance(exchange, value, self.broken)

@@ -193,3 +193,57 @@ async def test_garbage_on_registered_connection_is_skipped(setup: Setup, caplog:
                 errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
                 assert len(errors) == 1 and complaint in errors[0], errors
                 assert f"pid {os.getpid()}" in errors[0]
+
+
+async def test_locked_clients_from_many_threads_and_tasks_never_interleave(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fix: one lock per connection.  The same concurrent calls through Client and AsyncClient are all clean."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from leased.client import AsyncClient, Client
+
+    caplog.set_level(logging.ERROR, logger="leased")
+    run_dir = str(Path(setup.socket_path).parent)
+    disks = {name: [(str(setup.path), setup.disk(name).offset)] for name in RESOURCES}
+
+    def threaded() -> list[str]:
+        problems: list[str] = []
+        with Client(run_dir, timeout=30).register() as reg:
+
+            def worker(index: int) -> None:
+                name = RESOURCES[index % len(RESOURCES)]
+                for _ in range(10):
+                    held = {lease.resource for lease in reg.inquire()}
+                    if index < len(RESOURCES):  # one owner thread per resource: acquire/release cycles
+                        lease = reg.acquire(b"LS", name, disks[name])
+                        if lease.resource != name or lease.lver < 1:
+                            problems.append(f"thread {index}: acquire reply {lease}")
+                        reg.release(b"LS", name)
+                    elif not held <= set(RESOURCES):
+                        problems.append(f"thread {index}: inquire reply {held}")
+
+            with ThreadPoolExecutor(8) as pool:
+                for future in [pool.submit(worker, i) for i in range(8)]:
+                    future.result()
+        return problems
+
+    with trio.fail_after(120):
+        assert await trio.to_thread.run_sync(threaded) == []
+        async with AsyncClient(run_dir, timeout=30).register() as areg:
+
+            async def task(index: int) -> None:
+                name = RESOURCES[index % len(RESOURCES)]
+                for _ in range(10):
+                    held = {lease.resource for lease in await areg.inquire()}
+                    assert held <= set(RESOURCES)
+                    if index < len(RESOURCES):
+                        lease = await areg.acquire(b"LS", name, disks[name])
+                        assert lease.resource == name and lease.lver >= 1
+                        await areg.release(b"LS", name)
+
+            async with trio.open_nursery() as nursery:
+                for index in range(8):
+                    nursery.start_soon(task, index)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
