@@ -351,9 +351,7 @@ async def cmd_get_hosts(cmd: Command) -> Reply:
         if not ls.host_id and record.timestamp == 0:
             continue
         state_value = table.state(host_id, now)
-        hosts.append(
-            Host(host_id, record.owner_generation, record.timestamp, table.io_timeout_of(host_id), state_value)
-        )
+        hosts.append(Host(host_id, record.owner_generation, record.timestamp, record.io_timeout, state_value))
     payload = b"".join(h.encode() for h in hosts)
     return cmd.reply(0, data2=len(hosts), payload=payload, close=True)
 
@@ -725,16 +723,31 @@ async def cmd_write_resource(cmd: Command) -> Reply:
     return cmd.reply(0)
 
 
-async def _read_resource_leader(cmd: Command, resource: Resource) -> tuple[Leader, Geometry, FileStorage]:
+async def _read_resource_leader(
+    cmd: Command, resource: Resource, *, geometry_first: bool
+) -> tuple[Leader, Geometry, FileStorage]:
+    """Read and verify a resource leader for READ_RESOURCE(_OWNERS).
+
+    ``geometry_first``: READ_RESOURCE_OWNERS compares the caller's ALIGN/SECTOR
+    flags with the disk before anything else (-EINVAL, also for a blank area),
+    READ_RESOURCE reports the leader's problem (-223 for a blank area), as
+    sanlock 3.8.5 does.
+    """
     storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
     try:
-        geometry = _geometry_from_flags(resource.flags)
-        probed, leader = await _probe_geometry(storage, resource.disks[0].offset, cmd.state.config.io_timeout)
-        if geometry is not None and geometry != probed:
-            raise LeaseError(ResultCode.EINVAL, f"requested geometry {geometry} differs from on-disk {probed}")
+        wanted = _geometry_from_flags(resource.flags)
+        leader = Leader.decode(await storage.read(resource.disks[0].offset, 4096, cmd.state.config.io_timeout))
+        try:
+            probed: Geometry | None = geometry_from_leader(leader.sector_size, leader.flags)
+        except LeaseError:
+            probed = None
+        if geometry_first and wanted is not None and wanted != probed:
+            raise LeaseError(ResultCode.EINVAL, f"requested geometry {wanted} differs from on-disk {probed}")
         space = encode_name(resource.lockspace) if resource.lockspace else leader.space_name
         name = encode_name(resource.name) if resource.name else leader.resource_name
         verify_paxos_leader(leader, space, name, 0, f"{resource.disks[0].path}:{resource.disks[0].offset}")
+        if probed is None:
+            raise LeaseError(ResultCode.LEADER_SECTORSIZE, f"bad sector size {leader.sector_size} on disk")
         return leader, probed, storage
     except BaseException:
         storage.close()
@@ -745,7 +758,7 @@ async def cmd_read_resource(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
     out = Resource(resource.lockspace, resource.name, flags=resource.flags)
     try:
-        leader, geometry, storage = await _read_resource_leader(cmd, resource)
+        leader, geometry, storage = await _read_resource_leader(cmd, resource, geometry_first=False)
         storage.close()
         out = Resource(
             leader.space_name.split(b"\0", 1)[0],
@@ -764,7 +777,7 @@ async def cmd_read_resource_owners(cmd: Command) -> Reply:
     out = Resource(resource.lockspace, resource.name, flags=resource.flags)
     hosts: list[Host] = []
     try:
-        leader, geometry, storage = await _read_resource_leader(cmd, resource)
+        leader, geometry, storage = await _read_resource_leader(cmd, resource, geometry_first=True)
         try:
             data = await storage.read(resource.disks[0].offset, geometry.align_size, cmd.state.config.io_timeout)
         finally:

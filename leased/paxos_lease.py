@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from leased.clock import DEFAULT_CLOCK, Clock, disk_timestamp
@@ -51,6 +52,7 @@ from leased.ondisk import (
     host_sector,
     leader_sector,
     name_text,
+    used_host_sectors,
     verify_paxos_leader,
     verify_request,
 )
@@ -182,7 +184,7 @@ def choose_mbal(max_mbal: int, max_hosts: int, host_id: int) -> int:
 
 
 def scan_blocks(
-    blocks: list[tuple[Dblock, ModeBlock]], next_lver: int, our_mbal: int
+    blocks: Iterable[tuple[int, Dblock, ModeBlock]], next_lver: int, our_mbal: int
 ) -> tuple[Dblock | None, set[int]]:
     """One phase's read of all blocks (§7.5 step 2): the best accepted block and SH holders.
 
@@ -190,7 +192,7 @@ def scan_blocks(
     """
     best: Dblock | None = None
     shared: set[int] = set()
-    for slot, (block, mode) in enumerate(blocks):
+    for slot, block, mode in blocks:
         if not block.checksum_ok():
             continue
         if mode.flags & MBLOCK_SHARED:
@@ -284,14 +286,14 @@ async def read_leader(area: ResourceArea, host_id: int, timeout: float) -> Leade
 
 async def _read_blocks(
     area: ResourceArea, num_hosts: int, length: int, timeout: float, rc: int
-) -> tuple[bytes, list[tuple[Dblock, ModeBlock]]]:
+) -> tuple[bytes, list[tuple[int, Dblock, ModeBlock]]]:
     try:
         data = await area.storage.read(area.offset, length, timeout)
     except LeaseError as exc:
         raise LeaseError(rc, f"reading blocks of {area.where()}: {exc}") from exc
     sector = area.sector_size
     count = min(num_hosts, length // sector - 2)
-    return data, [decode_host_sector(data, (2 + q) * sector) for q in range(count)]
+    return data, used_host_sectors(data, 2 * sector, sector, count)
 
 
 async def _write_host_sector(
@@ -544,13 +546,11 @@ async def _acquire_once(
             area = area.with_geometry(geometry)
             continue
         sector = area.sector_size
-        blocks = [
-            decode_host_sector(data, (2 + q) * sector) for q in range(min(cur.num_hosts, area.geometry.sectors - 2))
-        ]
-        for slot, (block, _) in enumerate(blocks):
+        blocks = used_host_sectors(data, 2 * sector, sector, min(cur.num_hosts, area.geometry.sectors - 2))
+        for slot, block, _ in blocks:
             if not block.checksum_ok():
                 raise LeaseError(ResultCode.DBLOCK_CHECKSUM, f"block {slot + 1} of {area.where()} has a bad checksum")
-        max_mbal = max((block.mbal for block, _ in blocks), default=0)
+        max_mbal = max((block.mbal for _, block, _ in blocks), default=0)
 
         if lver and cur.lver != lver:
             raise LeaseError(ResultCode.ACQUIRE_LVER, f"{area.where()} is at lver {cur.lver}, not {lver}")

@@ -53,6 +53,40 @@ T = TypeVar("T")
 _BLKSSZGET = 0x1268  # logical block size ioctl (linux/fs.h)
 
 
+class _BufferPool:
+    """Page-aligned I/O buffers, reused: faulting in a fresh 1 MiB mapping costs more than the read.
+
+    A buffer goes back to the pool only when the thread that used it is done
+    with it, so an abandoned (timed-out) I/O keeps its buffer until it
+    completes and nobody else can be handed memory the kernel may still
+    write into.
+    """
+
+    def __init__(self, keep_per_size: int = 8) -> None:
+        self._lock = threading.Lock()
+        self._free: dict[int, list[mmap.mmap]] = {}
+        self._keep = keep_per_size
+
+    def take(self, length: int) -> mmap.mmap:
+        size = max(mmap.PAGESIZE, -(-length // mmap.PAGESIZE) * mmap.PAGESIZE)
+        with self._lock:
+            free = self._free.get(size)
+            if free:
+                return free.pop()
+        return mmap.mmap(-1, size)
+
+    def give(self, buf: mmap.mmap) -> None:
+        with self._lock:
+            free = self._free.setdefault(len(buf), [])
+            if len(free) < self._keep:
+                free.append(buf)
+                return
+        buf.close()
+
+
+_BUFFERS = _BufferPool()
+
+
 class Storage(Protocol):
     """Aligned lease I/O on one file or block device.
 
@@ -135,12 +169,12 @@ class FileStorage:
         """Blocking read; short reads past the end of a file come back zero-filled."""
         fd = self._enter()
         try:
-            buf = mmap.mmap(-1, max(length, 1))
+            buf = _BUFFERS.take(length)
             try:
-                done = os.preadv(fd, [buf], offset) if length else 0
+                done = os.preadv(fd, [memoryview(buf)[:length]], offset) if length else 0
                 data = buf[:done]
             finally:
-                buf.close()
+                _BUFFERS.give(buf)
         except OSError as exc:
             raise LeaseError(
                 rc_from_oserror(exc), f"read {self._path} offset {offset} length {length}: {exc.strerror}"
@@ -154,7 +188,7 @@ class FileStorage:
     def write_sync(self, offset: int, data: bytes) -> None:
         fd = self._enter()
         try:
-            buf = mmap.mmap(-1, max(len(data), 1))
+            buf = _BUFFERS.take(len(data))
             try:
                 buf[: len(data)] = data
                 view = memoryview(buf)[: len(data)]
@@ -163,7 +197,7 @@ class FileStorage:
                 finally:
                     view.release()
             finally:
-                buf.close()
+                _BUFFERS.give(buf)
             if done != len(data):
                 raise LeaseError(ResultCode.EIO, f"short write {self._path} offset {offset}: {done} of {len(data)}")
         except OSError as exc:

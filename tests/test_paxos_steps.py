@@ -25,8 +25,8 @@ def test_ballot_numbers_follow_the_observed_sequence() -> None:
             assert mbal % 250 == host % 250 and mbal > max_mbal
 
 
-def blocks(*entries: tuple[Dblock, ModeBlock]) -> list[tuple[Dblock, ModeBlock]]:
-    return list(entries)
+def blocks(*entries: tuple[Dblock, ModeBlock]) -> list[tuple[int, Dblock, ModeBlock]]:
+    return [(slot, block, mode) for slot, (block, mode) in enumerate(entries)]
 
 
 def test_scan_picks_highest_accepted_value_and_counts_shared_holders() -> None:

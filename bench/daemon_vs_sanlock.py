@@ -1,0 +1,170 @@
+"""leased's daemon against real sanlock 3.8.5, side by side, through python3-sanlock.
+
+Both daemons run at once, each with its own run directory and lease file
+(lockspace with io_timeout 1, one resource per client).  The same driver
+(Debian's /usr/bin/python3 with the unmodified python3-sanlock binding) is
+pointed at each in turn, operation by operation, so both see the same
+machine load.  Printed: the median latency of each operation per daemon, and
+the ratio leased/sanlock (below 1.0 means leased is faster); for the
+8-client run, throughput in acquire+release pairs per second and the ratio
+sanlock/leased time.
+
+Usage: .venv/bin/python bench/daemon_vs_sanlock.py [--rounds N] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MiB = 1 << 20
+PYTHON3 = "/usr/bin/python3"
+
+DRIVER = r"""
+import json, os, statistics, sys, time
+from multiprocessing import Pool
+import sanlock
+
+op, path, rounds, clients = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+LS = b"LS"
+
+def disk(i):
+    return [(path, (i + 1) * 1048576)]
+
+def name(i):
+    return b"R%d" % i
+
+def pairs(i, n):
+    fd = sanlock.register()
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        sanlock.acquire(LS, name(i), disk(i), slkfd=fd)
+        sanlock.release(LS, name(i), disk(i), slkfd=fd)
+        samples.append(time.perf_counter() - t)
+    os.close(fd)
+    return samples
+
+if op == "acquire_release":
+    pairs(0, 5)
+    samples = pairs(0, rounds)
+elif op == "inquire":
+    fd = sanlock.register()
+    sanlock.acquire(LS, name(0), disk(0), slkfd=fd)
+    samples = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        sanlock.inquire(slkfd=fd)
+        samples.append(time.perf_counter() - t)
+    sanlock.release(LS, name(0), disk(0), slkfd=fd)
+    os.close(fd)
+elif op == "register_close":
+    samples = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fd = sanlock.register()
+        sanlock.inquire(slkfd=fd)  # a round trip, so the registration has really been served
+        os.close(fd)
+        samples.append(time.perf_counter() - t)
+elif op == "clients":
+    with Pool(clients) as pool:
+        t = time.perf_counter()
+        results = pool.starmap(pairs, [(i, rounds) for i in range(clients)])
+        wall = time.perf_counter() - t
+    print(json.dumps({"wall": wall, "pairs": clients * rounds}))
+    sys.exit(0)
+print(json.dumps({"median": statistics.median(samples), "mean": statistics.fmean(samples)}))
+"""
+
+
+def leased_argv() -> list[str]:
+    script = Path(sys.executable).parent / "leased"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "leased.cli"]
+
+
+def wait_socket(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    sock = run_dir / "sanlock.sock"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"daemon exited: {proc.returncode}")
+        probe = subprocess.run(
+            ["sanlock", "client", "version"], env={**os.environ, "SANLOCK_RUN_DIR": str(run_dir)}, capture_output=True
+        )
+        if sock.exists() and probe.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"daemon did not listen on {sock}")
+
+
+def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    if not Path(PYTHON3).exists() or shutil.which("sanlock") is None:
+        raise SystemExit("needs Debian's sanlock and python3-sanlock (apt-get install sanlock python3-sanlock)")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        daemons: dict[str, tuple[subprocess.Popen[bytes], dict[str, str], Path]] = {}
+        commands = {
+            "sanlock": ["sanlock", "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root"],
+            "leased": [*leased_argv(), "daemon", "-D", "-w", "0", "-U", "root", "-G", "root"],
+        }
+        try:
+            for label, argv in commands.items():
+                run_dir = base / label / "run"
+                run_dir.mkdir(parents=True)
+                env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir), "SANLOCK_PRIVILEGED": "0"}
+                log = (base / label / "daemon.log").open("wb")
+                proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                wait_socket(run_dir, proc)
+                lease_path = base / label / "leases"
+                with lease_path.open("wb") as f:
+                    f.truncate((args.clients + 2) * MiB)
+                run(["sanlock", "direct", "init", "-s", f"LS:0:{lease_path}:0", "-o", "1"], env)
+                for i in range(args.clients):
+                    run(["sanlock", "direct", "init", "-r", f"LS:R{i}:{lease_path}:{(i + 1) * MiB}"], env)
+                run(["sanlock", "client", "add_lockspace", "-s", f"LS:1:{lease_path}:0"], env)
+                daemons[label] = (proc, env, lease_path)
+
+            results: dict[str, dict[str, dict[str, float]]] = {label: {} for label in daemons}
+            ops = [("acquire_release", args.rounds), ("inquire", args.rounds * 2), ("register_close", args.rounds)]
+            for op, rounds in [*ops, ("clients", max(10, args.rounds // 4))]:
+                for label, (_, env, lease_path) in daemons.items():
+                    out = run([PYTHON3, "-c", DRIVER, op, str(lease_path), str(rounds), str(args.clients)], env)
+                    results[label][op] = json.loads(out.stdout)
+        finally:
+            for proc, env, _ in daemons.values():
+                subprocess.run(["sanlock", "client", "shutdown", "-f", "1", "-w", "1"], env=env, capture_output=True)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    print(f"python3-sanlock against each daemon, {args.rounds} rounds, median latency (ms)")
+    print(f"{'operation':<28} {'leased':>10} {'sanlock':>10} {'leased/sanlock':>15}")
+    for op, _ in ops:
+        ours, theirs = results["leased"][op]["median"], results["sanlock"][op]["median"]
+        print(f"{op.replace('_', '+'):<28} {ours * 1000:>10.3f} {theirs * 1000:>10.3f} {ours / theirs:>15.2f}")
+    ours_c, theirs_c = results["leased"]["clients"], results["sanlock"]["clients"]
+    ours_rate, theirs_rate = ours_c["pairs"] / ours_c["wall"], theirs_c["pairs"] / theirs_c["wall"]
+    print(
+        f"{f'{args.clients} clients (pairs/s)':<28} {ours_rate:>10.1f} {theirs_rate:>10.1f} "
+        f"{ours_c['wall'] / theirs_c['wall']:>15.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
