@@ -20,7 +20,6 @@ Rules every handler keeps:
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,12 +28,21 @@ import trio
 
 from leased import delta_lease, paxos_lease
 from leased.clock import DEFAULT_CLOCK, disk_timestamp
-from leased.constants import MBLOCK_SHARED, MiB
+from leased.constants import MBLOCK_SHARED, REQ_FORCE, REQ_GRACEFUL, MiB
 from leased.errors import LeaseError, ResultCode, code_name
+from leased.fencing import Fencer, ProcessFencer, escalate, restricted_signal
 from leased.geometry import Geometry, geometry_from_leader
 from leased.host_status import HostState
 from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
-from leased.ondisk import Leader, decode_host_sector, encode_name, names_equal, verify_delta_leader, verify_paxos_leader
+from leased.ondisk import (
+    Leader,
+    bitmap_test,
+    decode_host_sector,
+    encode_name,
+    names_equal,
+    verify_delta_leader,
+    verify_paxos_leader,
+)
 from leased.paxos_lease import ResourceArea
 from leased.protocol import (
     ACQUIRE_LVB,
@@ -83,6 +91,7 @@ from leased.protocol import (
 from leased.resource import Token, release_on_disk
 from leased.state import ClientState, DaemonState
 from leased.storage import FileStorage
+from leased.timeouts import kill_grace_seconds
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +110,7 @@ class Command:
     body: bytes
     nursery: trio.Nursery
     open_storage: Callable[[str], FileStorage] = field(default=FileStorage)
+    fencer: Fencer = field(default_factory=ProcessFencer)
 
     def reply(self, result: int, *, data2: int = 0, payload: bytes = b"", close: bool = False) -> Reply:
         header = self.header.reply(result, data2=data2, payload_length=len(payload))
@@ -287,22 +297,24 @@ async def cmd_rem_lockspace(cmd: Command) -> Reply:
     if target.state is LockspaceState.ADDING:
         target.cancel_scope.cancel()
     target.state = LockspaceState.REMOVING
-    cmd.nursery.start_soon(remove_lockspace, state, target)
+    cmd.nursery.start_soon(remove_lockspace, state, target, cmd.fencer)
     if not cmd.header.cmd_flags & REM_ASYNC:
         await target.removed.wait()
     return cmd.reply(0)
 
 
-async def remove_lockspace(state: DaemonState, lockspace: JoinedLockspace) -> None:
+async def remove_lockspace(state: DaemonState, lockspace: JoinedLockspace, fencer: Fencer) -> None:
     """Kill every holder of a lease in the lockspace (SIGKILL, wire spec §5.4), wait, leave."""
-    while True:
-        holders = {t.client_id for t in state.leases.in_lockspace(lockspace)}
-        live = [state.clients[ci] for ci in holders if ci in state.clients and not state.clients[ci].dead]
-        if not live:
-            break
-        for client in live:
-            _signal(client, signal.SIGKILL)
-        await trio.sleep(0.2)
+    holders = _holders(state, lockspace)
+    await escalate(
+        fencer,
+        holders,
+        fail_time=0,
+        grace=0,
+        immediate=True,
+        clock=lockspace.clock,
+        still_holding=lambda client: any(t.lockspace is lockspace for t in client.tokens),
+    )
     for token in state.leases.in_lockspace(lockspace):
         state.leases.detach(token)
         token.lease.area.storage.close()
@@ -311,17 +323,110 @@ async def remove_lockspace(state: DaemonState, lockspace: JoinedLockspace) -> No
         state.lockspaces.remove(lockspace)
 
 
-def _signal(client: ClientState, signum: int) -> None:
-    if client.pid <= 0:
+def _holders(state: DaemonState, lockspace: JoinedLockspace) -> list[tuple[ClientState, int]]:
+    """Live clients holding leases in ``lockspace``, each with its generation now."""
+    ids = {t.client_id for t in state.leases.in_lockspace(lockspace)}
+    return [(state.clients[ci], state.clients[ci].generation) for ci in sorted(ids) if ci in state.clients]
+
+
+async def fence_lockspace(state: DaemonState, lockspace: JoinedLockspace, fencer: Fencer) -> None:
+    """Our host id can no longer be renewed: stop every lease holder in it before others may take over.
+
+    No lease of this lockspace is released on disk (their owners must look
+    dead to other hosts); once no holder is left the lockspace is dropped
+    without releasing the host id.
+    """
+    assert lockspace.lease is not None
+    fail_time = lockspace.lease.last_success + 8 * lockspace.io_timeout
+    grace = kill_grace_seconds(state.config.watchdog_fire_timeout, state.config.kill_grace_seconds)
+    holders = _holders(state, lockspace)
+    log.error(
+        "lockspace %s failed: fencing %d lease holders (grace %ds)",
+        _ls_name(lockspace.name),
+        len(holders),
+        grace,
+    )
+    await escalate(
+        fencer,
+        holders,
+        fail_time=fail_time,
+        grace=grace,
+        immediate=False,
+        clock=lockspace.clock,
+        still_holding=lambda client: any(t.lockspace is lockspace for t in client.tokens),
+    )
+    for token in state.leases.in_lockspace(lockspace):
+        state.leases.detach(token)
+        token.lease.area.storage.close()
+    lockspace.cancel_scope.cancel()
+    if lockspace.lease is not None:
+        lockspace.lease.area.storage.close()
+    if lockspace in state.lockspaces:
+        state.lockspaces.remove(lockspace)
+    lockspace.removed.set()
+    log.error("lockspace %s removed after failure; its leases stay owned on disk", _ls_name(lockspace.name))
+
+
+async def examine_requests(
+    state: DaemonState, lockspace: JoinedLockspace, generation: int, changed: list[int], fencer: Fencer
+) -> None:
+    """React to other hosts that flagged us in their bitmap (on-disk spec §5.5, §7.10).
+
+    A late scan result of a lockspace that was removed (and maybe re-added
+    since) carries the old generation and is discarded.
+    """
+    current = state.find_lockspace(lockspace.name)
+    if current is not lockspace or current.generation != generation:
+        log.debug("stale scan result of lockspace %s generation %d discarded", _ls_name(lockspace.name), generation)
         return
+    table = lockspace.table
+    if table is None:
+        return
+    now = lockspace.clock.now()
+    keep = lockspace.set_bitmap_seconds or 6 * lockspace.io_timeout
+    flagged = []
+    for host_id in changed:
+        record = table.hosts.get(host_id)
+        if record is None or host_id == lockspace.host_id or not record.bitmap:
+            continue
+        if not bitmap_test(record.bitmap, lockspace.host_id):
+            continue
+        if now - lockspace.examined.get(host_id, -keep - 1) <= keep:
+            continue
+        lockspace.examined[host_id] = now
+        flagged.append(host_id)
+    if not flagged:
+        return
+    log.info("request from host_id %s in lockspace %s", flagged, _ls_name(lockspace.name))
+    for token in list(state.leases.in_lockspace(lockspace)):
+        await examine_token(state, token, fencer)
+
+
+async def examine_token(state: DaemonState, token: Token, fencer: Fencer) -> None:
+    """Act on the request record of one held lease: FORCE kills, GRACEFUL asks (§7.10)."""
     try:
-        os.kill(client.pid, signum)
-        client.kill_count += 1
-        log.info("kill %d sig %d", client.pid, signum)
-    except ProcessLookupError:
-        pass
-    except PermissionError as exc:
-        log.error("kill %d sig %d: %s", client.pid, signum, exc)
+        request = await paxos_lease.read_request(token.lease.area, token.lockspace.io_timeout)
+    except LeaseError as exc:
+        log.error("examine %s: %s", _ls_name(token.resource.name), exc)
+        return
+    if not request.force_mode or not request.lver or request.lver <= token.lver:
+        return
+    client = state.clients.get(token.client_id)
+    if client is None or client.dead or client.generation != token.client_generation:
+        log.debug("examine %s: holder gone or stale", _ls_name(token.resource.name))
+        return
+    log.info(
+        "examine %s lver %d: request lver %d mode %d for pid %d",
+        _ls_name(token.resource.name),
+        token.lver,
+        request.lver,
+        request.force_mode,
+        client.pid,
+    )
+    if request.force_mode == REQ_FORCE:
+        fencer.send_signal(client, restricted_signal(client, signal.SIGKILL))
+    elif request.force_mode == REQ_GRACEFUL and (client.killpath is None or not fencer.run_killpath(client)):
+        fencer.send_signal(client, restricted_signal(client, signal.SIGTERM))
 
 
 async def cmd_get_lockspaces(cmd: Command) -> Reply:

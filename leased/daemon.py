@@ -36,6 +36,7 @@ import trio
 from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, release_client, remove_lockspace
 from leased.connection import BadMessage, MessageReader, Request
 from leased.errors import LeaseError
+from leased.fencing import Fencer, ProcessFencer
 from leased.protocol import RESTRICT_ALL, Cmd
 from leased.state import ClientState, DaemonConfig, DaemonState, LogRing
 from leased.storage import FileStorage
@@ -57,10 +58,17 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig, *, open_storage: Callable[[str], FileStorage] = FileStorage) -> None:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        open_storage: Callable[[str], FileStorage] = FileStorage,
+        fencer: Fencer | None = None,
+    ) -> None:
         self.config = config
         self.state = DaemonState(config)
         self.open_storage = open_storage
+        self.fencer: Fencer = fencer or ProcessFencer()
         self._pid_file: int | None = None
         self._stop = trio.Event()
 
@@ -151,7 +159,7 @@ class Daemon:
         """Forced shutdown: SIGKILL lease holders, leave every lockspace."""
         with trio.CancelScope(shield=True):
             for lockspace in list(self.state.lockspaces):
-                await remove_lockspace(self.state, lockspace)
+                await remove_lockspace(self.state, lockspace, self.fencer)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         sock = stream.socket
@@ -194,6 +202,9 @@ class Daemon:
                     log.debug("client_pid_dead ci %d pid %d", client.ci, client.pid)
                     await release_client(self.state, client)
             client.dead = True
+            if client.pidfd >= 0:
+                os.close(client.pidfd)
+                client.pidfd = -1
             self.state.clients.pop(client.ci, None)
             if self.state.shutting_down:
                 self._stop.set()
@@ -212,10 +223,15 @@ class Daemon:
             return True
         if header.cmd == Cmd.REGISTER:
             client.pid = peer_pid
+            if client.pidfd < 0 and peer_pid > 0:
+                try:
+                    client.pidfd = os.pidfd_open(peer_pid)
+                except OSError as exc:
+                    log.warning("pidfd_open %d: %s; signals will use the pid", peer_pid, exc)
         elif not client.registered:
             client.name = Cmd(header.cmd).name.lower().encode()  # as sanlock names one-shot clients in status
         handler = HANDLERS.get(header.cmd, cmd_unsupported)
-        command = Command(self.state, client, header, request.body, self.nursery, self.open_storage)
+        command = Command(self.state, client, header, request.body, self.nursery, self.open_storage, self.fencer)
         try:
             reply = await handler(command)
         except LeaseError as exc:

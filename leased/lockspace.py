@@ -95,7 +95,12 @@ class JoinedLockspace:
     removed: trio.Event = field(default_factory=trio.Event)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     on_failure: Callable[[JoinedLockspace], None] | None = None
+    on_scan: Callable[[JoinedLockspace, int, list[int]], None] | None = None
+    """Called after each renewal's scan with (lockspace, its generation, host ids that changed)."""
+    examined: dict[int, float] = field(default_factory=dict)
+    """host_id -> when we last reacted to its bitmap bit (rate limit, §5.5)."""
     set_bitmap_seconds: int = 0
+    _tasks: trio.CancelScope | None = None
     request_bits: dict[int, float] = field(default_factory=dict)
     """host_id -> when we started flagging it in our bitmap (requests, events: §5.5)."""
 
@@ -157,7 +162,10 @@ class JoinedLockspace:
             self.state = LockspaceState.JOINED
             self.joined.set()
             task_status.started()
-            await self._renew_forever()
+            async with trio.open_nursery() as nursery:
+                self._tasks = nursery.cancel_scope
+                nursery.start_soon(self._renew_forever)
+                nursery.start_soon(self._watch_deadline)
 
     async def _join(self) -> None:
         storage = self.open_storage(self.key.path)
@@ -217,6 +225,33 @@ class JoinedLockspace:
                 )
                 old.close()
 
+    async def _watch_deadline(self) -> None:
+        """Fail the lockspace 8N after the last successful renewal, whatever the renewal task is doing.
+
+        A renewal write may be stalled for up to host_dead_seconds; the
+        deadline must not wait for it.
+        """
+        assert self.lease is not None
+        warned_for = 0
+        while self.state is LockspaceState.JOINED:
+            gap = self.clock.now() - self.lease.last_success
+            if gap >= id_renewal_fail_seconds(self.io_timeout):
+                log.error(
+                    "lockspace %s renewal failed: no successful renewal for %ds: failing",
+                    self.name.decode(errors="replace"),
+                    int(gap),
+                )
+                self._fail()
+                return
+            if gap >= id_renewal_warn_seconds(self.io_timeout) and warned_for != self.lease.last_success:
+                warned_for = self.lease.last_success
+                log.warning(
+                    "lockspace %s check_our_lease warning: renewal gap %ds",
+                    self.name.decode(errors="replace"),
+                    int(gap),
+                )
+            await self.clock.sleep(min(1.0, self.io_timeout / 2))
+
     async def _renewal_worker(self) -> str:
         """Renew on the current handle until an I/O error ("io_error"), corruption or expiry."""
         lease = self.lease
@@ -254,7 +289,9 @@ class JoinedLockspace:
                 continue
             warned = False
             self._record(lease.last_success, started)
-            self.table.observe(snapshot, self.clock.now())
+            changed = self.table.observe(snapshot, self.clock.now())
+            if self.on_scan is not None:
+                self.on_scan(self, self.generation, changed)
 
     def _record(self, timestamp: int, started: float, error: bool = False) -> None:
         elapsed = int((self.clock.now() - started) * 1000)
@@ -262,8 +299,13 @@ class JoinedLockspace:
         del self.history[: -self.history_size]
 
     def _fail(self) -> None:
+        """The lockspace can no longer be trusted: stop renewing, no new leases, start fencing (once)."""
+        if self.renewal_fail:
+            return
         self.renewal_fail = True
         self.state = LockspaceState.FAILED
+        if self._tasks is not None:
+            self._tasks.cancel()
         if self.on_failure is not None:
             self.on_failure(self)
 

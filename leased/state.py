@@ -86,7 +86,10 @@ class ClientState:
     cmd_active: int = 0
     cmd_last: int = 0
     kill_count: int = 0
-    kill_last: int = 0
+    kill_last: float = 0.0
+    killpath_done: bool = False
+    pidfd: int = -1
+    """A pidfd of the registered process: signals can never reach a process that reused the pid."""
     fd: int = -1
 
 
