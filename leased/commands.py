@@ -243,6 +243,10 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
         history_size=state.config.renewal_history_size,
         set_bitmap_seconds=state.config.set_bitmap_seconds,
         space_id=next(state.space_ids),
+        on_failure=lambda failed: cmd.nursery.start_soon(fence_lockspace, state, failed, cmd.fencer),
+        on_scan=lambda scanned, generation, changed: cmd.nursery.start_soon(
+            examine_requests, state, scanned, generation, changed, cmd.fencer
+        ),
     )
     state.lockspaces = [x for x in state.lockspaces if not (x.state is LockspaceState.FAILED and _matches(x, ls))]
     state.lockspaces.append(joined)
