@@ -32,7 +32,7 @@ from leased.constants import MBLOCK_SHARED, REQ_FORCE, REQ_GRACEFUL, MiB
 from leased.errors import LeaseError, ResultCode, code_name
 from leased.fencing import Fencer, ProcessFencer, escalate, restricted_signal
 from leased.geometry import Geometry, geometry_from_leader
-from leased.host_status import HostState
+from leased.host_status import HostRecord, HostState
 from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
 from leased.ondisk import (
     Leader,
@@ -50,6 +50,7 @@ from leased.protocol import (
     ADD_ASYNC,
     HEADER_SIZE,
     INQ_WAIT,
+    LOCKSPACE_SIZE,
     LSF_ADD,
     LSF_REM,
     REL_ALL,
@@ -70,6 +71,11 @@ from leased.protocol import (
     RES_SECTOR_MASK,
     RES_SHARED,
     RESOURCE_SIZE,
+    SETEV_ALL_HOSTS,
+    SETEV_CLEAR_EVENT,
+    SETEV_CLEAR_HOSTID,
+    SETEV_CUR_GENERATION,
+    SETEV_REPLACE_EVENT,
     SM_PROTO,
     TARGET_SELF,
     VERSION_NUM,
@@ -79,12 +85,14 @@ from leased.protocol import (
     Disk,
     Header,
     Host,
+    HostEvent,
     Killpath,
     Lockspace,
     Options,
     Resource,
     StateRecord,
     StateType,
+    encode_event_cb,
     format_resource,
     split_resources,
 )
@@ -100,6 +108,8 @@ log = logging.getLogger(__name__)
 class Reply:
     data: bytes = b""
     close: bool = False
+    event_channel: JoinedLockspace | None = None
+    """REG_EVENT: after the reply the connection becomes this lockspace's event channel."""
 
 
 @dataclass
@@ -395,6 +405,8 @@ async def examine_requests(
             continue
         if not bitmap_test(record.bitmap, lockspace.host_id):
             continue
+        if record.write_generation:
+            _deliver_event(lockspace, host_id, record)
         if now - lockspace.examined.get(host_id, -keep - 1) <= keep:
             continue
         lockspace.examined[host_id] = now
@@ -404,6 +416,18 @@ async def examine_requests(
     log.info("request from host_id %s in lockspace %s", flagged, _ls_name(lockspace.name))
     for token in list(state.leases.in_lockspace(lockspace)):
         await examine_token(state, token, fencer)
+
+
+def _deliver_event(lockspace: JoinedLockspace, sender: int, record: HostRecord) -> None:
+    """Write another host's event for us to every event channel of the lockspace, once."""
+    triple = (record.owner_generation, record.write_id, record.write_generation, record.write_timestamp)
+    if lockspace.delivered.get(sender) == triple:
+        return
+    lockspace.delivered[sender] = triple
+    event = HostEvent(lockspace.host_id, record.write_id, record.write_generation, record.write_timestamp)
+    payload = encode_event_cb(event, sender, record.owner_generation)
+    lockspace.event_channels = [ch for ch in lockspace.event_channels if not ch.ended.is_set() and ch.deliver(payload)]
+    log.info("event from host %d: event %d data %d", sender, record.write_generation, record.write_timestamp)
 
 
 async def examine_token(state: DaemonState, token: Token, fencer: Fencer) -> None:
@@ -966,6 +990,105 @@ async def cmd_shutdown_wait(cmd: Command) -> Reply:
     return Reply(Header(0, 0, HEADER_SIZE, 0, 0, 0, magic=cmd.header.magic, version=SM_PROTO).encode(), close=True)
 
 
+MAX_EVENT_CHANNELS = 32
+
+
+async def cmd_reg_event(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    if not ls.name:
+        return _fail(cmd, ResultCode.EINVAL, "reg_event: empty lockspace name")
+    lockspace = cmd.state.find_lockspace(ls.name)
+    if lockspace is None:
+        return cmd.reply(ResultCode.ENOENT)
+    lockspace.event_channels = [ch for ch in lockspace.event_channels if not ch.ended.is_set()]
+    if len(lockspace.event_channels) >= MAX_EVENT_CHANNELS:
+        return _fail(cmd, ResultCode.ENOCSI, "reg_event: all event channels in use")
+    return Reply(cmd.reply(0).data, event_channel=lockspace)
+
+
+async def cmd_end_event(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    if not ls.name:
+        return cmd.reply(ResultCode.EINVAL, close=True)
+    lockspace = cmd.state.find_lockspace(ls.name)
+    if lockspace is None:
+        return cmd.reply(ResultCode.ENOENT, close=True)
+    for channel in lockspace.event_channels:
+        if channel.wants_end():
+            channel.ended.set()
+    lockspace.event_channels = [ch for ch in lockspace.event_channels if not ch.ended.is_set()]
+    return cmd.reply(0, close=True)
+
+
+async def cmd_set_event(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    event = HostEvent.decode(cmd.body[LOCKSPACE_SIZE:])
+    flags = cmd.header.cmd_flags
+    if not ls.name:
+        return _fail(cmd, ResultCode.EINVAL, "set_event: empty lockspace name")
+    lockspace = cmd.state.find_lockspace(ls.name)
+    if lockspace is None or lockspace.lease is None or lockspace.table is None:
+        return cmd.reply(ResultCode.ENOENT)
+    all_hosts = bool(flags & SETEV_ALL_HOSTS)
+    max_hosts = lockspace.lease.area.geometry.max_hosts
+    if not all_hosts and not 1 <= event.host_id <= max_hosts:
+        return _fail(cmd, ResultCode.EINVAL, f"set_event: host_id {event.host_id} not in 1..{max_hosts}")
+    lease, now = lockspace.lease, lockspace.clock.now()
+    keep = lockspace.set_bitmap_seconds or 6 * lockspace.io_timeout
+    if flags & SETEV_CLEAR_HOSTID:
+        lockspace.request_bits.pop(event.host_id, None)
+    if flags & SETEV_CLEAR_EVENT:
+        lease.event = (0, 0, 0)
+        return cmd.reply(0)
+    if flags & SETEV_CLEAR_HOSTID:
+        return cmd.reply(0)
+    pending = lease.event != (0, 0, 0) and now - lockspace.event_set_time <= keep
+    generation = event.generation
+    if flags & SETEV_CUR_GENERATION and generation == 0 and not all_hosts:
+        record = lockspace.table.hosts.get(event.host_id)
+        generation = record.owner_generation if record else 0
+    triple = (generation, event.event, event.data)
+    if pending and lease.event != triple and not flags & SETEV_REPLACE_EVENT:
+        return cmd.reply(ResultCode.EBUSY)
+    lease.event = triple
+    lockspace.event_set_time = now
+    targets = (
+        [h for h, r in lockspace.table.hosts.items() if r.timestamp and h != lockspace.host_id]
+        if all_hosts
+        else [event.host_id]
+    )
+    for host_id in targets:
+        lockspace.flag_host(host_id)
+    return cmd.reply(0)
+
+
+async def cmd_set_config(cmd: Command) -> Reply:
+    ls = Lockspace.decode(cmd.body)
+    lockspace = cmd.state.find_lockspace(ls.name, states=(LockspaceState.JOINED, LockspaceState.FAILED))
+    if lockspace is None:
+        return cmd.reply(ResultCode.ENOENT, close=True)
+    value = cmd.header.data
+    if value not in (1, 2, 4, 8):
+        return cmd.reply(ResultCode.EINVAL, close=True)
+    if value == 1 and lockspace.state is LockspaceState.FAILED:
+        return cmd.reply(ResultCode.ENOSPC, close=True)
+    lockspace.config_flags = value
+    return cmd.reply(0, close=True)
+
+
+async def cmd_examine(cmd: Command) -> Reply:
+    """EXAMINE_LOCKSPACE/RESOURCE: re-read the request records of matching held leases now."""
+    if cmd.header.cmd == Cmd.EXAMINE_LOCKSPACE:
+        name, resource_name = Lockspace.decode(cmd.body).name, None
+    else:
+        resource = Resource.decode(cmd.body)
+        name, resource_name = resource.lockspace, resource.name
+    for token in list(cmd.state.leases.tokens()):
+        if token.key[0] == name and resource_name in (None, token.key[1]):
+            await examine_token(cmd.state, token, cmd.fencer)
+    return cmd.reply(0)
+
+
 async def cmd_unsupported(cmd: Command) -> Reply:
     return _fail(cmd, ResultCode.EOPNOTSUPP, "command not supported by leased yet")
 
@@ -1079,6 +1202,12 @@ HANDLERS: dict[int, Handler] = {
     Cmd.LOG_DUMP: cmd_log_dump,
     Cmd.SHUTDOWN: cmd_shutdown,
     Cmd.SHUTDOWN_WAIT: cmd_shutdown_wait,
+    Cmd.REG_EVENT: cmd_reg_event,
+    Cmd.END_EVENT: cmd_end_event,
+    Cmd.SET_EVENT: cmd_set_event,
+    Cmd.SET_CONFIG: cmd_set_config,
+    Cmd.EXAMINE_LOCKSPACE: cmd_examine,
+    Cmd.EXAMINE_RESOURCE: cmd_examine,
 }
 
 INLINE_CLOSERS = frozenset({Cmd.STATUS, Cmd.HOST_STATUS, Cmd.RENEWAL, Cmd.GET_LOCKSPACES, Cmd.GET_HOSTS, Cmd.LOG_DUMP})

@@ -37,6 +37,7 @@ from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, 
 from leased.connection import BadMessage, MessageReader, Request
 from leased.errors import LeaseError
 from leased.fencing import Fencer, ProcessFencer
+from leased.lockspace import EventChannel
 from leased.protocol import RESTRICT_ALL, Cmd
 from leased.state import ClientState, DaemonConfig, DaemonState, LogRing
 from leased.storage import FileStorage
@@ -246,6 +247,17 @@ class Daemon:
                 await stream.send_all(reply.data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return False
+        if reply.event_channel is not None:
+            # REG_EVENT: from now on the daemon only writes event records here; the task keeps the
+            # socket open until END_EVENT (or a failed write) ends the channel.
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(stream.socket.fileno()))
+            channel = EventChannel(raw)
+            reply.event_channel.event_channels.append(channel)
+            try:
+                await channel.ended.wait()
+            finally:
+                raw.close()
+            return False
         if reply.close or header.cmd in INLINE_CLOSERS:
             if client.registered:
                 log.debug("client_free ci %d live pid %d: keep registered connection", client.ci, client.pid)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,6 +49,42 @@ class LockspaceState(enum.Enum):
     JOINED = "spaces"
     REMOVING = "rem"
     FAILED = "failed"
+
+
+@dataclass
+class EventChannel:
+    """A connection turned into an event channel by REG_EVENT: the daemon only writes to it."""
+
+    sock: socket.socket
+    ended: trio.Event = field(default_factory=trio.Event)
+
+    def deliver(self, record: bytes) -> bool:
+        """Write one event record without blocking; False (and ended) if the channel is gone or full."""
+        try:
+            sent = self.sock.send(record, socket.MSG_DONTWAIT)
+        except OSError:
+            sent = 0
+        if sent != len(record):
+            self.ended.set()
+            return False
+        return True
+
+    def wants_end(self) -> bool:
+        """END_EVENT: read the client's 4-byte ``1`` (or EOF, or an error) without blocking."""
+        try:
+            data = self.sock.recv(4, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        if not data:
+            return True
+        if len(data) == 4:
+            self.sock.recv(4, socket.MSG_DONTWAIT)
+            if int.from_bytes(data, "little") == 1:
+                return True
+            log.warning("event channel: unexpected value %d ignored", int.from_bytes(data, "little"))
+        return False
 
 
 @dataclass(frozen=True)
@@ -101,6 +138,11 @@ class JoinedLockspace:
     """host_id -> when we last reacted to its bitmap bit (rate limit, §5.5)."""
     set_bitmap_seconds: int = 0
     _tasks: trio.CancelScope | None = None
+    event_channels: list[EventChannel] = field(default_factory=list)
+    event_set_time: float = 0.0
+    delivered: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    """sender host_id -> the last event triple (and its generation) delivered from it: no repeats."""
+    config_flags: int = 0
     request_bits: dict[int, float] = field(default_factory=dict)
     """host_id -> when we started flagging it in our bitmap (requests, events: §5.5)."""
 
@@ -134,6 +176,8 @@ class JoinedLockspace:
         assert self.lease is not None
         keep = self.set_bitmap_seconds or 6 * self.io_timeout
         now = self.clock.now()
+        if self.lease.event != (0, 0, 0) and now - self.event_set_time > keep:
+            self.lease.event = (0, 0, 0)  # an event is announced for set_bitmap_seconds, then cleared
         self.request_bits = {h: t for h, t in self.request_bits.items() if now - t <= keep}
         bitmap = bytearray(len(self.lease.bitmap))
         for host_id in self.request_bits:
