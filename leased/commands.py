@@ -431,13 +431,28 @@ def _deliver_event(lockspace: JoinedLockspace, sender: int, record: HostRecord) 
 
 
 async def examine_token(state: DaemonState, token: Token, fencer: Fencer) -> None:
-    """Act on the request record of one held lease: FORCE kills, GRACEFUL asks (§7.10)."""
+    """Act on the request record of one held lease: FORCE kills, GRACEFUL asks (§7.10).
+
+    An examine may come late: the token it was started for can have been
+    released (and the resource re-acquired, with a new lver) meanwhile.  A
+    token no longer held is stale and is discarded; judging the new lease by
+    the old token's lver would kill a process for a request it already
+    satisfies.
+    """
+    if token not in state.leases.held.get(token.key, []):
+        log.debug("examine %s: stale token %d discarded", _ls_name(token.resource.name), token.token_id)
+        return
     try:
         request = await paxos_lease.read_request(token.lease.area, token.lockspace.io_timeout)
     except LeaseError as exc:
         log.error("examine %s: %s", _ls_name(token.resource.name), exc)
         return
     if not request.force_mode or not request.lver or request.lver <= token.lver:
+        return
+    if token not in state.leases.held.get(token.key, []):
+        log.debug(
+            "examine %s: token %d released while reading its request", _ls_name(token.resource.name), token.token_id
+        )
         return
     client = state.clients.get(token.client_id)
     if client is None or client.dead or client.generation != token.client_generation:
@@ -608,10 +623,18 @@ async def cmd_acquire(cmd: Command) -> Reply:
                     lvb_enabled=bool(header.cmd_flags & ACQUIRE_LVB),
                 )
             )
-    except LeaseError as exc:
-        for token in taken:
-            await release_on_disk(token)
-        return _fail(cmd, exc.rc, str(exc))
+    except (LeaseError, MemoryError) as exc:
+        # Nothing was attached yet: give back what this call took; the client is as it was.
+        with trio.CancelScope(shield=True):
+            for token in taken:
+                await release_on_disk(token)
+        rc = exc.rc if isinstance(exc, LeaseError) else ResultCode.ENOMEM
+        return _fail(cmd, rc, str(exc) or type(exc).__name__)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            for token in taken:
+                await release_on_disk(token)
+        raise
     finally:
         state.leases.unreserve(keys)
         target.cmd_active = 0

@@ -1,0 +1,344 @@
+"""Three of the race classes from lease managers' history, each as a named regression test.
+
+* HAProxy takeover: a failure half way through moving leases to an owner
+  must leave the owner exactly as it was (prepare, then commit).
+* libxl stale callback: an event that arrives late for an object that has
+  been replaced must be discarded, not applied to its successor.
+* QEMU return path: after an I/O error the worker ends and a fresh one
+  starts with a fresh handle; nobody keeps using a handle that was closed.
+
+(The fourth, unserialized calls on one connection, is tests/test_seed.py.)
+Each test says in its docstring what it guards against; the closing notes of
+the issue that added them say how each was shown to fail without its guard.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+import trio
+
+from leased import commands, delta_lease, paxos_lease
+from leased.clock import DEFAULT_CLOCK
+from leased.daemon import Daemon
+from leased.errors import LeaseError, ResultCode
+from leased.fencing import ProcessFencer
+from leased.geometry import Geometry
+from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
+from leased.protocol import HEADER_SIZE, TARGET_SELF, Cmd, Disk, Header, Lockspace, Options, Resource, parse_state
+from leased.state import ClientState, DaemonConfig
+from leased.storage import FileStorage
+from leased.timeouts import Timeouts
+
+MiB = 1 << 20
+RESOURCES = (b"R1", b"R2", b"R3")
+
+
+# ---------------------------------------------------------------------------
+# Seams: the production parts, wrapped to inject or record a deliberate fault
+
+
+class FlakyOpener:
+    """open_storage for the daemon: real FileStorage, but the N-th open after arming raises MemoryError."""
+
+    def __init__(self) -> None:
+        self.fail_on: int | None = None
+        self.opens = 0
+
+    def arm(self, nth: int) -> None:
+        self.fail_on, self.opens = nth, 0
+
+    def __call__(self, path: str) -> FileStorage:
+        self.opens += 1
+        if self.fail_on is not None and self.opens == self.fail_on:
+            self.fail_on = None
+            raise MemoryError("injected allocation failure at a prepare point")
+        return FileStorage(path)
+
+
+@dataclass
+class RecordingFencer(ProcessFencer):
+    """The production fencer, recording what it was asked to do."""
+
+    sent: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def send_signal(self, client: ClientState, signum: int) -> bool:
+        self.sent.append((client.pid, signum))
+        return super().send_signal(client, signum)
+
+
+async def recv_exactly(stream: trio.SocketStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        assert chunk, "connection closed"
+        data += chunk
+    return data
+
+
+async def call(stream: trio.SocketStream, header: Header, body: bytes = b"") -> tuple[Header, bytes]:
+    await stream.send_all(header.encode() + body)
+    reply = Header.decode(await recv_exactly(stream, HEADER_SIZE))
+    return reply, await recv_exactly(stream, reply.length - HEADER_SIZE)
+
+
+@dataclass
+class Setup:
+    daemon: Daemon
+    path: Path
+    opener: FlakyOpener
+    fencer: RecordingFencer
+
+    @property
+    def socket_path(self) -> str:
+        return self.daemon.config.socket_path
+
+    def disk(self, name: bytes) -> Disk:
+        return Disk(str(self.path), (RESOURCES.index(name) + 1) * MiB)
+
+    def acquire_body(self, *names: bytes) -> bytes:
+        return b"".join(Resource(b"LS", n, disks=(self.disk(n),)).encode() for n in names) + Options().encode()
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    path = tmp_path / "leases"
+    with path.open("wb") as f:
+        f.truncate(4 * MiB)
+    storage = FileStorage(str(path))
+    try:
+        await delta_lease.init_lockspace(storage, 0, "LS", Geometry(512, MiB), 1)
+        for index, name in enumerate(RESOURCES, start=1):
+            await paxos_lease.init_resource(storage, index * MiB, "LS", name, Geometry(512, MiB))
+    finally:
+        storage.close()
+    opener, fencer = FlakyOpener(), RecordingFencer()
+    config = DaemonConfig(run_dir=str(tmp_path / "run"), our_host_name="race-host", watchdog_fire_timeout=1)
+    daemon = Daemon(config, open_storage=opener, fencer=fencer)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.serve)
+        s = Setup(daemon, path, opener, fencer)
+        ls = Lockspace(b"LS", 1, 0, Disk(str(path), 0)).encode()
+        conn = await trio.open_unix_socket(s.socket_path)
+        async with conn:
+            with trio.fail_after(20):
+                reply, _ = await call(conn, Header(Cmd.ADD_LOCKSPACE, length=HEADER_SIZE + len(ls), data=1), ls)
+        assert reply.result == 0
+        yield s
+        daemon._stop.set()
+
+
+async def leader_timestamp(setup: Setup, name: bytes) -> int:
+    storage = FileStorage(str(setup.path))
+    try:
+        area = await paxos_lease.discover_resource(storage, setup.disk(name).offset, "LS", name, 1)
+        return (await paxos_lease.read_leader(area, 0, 1)).timestamp
+    finally:
+        storage.close()
+
+
+async def test_failed_acquire_leaves_the_owner_as_it_was(setup: Setup) -> None:
+    """HAProxy takeover class: a failure half way through moving leases to a client.
+
+    An ACQUIRE of R2 and R3 for a client that already holds R1 fails with an
+    allocation failure after R2 was taken on disk and before R3.  The client
+    must still hold exactly R1 (nothing half-moved), R2 must be given back on
+    disk, and the connection must keep working.
+    """
+    with trio.fail_after(30):
+        conn = await trio.open_unix_socket(setup.socket_path)
+        async with conn:
+            await conn.send_all(Header(Cmd.REGISTER).encode())
+            body = setup.acquire_body(b"R1")
+            reply, _ = await call(
+                conn, Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=1, data2=TARGET_SELF), body
+            )
+            assert reply.result == 0
+
+            setup.opener.arm(2)  # the second storage open of the next acquire: R3's
+            body = setup.acquire_body(b"R2", b"R3")
+            reply, _ = await call(
+                conn, Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=2, data2=TARGET_SELF), body
+            )
+            assert reply.result == ResultCode.ENOMEM
+
+            reply, payload = await call(conn, Header(Cmd.INQUIRE, data2=TARGET_SELF))
+            assert reply.data2 == 1 and [r.name for r in parse_state(payload.decode())] == [b"R1"]
+            assert await leader_timestamp(setup, b"R2") == 0, "R2 was taken on disk and must be given back"
+            assert await leader_timestamp(setup, b"R3") == 0
+            assert not setup.daemon.state.leases.acquiring, "no reservation may be left behind"
+            body = setup.acquire_body(b"R2", b"R3")
+            reply, _ = await call(
+                conn, Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=2, data2=TARGET_SELF), body
+            )
+            assert reply.result == 0
+
+
+class GatedStorage(FileStorage):
+    """Real storage whose read of one offset completes only when the test opens the gate."""
+
+    def __init__(self, path: str, gated_offset: int) -> None:
+        super().__init__(path)
+        self.gated_offset = gated_offset
+        self.reading, self.gate = trio.Event(), trio.Event()
+
+    async def read(self, offset: int, length: int, timeout: float) -> bytes:
+        data = await super().read(offset, length, timeout)
+        if offset == self.gated_offset:
+            self.reading.set()
+            await self.gate.wait()
+        return data
+
+
+HOLDER = """
+import sanlock, sys
+fd = sanlock.register()
+for line in sys.stdin:
+    verb, name = line.split()
+    disk = [(sys.argv[1], int(sys.argv[1 + int(name[1:])]))]
+    getattr(sanlock, verb)(b"LS", name.encode(), disk, slkfd=fd)
+    print("done", flush=True)
+"""
+
+
+async def test_late_examine_of_a_released_lease_is_discarded(setup: Setup) -> None:
+    """libxl stale-callback class: an event that arrives after its object was replaced.
+
+    A process holds R1 (lver 1); another host asks for lver 2; this host
+    starts examining R1, and while its read of the request is in flight the
+    process releases R1 and takes it again (lver 2), which already satisfies
+    the request.
+    An examine started for the *old* token and delivered late must be
+    discarded: judged by the old token's lver 1 it would SIGKILL a process
+    for a request its current lease already meets.
+    """
+    if (
+        not os.path.exists("/usr/bin/python3")
+        or subprocess.run(["/usr/bin/python3", "-c", "import sanlock"], capture_output=True, check=False).returncode
+    ):
+        pytest.skip("python3-sanlock not installed")
+    offsets = [str(setup.disk(n).offset) for n in RESOURCES]
+    with subprocess.Popen(
+        ["/usr/bin/python3", "-c", HOLDER, str(setup.path), *offsets],
+        env={**os.environ, "SANLOCK_RUN_DIR": str(Path(setup.socket_path).parent)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdin is not None and holder.stdout is not None
+
+        async def do(line: str) -> None:
+            holder.stdin.write(line + "\n")  # type: ignore[union-attr]
+            holder.stdin.flush()  # type: ignore[union-attr]
+            assert await trio.to_thread.run_sync(holder.stdout.readline) == "done\n"  # type: ignore[union-attr]
+
+        try:
+            with trio.fail_after(30):
+                await do("acquire R1")
+                state = setup.daemon.state
+                (old,) = state.leases.held[(b"LS", b"R1")]
+                storage = FileStorage(str(setup.path))
+                try:  # another host asks for the next version, lver 2
+                    await paxos_lease.write_request(replace(old.lease.area, storage=storage), 2, 1, 1)
+                finally:
+                    storage.close()
+                # This host starts examining R1; its read of the request record is slow.
+                gated = GatedStorage(str(setup.path), old.lease.area.request_offset)
+                old.lease.area.storage.close()
+                old.lease.area = replace(old.lease.area, storage=gated)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(commands.examine_token, state, old, setup.fencer)
+                    await gated.reading.wait()
+                    # Meanwhile the holder releases R1 and takes it again: lver 2 meets the request.
+                    await do("release R1")
+                    await do("acquire R1")
+                    (current,) = state.leases.held[(b"LS", b"R1")]
+                    assert (old.lver, current.lver) == (1, 2)
+                    gated.gate.set()  # the examine of the old token completes late
+                await commands.examine_token(state, old, setup.fencer)  # and one that starts late
+                await commands.examine_token(state, current, setup.fencer)
+            assert setup.fencer.sent == []
+            assert holder.poll() is None, "the holder must not have been killed"
+        finally:
+            holder.kill()
+
+
+async def test_renewal_restarts_with_a_fresh_handle_after_an_io_error(tmp_path: Path) -> None:
+    """QEMU return-path class: a worker that hit an I/O error, racing with its replacement.
+
+    The renewal read on the first handle fails with EIO.  The worker must end,
+    a fresh handle must be opened and installed, and only then the old one
+    closed; no I/O may ever be issued on a handle after it was closed, and
+    renewals go on with the new handle.
+    """
+    path = tmp_path / "leases"
+    with path.open("wb") as f:
+        f.truncate(2 * MiB)
+    storage = FileStorage(str(path))
+    await delta_lease.init_lockspace(storage, 0, "LS", Geometry(512, MiB), 1)
+    storage.close()
+    events: list[tuple[int, str]] = []
+
+    class Handle(FileStorage):
+        count = 0
+
+        def __init__(self, p: str) -> None:
+            super().__init__(p)
+            Handle.count += 1
+            self.number = Handle.count
+            self.closed_ = False
+            self.fail_next_area_read = False
+            events.append((self.number, "open"))
+
+        async def read(self, offset: int, length: int, timeout: float) -> bytes:
+            assert not self.closed_, f"read on closed handle {self.number}"
+            events.append((self.number, "read"))
+            if self.fail_next_area_read and length == MiB:
+                self.fail_next_area_read = False
+                raise LeaseError(ResultCode.EIO, "injected EIO")
+            return await super().read(offset, length, timeout)
+
+        async def write(self, offset: int, data: bytes, timeout: float) -> None:
+            assert not self.closed_, f"write on closed handle {self.number}"
+            events.append((self.number, "write"))
+            await super().write(offset, data, timeout)
+
+        def close(self) -> None:
+            self.closed_ = True
+            events.append((self.number, "close"))
+            super().close()
+
+    lockspace = JoinedLockspace(
+        key=lockspace_key(b"LS", 1, str(path), 0),
+        io_timeout=1,
+        timeouts=Timeouts(1, 1),
+        host_name=b"restart-host",
+        open_storage=Handle,
+        clock=DEFAULT_CLOCK,
+    )
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lockspace.run)
+            assert lockspace.lease is not None
+            first = lockspace.lease.area.storage
+            assert isinstance(first, Handle)
+            first.fail_next_area_read = True
+            while not any(n == 2 and op == "write" for n, op in events):
+                await trio.sleep(0.1)  # poll: the second handle's first renewal write
+            assert lockspace.state is LockspaceState.JOINED
+            nursery.cancel_scope.cancel()
+    assert lockspace.lease is not None and isinstance(lockspace.lease.area.storage, Handle)
+    assert lockspace.lease.area.storage.number == 2
+    order = [(n, op) for n, op in events if op in ("open", "close")]
+    assert order[:3] == [(1, "open"), (2, "open"), (1, "close")], order
+    closed_at = events.index((1, "close"))
+    assert all(n != 1 for n, _ in events[closed_at + 1 :]), "handle 1 used after it was closed"
+    lockspace.lease.area.storage.close()
