@@ -1,0 +1,545 @@
+"""A fault-injecting FUSE passthrough filesystem: storage that fails *below* a daemon.
+
+:mod:`faulty_storage` fails I/O inside a leased process, through the
+``Storage`` seam.  That cannot reach a real sanlock daemon, nor a leased
+daemon running as a separate process, nor the code path a daemon really
+takes (``O_DIRECT`` ``preadv``/``pwritev``, sanlock's libaio, abandoned I/O
+threads).  This module fails the *filesystem* instead: a test mounts a
+passthrough of a backing directory, points the daemon at a lease file on the
+mount, and at run time makes reads and/or writes fail with ``EIO`` or stall
+(block) past the daemon's ``io_timeout``, then heals.
+
+What it owns, and its rules:
+
+* **Its own process.**  The filesystem runs in a child process (this file run
+  as a script) so that a stalled FUSE request never blocks the test process,
+  and a wedged filesystem can always be ended by killing it: the kernel then
+  aborts the connection and every request still waiting fails
+  (``ENOTCONN``/``ECONNABORTED``).
+* **No caching.**  The mount uses ``direct_io`` (every open gets
+  ``FOPEN_DIRECT_IO``) and zero attribute/entry timeouts, so every client
+  read and write, ``O_DIRECT`` or not, reaches the filesystem as a request
+  and goes to the backing file with ``pread``/``pwrite`` at its offset.
+  Clients may open with ``O_DIRECT``; the backing file is opened without it
+  (the backing directory may be on tmpfs), so alignment is never checked
+  below the mount.
+* **Race-free control.**  The test talks to the child over a socketpair (no
+  path, no polling): :meth:`FaultFS.set` returns only once the new rules are
+  installed, so the next request sees them.  :meth:`FaultFS.wait_stalled`
+  returns once a request is really held by the filesystem, so tests wait on
+  that instead of sleeping.  If the test process dies, the child sees EOF on
+  the socket, releases its stalled requests, lazily unmounts and exits.
+* **Nothing left behind.**  :func:`fault_fs` heals (failing what is stalled),
+  unmounts (``fusermount3 -u``, then ``-uz`` when busy), then ends the child
+  (SIGTERM, then SIGKILL), whatever the test did.
+
+Fault rules are matched per FUSE request: a rule hits a request when the
+path matches (or the rule has none) and the request's byte range
+``[offset, offset + size)`` *overlaps* ``[start, end)``.  The kernel sends an
+``O_DIRECT`` transfer of up to 1 MiB as one request (libfuse 3 negotiates
+``max_pages`` 256); a larger one is split, and when only a later piece fails
+the caller sees a short transfer rather than ``EIO``, as from a real device.
+
+A stalled request holds one of the filesystem's worker threads (at most
+:data:`MAX_THREADS`) and keeps its caller in the kernel's uninterruptible
+wait: the caller cannot be killed, not even by SIGKILL, until the request is
+released by :meth:`FaultFS.heal` or the filesystem process ends.  Heal before
+stopping a daemon whose I/O is stalled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes.util
+import errno
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, cast
+
+log = logging.getLogger("faultfs")
+
+Mode = Literal["ok", "eio", "stall"]
+MODES: tuple[Mode, ...] = ("ok", "eio", "stall")
+
+MOUNT_TIMEOUT = 15.0
+"""Seconds for the child to mount (interpreter start-up plus mount(2)); generous for a loaded CI machine."""
+
+CONTROL_TIMEOUT = 10.0
+"""Seconds for the child to answer one control message: it never does I/O while answering."""
+
+EXIT_TIMEOUT = 5.0
+"""Seconds for the child to exit after unmount or SIGTERM before it is killed."""
+
+MAX_THREADS = 64
+"""libfuse worker threads: each stalled request holds one, so a test may stall many before the mount wedges."""
+
+FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount")
+
+
+class FaultFSUnavailable(RuntimeError):
+    """The filesystem cannot run here (not root, no /dev/fuse, no mfusepy, or the mount failed); tests skip."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What happens to reads and writes of ``path`` (every file if None) that overlap ``[start, end)``."""
+
+    read: Mode = "ok"
+    write: Mode = "ok"
+    path: str | None = None
+    start: int = 0
+    end: int | None = None
+
+    def mode(self, kind: str, path: str, offset: int, size: int) -> Mode:
+        if self.path is not None and self.path != path:
+            return "ok"
+        if offset + max(size, 1) <= self.start or (self.end is not None and offset >= self.end):
+            return "ok"
+        return self.read if kind == "read" else self.write
+
+
+# -- availability ------------------------------------------------------------
+
+
+@cache
+def unavailable_reason() -> str | None:
+    """Why the filesystem cannot run here, or None; cheap checks only (a failing mount is seen by :func:`fault_fs`)."""
+    if os.geteuid() != 0:
+        return "faultfs needs root (mount with allow_other, daemons of other users on the mount)"
+    if not os.path.exists("/dev/fuse"):
+        return "faultfs needs /dev/fuse"
+    if FUSERMOUNT is None:
+        return "faultfs needs fusermount3 (apt-get install fuse3)"
+    if importlib.util.find_spec("mfusepy") is None:
+        return "faultfs needs mfusepy (pip install -e '.[test]')"
+    if ctypes.util.find_library("fuse3") is None and ctypes.util.find_library("fuse") is None:
+        return "faultfs needs libfuse (apt-get install fuse3)"
+    return None
+
+
+def faultfs_available() -> bool:
+    return unavailable_reason() is None
+
+
+# -- test side -----------------------------------------------------------------
+
+
+class FaultFS:
+    """Handle on a running fault filesystem: change its faults, release stalls, read its counters.
+
+    Thread-safe: one control message at a time, each answered before the
+    call returns.  A call fails with :class:`RuntimeError` when the child
+    refuses the message and with :class:`OSError` when it is gone.
+    """
+
+    def __init__(self, mountpoint: Path, backing: Path, control: socket.socket) -> None:
+        self.mountpoint = mountpoint
+        self.backing = backing
+        self._control = control
+        self._reader = control.makefile("rb")
+        self._lock = threading.Lock()
+
+    def set(
+        self,
+        *,
+        read: Mode = "ok",
+        write: Mode = "ok",
+        path: str | os.PathLike[str] | None = None,
+        start: int = 0,
+        end: int | None = None,
+        add: bool = False,
+    ) -> None:
+        """Replace the fault rules by this one (or add it, first match wins); requests from now on obey it.
+
+        ``path`` names a file relative to the mount (``"leases"``) or by its
+        path through the mount.  Requests already stalled stay stalled until
+        :meth:`heal`.
+        """
+        for mode in (read, write):
+            if mode not in MODES:
+                raise ValueError(f"mode {mode!r} is not one of {MODES}")
+        if start < 0 or (end is not None and end <= start):
+            raise ValueError(f"bad range [{start}, {end})")
+        rule = Rule(read=read, write=write, path=self._fs_path(path), start=start, end=end)
+        self._call({"op": "set", "rules": [asdict(rule)], "add": add})
+
+    def heal(self, *, fail_stalled: bool = False) -> int:
+        """Clear every rule and release stalled requests; they complete (or fail with EIO); returns how many."""
+        return int(self._call({"op": "heal", "fail_stalled": fail_stalled})["released"])
+
+    def counts(self) -> dict[str, int]:
+        """Requests seen (``read``, ``write``), failed (``*_eio``), stalled (``*_stall``, ``stalled_now``), ``open``."""
+        return cast(dict[str, int], self._call({"op": "counts"})["counts"])
+
+    def wait_stalled(self, count: int = 1, timeout: float = 5.0) -> None:
+        """Return once at least ``count`` requests are held stalled; :class:`TimeoutError` after ``timeout``."""
+        reply = self._call({"op": "wait_stalled", "count": count, "timeout": timeout}, extra=timeout)
+        if not reply["reached"]:
+            raise TimeoutError(f"{count} stalled requests not seen in {timeout}s: {reply['counts']}")
+
+    def _fs_path(self, path: str | os.PathLike[str] | None) -> str | None:
+        if path is None:
+            return None
+        p = Path(path)
+        if p.is_absolute():
+            with contextlib.suppress(ValueError):
+                p = p.relative_to(self.mountpoint)
+        return "/" + str(p).strip("/")
+
+    def _call(self, message: dict[str, Any], extra: float = 0.0) -> dict[str, Any]:
+        with self._lock:
+            self._control.settimeout(CONTROL_TIMEOUT + extra)
+            self._control.sendall(json.dumps(message).encode() + b"\n")
+            line = self._reader.readline()
+        if not line:
+            raise ConnectionError("faultfs process is gone")
+        reply: dict[str, Any] = json.loads(line)
+        if not reply.get("ok"):
+            raise RuntimeError(f"faultfs refused {message}: {reply.get('error')}")
+        return reply
+
+    def close(self) -> None:
+        self._reader.close()
+        self._control.close()
+
+
+@contextlib.contextmanager
+def fault_fs(tmp: Path) -> Iterator[FaultFS]:
+    """Mount a passthrough of ``tmp/"backing"`` at ``tmp/"mnt"`` served by a child process.
+
+    Raises :class:`FaultFSUnavailable` when it cannot run here or the mount
+    does not come up (the child's output is in the message and in
+    ``tmp/"faultfs.log"``).  On exit, whatever happened, stalled requests
+    are failed, the mount is removed and the child is ended.
+    """
+    reason = unavailable_reason()
+    if reason is not None:
+        raise FaultFSUnavailable(reason)
+    backing, mountpoint, log_path = tmp / "backing", tmp / "mnt", tmp / "faultfs.log"
+    backing.mkdir(parents=True, exist_ok=True)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    ours, theirs = socket.socketpair()
+    fs = FaultFS(mountpoint, backing, ours)
+    env = dict(os.environ, FUSE_LIBRARY_NAME="fuse3")  # mfusepy prefers libfuse 2 when both are installed
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, __file__, str(backing), str(mountpoint), "--control-fd", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    theirs.close()
+    try:
+        _wait_mounted(proc, mountpoint, log_path)
+        yield fs
+    finally:
+        _teardown(fs, proc, mountpoint)
+
+
+def _wait_mounted(proc: subprocess.Popen[bytes], mountpoint: Path, log_path: Path) -> None:
+    """Poll until the mount answers; a child that exits first means the mount failed."""
+    deadline = time.monotonic() + MOUNT_TIMEOUT
+    while not os.path.ismount(mountpoint):
+        try:
+            proc.wait(timeout=0.02)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                raise FaultFSUnavailable(f"faultfs mount at {mountpoint} not up after {MOUNT_TIMEOUT}s") from None
+            continue
+        output = log_path.read_text(errors="replace").strip()
+        raise FaultFSUnavailable(f"faultfs mount failed (exit {proc.returncode}): {output[-2000:]}")
+
+
+def _mounted(mountpoint: Path) -> bool:
+    """Is anything mounted there, even a dead FUSE mount that ``os.path.ismount`` cannot stat?"""
+    target = str(mountpoint)
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            field = line.split()[4]
+            for code in ("\\040", "\\011", "\\012", "\\134"):
+                field = field.replace(code, chr(int(code[1:], 8)))
+            if field == target:
+                return True
+    return False
+
+
+def _unmount(mountpoint: Path) -> None:
+    """Unmount; when busy (a daemon still has the file open) detach lazily."""
+    assert FUSERMOUNT is not None
+    for args in (["-u"], ["-u", "-z"]):
+        if not _mounted(mountpoint):
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            done = subprocess.run(
+                [FUSERMOUNT, *args, str(mountpoint)], capture_output=True, timeout=CONTROL_TIMEOUT, check=False
+            )
+            if done.returncode == 0:
+                return
+            log.warning("fusermount %s %s failed: %s", " ".join(args), mountpoint, done.stderr.decode().strip())
+    if _mounted(mountpoint):
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=CONTROL_TIMEOUT, check=False)
+
+
+def _teardown(fs: FaultFS, proc: subprocess.Popen[bytes], mountpoint: Path) -> None:
+    try:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
+                fs.heal(fail_stalled=True)  # callers blocked in the kernel get EIO instead of hanging
+        _unmount(mountpoint)
+    finally:
+        fs.close()  # the child sees EOF and exits if unmounting did not end it
+        try:
+            proc.wait(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if _mounted(mountpoint):  # the child died without unmounting: a dead "transport endpoint" mount
+            _unmount(mountpoint)
+
+
+# -- filesystem side (the child process) ---------------------------------------------
+
+
+class _Faults:
+    """The rules and counters, shared by the FUSE worker threads and the control thread.
+
+    One condition variable guards everything: a stalled request waits on it
+    until :meth:`heal` marks it released, and :meth:`wait_stalled` waits on
+    it for stalls to appear.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._rules: list[Rule] = []
+        self._stalled: list[dict[str, bool]] = []
+        self._counts = dict.fromkeys(
+            ("read", "write", "read_eio", "write_eio", "read_stall", "write_stall", "open"), 0
+        )
+
+    def set_rules(self, rules: list[Rule], add: bool) -> None:
+        with self._cond:
+            self._rules = [*self._rules, *rules] if add else rules
+
+    def heal(self, fail_stalled: bool) -> int:
+        with self._cond:
+            released = len(self._stalled)
+            for waiter in self._stalled:
+                waiter["fail"] = fail_stalled
+                waiter["released"] = True
+            self._stalled = []
+            self._rules = []
+            self._cond.notify_all()
+        return released
+
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            return {**self._counts, "stalled_now": len(self._stalled)}
+
+    def wait_stalled(self, count: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._stalled) >= count, timeout)
+
+    def opened(self, delta: int) -> None:
+        with self._cond:
+            self._counts["open"] += delta
+
+    def check(self, kind: str, path: str, offset: int, size: int) -> None:
+        """Pass, raise EIO, or block until healed, as the first rule with a fault for this request says."""
+        with self._cond:
+            self._counts[kind] += 1
+            mode: Mode = "ok"
+            for rule in self._rules:
+                mode = rule.mode(kind, path, offset, size)
+                if mode != "ok":
+                    break
+            if mode == "stall":
+                self._counts[f"{kind}_stall"] += 1
+                waiter = {"released": False, "fail": False}
+                self._stalled.append(waiter)
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: waiter["released"])
+                if waiter["fail"]:
+                    mode = "eio"
+            if mode == "eio":
+                self._counts[f"{kind}_eio"] += 1
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+class _Passthrough:
+    """mfusepy operations mirroring a backing directory; reads and writes pass :class:`_Faults` first.
+
+    Not a subclass of ``mfusepy.Operations``: mfusepy registers only the
+    callbacks an object has, so the kernel gets ENOSYS for the rest.
+    Exceptions are ``OSError`` and become ``-errno`` replies.
+    """
+
+    use_ns = True  # nanosecond timestamps (mfusepy warns without it)
+
+    def __init__(self, backing: Path, faults: _Faults) -> None:
+        self._root = str(backing)
+        self._faults = faults
+
+    def _full(self, path: str) -> str:
+        return self._root + path
+
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        st = os.fstat(fh) if fh is not None else os.lstat(self._full(path))
+        attrs = {key: getattr(st, key) for key in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_ino")}
+        attrs.update(st_atime=st.st_atime_ns, st_mtime=st.st_mtime_ns, st_ctime=st.st_ctime_ns)
+        attrs.update(st_blocks=st.st_blocks, st_blksize=st.st_blksize)
+        return attrs
+
+    def readdir(self, path: str, fh: int) -> list[str]:
+        return [".", "..", *os.listdir(self._full(path))]
+
+    def statfs(self, path: str) -> dict[str, int]:
+        sv = os.statvfs(self._full(path))
+        keys = ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail")
+        return {key: getattr(sv, key) for key in (*keys, "f_flag", "f_namemax")}
+
+    def open(self, path: str, flags: int) -> int:
+        fd = os.open(self._full(path), flags & ~(os.O_DIRECT | os.O_CREAT | os.O_EXCL))
+        self._faults.opened(+1)
+        return fd
+
+    def create(self, path: str, mode: int, flags: int) -> int:
+        fd = os.open(self._full(path), (flags & ~os.O_DIRECT) | os.O_CREAT, mode)
+        self._faults.opened(+1)
+        return fd
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        self._faults.check("read", path, offset, size)
+        return os.pread(fh, size, offset)
+
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        self._faults.check("write", path, offset, len(data))
+        return os.pwrite(fh, data, offset)
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        if fh is not None:
+            os.ftruncate(fh, length)
+        else:
+            os.truncate(self._full(path), length)
+        return 0
+
+    def flush(self, path: str, fh: int) -> int:
+        return 0
+
+    def fsync(self, path: str, datasync: int, fh: int) -> int:
+        (os.fdatasync if datasync else os.fsync)(fh)
+        return 0
+
+    def release(self, path: str, fh: int) -> int:
+        os.close(fh)
+        self._faults.opened(-1)
+        return 0
+
+    def unlink(self, path: str) -> int:
+        os.unlink(self._full(path))
+        return 0
+
+    def mkdir(self, path: str, mode: int) -> int:
+        os.mkdir(self._full(path), mode)
+        return 0
+
+    def rmdir(self, path: str) -> int:
+        os.rmdir(self._full(path))
+        return 0
+
+    def rename(self, old: str, new: str) -> int:
+        os.rename(self._full(old), self._full(new))
+        return 0
+
+    def chmod(self, path: str, mode: int) -> int:
+        os.chmod(self._full(path), mode)
+        return 0
+
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        os.chown(self._full(path), uid, gid)
+        return 0
+
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        os.utime(self._full(path), ns=times)
+        return 0
+
+
+def _serve_control(sock: socket.socket, faults: _Faults, mountpoint: str) -> None:
+    """Answer control messages, one JSON line each; on EOF (the test is gone) release, unmount and exit."""
+    with sock, sock.makefile("rb") as reader:
+        for line in reader:
+            try:
+                message = json.loads(line)
+                reply: dict[str, Any] = {"ok": True}
+                op = message["op"]
+                if op == "set":
+                    faults.set_rules([Rule(**rule) for rule in message["rules"]], bool(message.get("add")))
+                elif op == "heal":
+                    reply["released"] = faults.heal(bool(message["fail_stalled"]))
+                elif op == "counts":
+                    reply["counts"] = faults.counts()
+                elif op == "wait_stalled":
+                    reply["reached"] = faults.wait_stalled(int(message["count"]), float(message["timeout"]))
+                    reply["counts"] = faults.counts()
+                else:
+                    reply = {"ok": False, "error": f"unknown op {op!r}"}
+            except (ValueError, KeyError, TypeError) as exc:
+                reply = {"ok": False, "error": repr(exc)}
+            sock.sendall(json.dumps(reply).encode() + b"\n")
+    faults.heal(fail_stalled=True)
+    if FUSERMOUNT is not None:
+        subprocess.run([FUSERMOUNT, "-u", "-z", mountpoint], capture_output=True, timeout=CONTROL_TIMEOUT, check=False)
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Child entry point: mount, serve FUSE in the foreground (multithreaded) until unmounted."""
+    parser = argparse.ArgumentParser(description="fault-injecting FUSE passthrough (tests only)")
+    parser.add_argument("backing")
+    parser.add_argument("mountpoint")
+    parser.add_argument("--control-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="faultfs: %(levelname)s %(name)s: %(message)s")
+
+    import mfusepy  # type: ignore[import-untyped]  # here only: the test process never loads libfuse
+
+    faults = _Faults()
+    control = socket.socket(fileno=args.control_fd)
+    threading.Thread(
+        target=_serve_control, args=(control, faults, args.mountpoint), name="faultfs-control", daemon=True
+    ).start()
+    mfusepy.FUSE(
+        _Passthrough(Path(args.backing), faults),
+        args.mountpoint,
+        foreground=True,
+        allow_other=True,  # a daemon running as another user (sanlock -U sanlock) must see the mount
+        direct_io=True,  # FOPEN_DIRECT_IO: no page cache, clients may use O_DIRECT, every I/O is a request
+        attr_timeout=0,
+        entry_timeout=0,
+        negative_timeout=0,
+        max_threads=MAX_THREADS,
+        fsname="faultfs",
+    )
+
+
+if __name__ == "__main__":
+    main()
