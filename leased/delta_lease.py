@@ -272,16 +272,23 @@ async def acquire_host_id(
 
 
 async def renew_host_id(
-    lease: HostIdLease, *, clock: Clock = DEFAULT_CLOCK, watchdog_fire_timeout: int = DEFAULT_WATCHDOG_FIRE_TIMEOUT
+    lease: HostIdLease,
+    *,
+    clock: Clock = DEFAULT_CLOCK,
+    watchdog_fire_timeout: int = DEFAULT_WATCHDOG_FIRE_TIMEOUT,
+    snapshot: bytes | None = None,
 ) -> bytes:
     """Renew once (§5.2) and return the whole-area snapshot read for it.
 
-    On success ``lease.record`` and ``lease.last_success`` advance.  A write
+    ``snapshot`` is an area read made since our last write (a timed-out read
+    that finished late, §5.2 step 1); without it the area is read now.  On
+    success ``lease.record`` and ``lease.last_success`` advance.  A write
     that fails or times out leaves ``last_write_ok`` false so the next
     renewal skips the "identical to what we wrote" check.
     """
     area = lease.area
-    snapshot = await area.read_area(lease.io_timeout)
+    if snapshot is None:
+        snapshot = await area.read_area(lease.io_timeout)
     offset = (lease.host_id - 1) * area.geometry.sector_size
     on_disk = Leader.decode(snapshot, offset)
     verify_delta_leader(on_disk, area.space_name, area.where(lease.host_id))

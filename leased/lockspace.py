@@ -24,7 +24,7 @@ import enum
 import itertools
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -37,7 +37,13 @@ from leased.host_status import HostState, HostStatusTable
 from leased.ondisk import bitmap_set, encode_name
 from leased.paxos_lease import LockspaceView
 from leased.storage import FileStorage
-from leased.timeouts import Timeouts, id_renewal_fail_seconds, id_renewal_seconds, id_renewal_warn_seconds
+from leased.timeouts import (
+    Timeouts,
+    id_renewal_fail_seconds,
+    id_renewal_seconds,
+    id_renewal_warn_seconds,
+    renewal_read_extend_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,24 @@ class EventChannel:
                 return True
             log.warning("event channel: unexpected value %d ignored", int.from_bytes(data, "little"))
         return False
+
+
+@dataclass
+class LateRead:
+    """A renewal read that outlived io_timeout and may still finish (renewal_read_extend, §5.2)."""
+
+    storage: object
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytes | None = None
+    error: LeaseError | None = None
+
+    async def run(self, read: Callable[[], Awaitable[bytes]]) -> None:
+        try:
+            self.data = await read()
+        except LeaseError as exc:
+            self.error = exc
+        finally:
+            self.done.set()
 
 
 @dataclass(frozen=True)
@@ -138,6 +162,8 @@ class JoinedLockspace:
     """host_id -> when we last reacted to its bitmap bit (rate limit, §5.5)."""
     set_bitmap_seconds: int = 0
     _tasks: trio.CancelScope | None = None
+    _nursery: trio.Nursery | None = None
+    _late_read: LateRead | None = None
     event_channels: list[EventChannel] = field(default_factory=list)
     event_set_time: float = 0.0
     delivered: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
@@ -208,6 +234,7 @@ class JoinedLockspace:
             task_status.started()
             async with trio.open_nursery() as nursery:
                 self._tasks = nursery.cancel_scope
+                self._nursery = nursery
                 nursery.start_soon(self._renew_forever)
                 nursery.start_soon(self._watch_deadline)
 
@@ -317,8 +344,12 @@ class JoinedLockspace:
             started = self.clock.now()
             self._refresh_bitmap()
             try:
+                area_read = await self._read_area(lease)
                 snapshot = await delta_lease.renew_host_id(
-                    lease, clock=self.clock, watchdog_fire_timeout=self.timeouts.watchdog_fire_timeout
+                    lease,
+                    clock=self.clock,
+                    watchdog_fire_timeout=self.timeouts.watchdog_fire_timeout,
+                    snapshot=area_read,
                 )
             except LeaseError as exc:
                 self._record(lease.last_success, started, error=True)
@@ -336,6 +367,42 @@ class JoinedLockspace:
             changed = self.table.observe(snapshot, self.clock.now())
             if self.on_scan is not None:
                 self.on_scan(self, self.generation, changed)
+
+    async def _read_area(self, lease: HostIdLease) -> bytes:
+        """The renewal's whole-area read, tolerating one that finishes late (§5.2 step 1).
+
+        A read that is not done within io_timeout fails this renewal with
+        AIO_TIMEOUT but keeps going for renewal_read_extend_sec more; the next
+        renewal first waits up to that long for it and uses its data, instead
+        of queueing another read behind a slow one.
+        """
+        extend = renewal_read_extend_seconds(self.io_timeout)
+        pending = self._late_read
+        if pending is not None and pending.storage is lease.area.storage:
+            self._late_read = None
+            with trio.move_on_after(extend):
+                await pending.done.wait()
+            if pending.data is not None:
+                log.info("lockspace %s: using the late renewal read", self.name.decode(errors="replace"))
+                return pending.data
+        self._late_read = None
+        area = lease.area
+        read = LateRead(area.storage)
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            read.run, lambda: area.storage.read(area.offset, area.geometry.align_size, self.io_timeout + extend)
+        )
+        with trio.move_on_after(self.io_timeout):
+            await read.done.wait()
+        if not read.done.is_set():
+            self._late_read = read
+            raise LeaseError(
+                ResultCode.AIO_TIMEOUT, f"renewal read of {area.where()} timed out after {self.io_timeout}s"
+            )
+        if read.error is not None:
+            raise read.error
+        assert read.data is not None
+        return read.data
 
     def _record(self, timestamp: int, started: float, error: bool = False) -> None:
         elapsed = int((self.clock.now() - started) * 1000)
