@@ -84,8 +84,12 @@ CONTROL_TIMEOUT = 10.0
 EXIT_TIMEOUT = 5.0
 """Seconds for the child to exit after unmount or SIGTERM before it is killed."""
 
-MAX_THREADS = 64
-"""libfuse worker threads: each stalled request holds one, so a test may stall many before the mount wedges."""
+MAX_THREADS = 1024
+"""libfuse worker threads.  Each stalled request holds one until healed; when all are held, every further
+request (even the ``stat`` of ``os.path.ismount``) queues in the kernel, so keep this far above any test's stalls."""
+
+_PR_SET_PDEATHSIG = 1
+_PARENT_DIED = signal.SIGUSR1
 
 FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount")
 
@@ -237,7 +241,8 @@ def fault_fs(tmp: Path) -> Iterator[FaultFS]:
     env = dict(os.environ, FUSE_LIBRARY_NAME="fuse3")  # mfusepy prefers libfuse 2 when both are installed
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, __file__, str(backing), str(mountpoint), "--control-fd", str(theirs.fileno())],
+            [sys.executable, __file__, str(backing), str(mountpoint)]
+            + ["--control-fd", str(theirs.fileno()), "--parent-pid", str(os.getpid())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -505,6 +510,25 @@ def _serve_control(sock: socket.socket, faults: _Faults, mountpoint: str) -> Non
             except (ValueError, KeyError, TypeError) as exc:
                 reply = {"ok": False, "error": repr(exc)}
             sock.sendall(json.dumps(reply).encode() + b"\n")
+    _orphaned(faults, mountpoint, "control socket closed")
+
+
+def _watch_parent(faults: _Faults, mountpoint: str) -> None:
+    """Wait for the parent's death signal (``PR_SET_PDEATHSIG``), then clean up and exit.
+
+    EOF on the control socket is not enough: a test process killed while
+    one of its threads is stalled in this filesystem cannot finish exiting
+    (that thread is in an uninterruptible wait), so its socket never closes.
+    The thread that started us exits first, though, and that sends the
+    signal.
+    """
+    signal.sigwait({_PARENT_DIED})
+    _orphaned(faults, mountpoint, "parent died")
+
+
+def _orphaned(faults: _Faults, mountpoint: str, why: str) -> None:
+    """Fail what is stalled, detach the mount and exit at once: the test that owned us is gone."""
+    log.warning("%s: unmounting %s and exiting", why, mountpoint)
     faults.heal(fail_stalled=True)
     if FUSERMOUNT is not None:
         subprocess.run([FUSERMOUNT, "-u", "-z", mountpoint], capture_output=True, timeout=CONTROL_TIMEOUT, check=False)
@@ -517,16 +541,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("backing")
     parser.add_argument("mountpoint")
     parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="faultfs: %(levelname)s %(name)s: %(message)s")
 
     import mfusepy  # type: ignore[import-untyped]  # here only: the test process never loads libfuse
 
     faults = _Faults()
+    # Blocked before any thread starts, so every thread (libfuse's too) inherits the mask and only sigwait sees it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {_PARENT_DIED})
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, _PARENT_DIED, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != args.parent_pid:
+        return  # the parent died before the death signal was armed
     control = socket.socket(fileno=args.control_fd)
-    threading.Thread(
-        target=_serve_control, args=(control, faults, args.mountpoint), name="faultfs-control", daemon=True
-    ).start()
+    for target, name, extra in (
+        (_serve_control, "faultfs-control", (control,)),
+        (_watch_parent, "faultfs-parent", ()),
+    ):
+        threading.Thread(target=target, args=(*extra, faults, args.mountpoint), name=name, daemon=True).start()
     mfusepy.FUSE(
         _Passthrough(Path(args.backing), faults),
         args.mountpoint,
@@ -536,7 +570,7 @@ def main(argv: list[str] | None = None) -> None:
         attr_timeout=0,
         entry_timeout=0,
         negative_timeout=0,
-        max_threads=MAX_THREADS,
+        max_threads=int(os.environ.get("MT", MAX_THREADS)),
         fsname="faultfs",
     )
 
