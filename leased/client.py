@@ -65,10 +65,10 @@ import time
 from collections.abc import Generator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import TYPE_CHECKING, Final, Generic, NamedTuple, TypeAlias, TypedDict, TypeVar
 
 from leased.errors import LeaseError, ResultCode
+from leased.host_status import HostState
 from leased.protocol import (
     ACQUIRE_LVB,
     ACQUIRE_ORPHAN,
@@ -192,16 +192,6 @@ class SanlockProtocolError(SanlockError):
 
 # --------------------------------------------------------------------------
 # Results
-
-
-class HostState(IntEnum):
-    """``sanlk_host.flags & 0xF`` in GET_HOSTS replies."""
-
-    UNKNOWN = 1
-    FREE = 2
-    LIVE = 3
-    FAIL = 4
-    DEAD = 5
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faultfs import FaultFS, FaultFSUnavailable, fault_fs
 
 from leased.storage import FileStorage
 
@@ -43,3 +45,15 @@ def require_sanlock() -> str:
     if SANLOCK is None:
         pytest.skip("real sanlock not installed (apt-get install sanlock)")
     return SANLOCK
+
+
+@pytest.fixture
+def faults(tmp_path: Path) -> Iterator[FaultFS]:
+    """A fault-injecting FUSE passthrough (tests/faultfs.py) mounted under tmp_path; skipped without FUSE."""
+    if os.geteuid() != 0:
+        pytest.skip("FUSE mounts need root")
+    try:
+        with fault_fs(tmp_path / "fs") as fs:
+            yield fs
+    except FaultFSUnavailable as exc:
+        pytest.skip(f"fault filesystem unavailable: {exc}")

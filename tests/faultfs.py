@@ -15,23 +15,29 @@ What it owns, and its rules:
   as a script) so that a stalled FUSE request never blocks the test process,
   and a wedged filesystem can always be ended by killing it: the kernel then
   aborts the connection and every request still waiting fails
-  (``ENOTCONN``/``ECONNABORTED``).
+  (``ENOTCONN``/``ECONNABORTED``).  libfuse serves requests on up to
+  :data:`MAX_THREADS` threads, so a stall in one range does not hold up
+  I/O elsewhere.
 * **No caching.**  The mount uses ``direct_io`` (every open gets
   ``FOPEN_DIRECT_IO``) and zero attribute/entry timeouts, so every client
   read and write, ``O_DIRECT`` or not, reaches the filesystem as a request
   and goes to the backing file with ``pread``/``pwrite`` at its offset.
   Clients may open with ``O_DIRECT``; the backing file is opened without it
   (the backing directory may be on tmpfs), so alignment is never checked
-  below the mount.
+  below the mount.  ``allow_other`` lets a daemon running as another user
+  (``sanlock -U sanlock``) use the mount.
 * **Race-free control.**  The test talks to the child over a socketpair (no
   path, no polling): :meth:`FaultFS.set` returns only once the new rules are
   installed, so the next request sees them.  :meth:`FaultFS.wait_stalled`
   returns once a request is really held by the filesystem, so tests wait on
-  that instead of sleeping.  If the test process dies, the child sees EOF on
-  the socket, releases its stalled requests, lazily unmounts and exits.
+  that instead of sleeping.
 * **Nothing left behind.**  :func:`fault_fs` heals (failing what is stalled),
-  unmounts (``fusermount3 -u``, then ``-uz`` when busy), then ends the child
-  (SIGTERM, then SIGKILL), whatever the test did.
+  unmounts (``fusermount3 -u``, then ``-uz`` when a file is still open), then
+  ends the child, whatever the test did.  If the test process dies instead,
+  the child sees its death signal (``PR_SET_PDEATHSIG``, sent when the
+  *thread* that called :func:`fault_fs` exits: call it from a thread that
+  outlives the mount, as pytest's main thread does) or EOF on the socket,
+  and fails what is stalled, detaches the mount and exits.
 
 Fault rules are matched per FUSE request: a rule hits a request when the
 path matches (or the rule has none) and the request's byte range
@@ -39,12 +45,27 @@ path matches (or the rule has none) and the request's byte range
 ``O_DIRECT`` transfer of up to 1 MiB as one request (libfuse 3 negotiates
 ``max_pages`` 256); a larger one is split, and when only a later piece fails
 the caller sees a short transfer rather than ``EIO``, as from a real device.
+Only ``read`` and ``write`` requests are faulted; ``open``, ``fsync`` and
+metadata always pass.
 
-A stalled request holds one of the filesystem's worker threads (at most
-:data:`MAX_THREADS`) and keeps its caller in the kernel's uninterruptible
-wait: the caller cannot be killed, not even by SIGKILL, until the request is
-released by :meth:`FaultFS.heal` or the filesystem process ends.  Heal before
-stopping a daemon whose I/O is stalled.
+What a stall does to its caller, which is the point of it:
+
+* a synchronous ``pread``/``pwrite`` (leased's I/O threads) waits in the
+  kernel uninterruptibly once the filesystem has the request: the thread,
+  and so its process, cannot be killed, not even by SIGKILL, until the
+  request is released by :meth:`FaultFS.heal` or the filesystem process
+  ends.  leased's storage gives up on it at its deadline (``AIO_TIMEOUT``)
+  and abandons the thread, which returns when healed;
+* an asynchronous ``O_DIRECT`` read or write (sanlock's libaio) does not
+  block the submitter: sanlock times out after ``io_timeout`` but keeps
+  waiting for the abandoned I/O before a ``sanlock direct`` command exits,
+  and a process exiting with such I/O in flight waits for it in the kernel.
+
+So heal before stopping a daemon whose I/O is stalled (``fail_stalled=True``
+if what it was writing must not land).  Released requests run then: a
+stalled write released with ``fail_stalled=False`` lands on the backing file
+at that moment, long after its caller gave up, like an I/O that was stuck in
+a controller queue.
 """
 
 from __future__ import annotations
@@ -82,13 +103,14 @@ CONTROL_TIMEOUT = 10.0
 """Seconds for the child to answer one control message: it never does I/O while answering."""
 
 EXIT_TIMEOUT = 5.0
-"""Seconds for the child to exit after unmount or SIGTERM before it is killed."""
+"""Seconds for the child to exit after unmounting, or after EOF on its control socket, before it is killed."""
 
 MAX_THREADS = 1024
 """libfuse worker threads.  Each stalled request holds one until healed; when all are held, every further
 request (even the ``stat`` of ``os.path.ismount``) queues in the kernel, so keep this far above any test's stalls."""
 
 _PR_SET_PDEATHSIG = 1
+_UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 _PARENT_DIED = signal.SIGUSR1
 
 FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount")
@@ -150,9 +172,10 @@ class FaultFS:
     refuses the message and with :class:`OSError` when it is gone.
     """
 
-    def __init__(self, mountpoint: Path, backing: Path, control: socket.socket) -> None:
+    def __init__(self, mountpoint: Path, backing: Path, control: socket.socket, pid: int) -> None:
         self.mountpoint = mountpoint
         self.backing = backing
+        self.pid = pid
         self._control = control
         self._reader = control.makefile("rb")
         self._lock = threading.Lock()
@@ -170,7 +193,8 @@ class FaultFS:
         """Replace the fault rules by this one (or add it, first match wins); requests from now on obey it.
 
         ``path`` names a file relative to the mount (``"leases"``) or by its
-        path through the mount.  Requests already stalled stay stalled until
+        absolute path through the mount; any other absolute path is a
+        ``ValueError``.  Requests already stalled stay stalled until
         :meth:`heal`.
         """
         for mode in (read, write):
@@ -200,8 +224,7 @@ class FaultFS:
             return None
         p = Path(path)
         if p.is_absolute():
-            with contextlib.suppress(ValueError):
-                p = p.relative_to(self.mountpoint)
+            p = p.relative_to(self.mountpoint)  # ValueError: a path outside the mount would never match
         return "/" + str(p).strip("/")
 
     def _call(self, message: dict[str, Any], extra: float = 0.0) -> dict[str, Any]:
@@ -233,23 +256,29 @@ def fault_fs(tmp: Path) -> Iterator[FaultFS]:
     reason = unavailable_reason()
     if reason is not None:
         raise FaultFSUnavailable(reason)
+    tmp = tmp.resolve()  # the mount table holds real paths: teardown must find the mount there
     backing, mountpoint, log_path = tmp / "backing", tmp / "mnt", tmp / "faultfs.log"
     backing.mkdir(parents=True, exist_ok=True)
     mountpoint.mkdir(parents=True, exist_ok=True)
     ours, theirs = socket.socketpair()
-    fs = FaultFS(mountpoint, backing, ours)
     env = dict(os.environ, FUSE_LIBRARY_NAME="fuse3")  # mfusepy prefers libfuse 2 when both are installed
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, str(backing), str(mountpoint)]
-            + ["--control-fd", str(theirs.fileno()), "--parent-pid", str(os.getpid())],
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    theirs.close()
+    argv = [sys.executable, __file__, str(backing), str(mountpoint), "--control-fd", str(theirs.fileno())]
+    try:
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(
+                [*argv, "--parent-pid", str(os.getpid())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    fs = FaultFS(mountpoint, backing, ours, proc.pid)
     try:
         _wait_mounted(proc, mountpoint, log_path)
         yield fs
@@ -271,7 +300,7 @@ def _wait_mounted(proc: subprocess.Popen[bytes], mountpoint: Path, log_path: Pat
         raise FaultFSUnavailable(f"faultfs mount failed (exit {proc.returncode}): {output[-2000:]}")
 
 
-def _mounted(mountpoint: Path) -> bool:
+def is_mounted(mountpoint: Path) -> bool:
     """Is anything mounted there, even a dead FUSE mount that ``os.path.ismount`` cannot stat?"""
     target = str(mountpoint)
     with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
@@ -284,41 +313,48 @@ def _mounted(mountpoint: Path) -> bool:
     return False
 
 
-def _unmount(mountpoint: Path) -> None:
-    """Unmount; when busy (a daemon still has the file open) detach lazily."""
+def _unmount(mountpoint: Path) -> bool:
+    """Unmount; when busy (a daemon still has a file open) detach lazily.  True when it was a clean unmount."""
     assert FUSERMOUNT is not None
     for args in (["-u"], ["-u", "-z"]):
-        if not _mounted(mountpoint):
-            return
+        if not is_mounted(mountpoint):
+            return args == ["-u"]
         with contextlib.suppress(subprocess.TimeoutExpired):
             done = subprocess.run(
                 [FUSERMOUNT, *args, str(mountpoint)], capture_output=True, timeout=CONTROL_TIMEOUT, check=False
             )
             if done.returncode == 0:
-                return
+                return args == ["-u"]
             log.warning("fusermount %s %s failed: %s", " ".join(args), mountpoint, done.stderr.decode().strip())
-    if _mounted(mountpoint):
+    if is_mounted(mountpoint):
         subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=CONTROL_TIMEOUT, check=False)
+    return False
 
 
 def _teardown(fs: FaultFS, proc: subprocess.Popen[bytes], mountpoint: Path) -> None:
+    """Heal, unmount, end the child; each step runs even when an earlier one failed.
+
+    Healing comes first: libfuse waits for its busy worker threads before it
+    exits, and the callers of stalled requests could not be stopped.  A
+    clean unmount ends the child's FUSE loop by itself; after a lazy one
+    (files still open) closing the control socket makes the child exit,
+    which fails whatever I/O those files still get with ``ENOTCONN``.
+    """
     try:
         if proc.poll() is None:
             with contextlib.suppress(OSError, RuntimeError, ValueError):
-                fs.heal(fail_stalled=True)  # callers blocked in the kernel get EIO instead of hanging
-        _unmount(mountpoint)
+                fs.heal(fail_stalled=True)
+        if _unmount(mountpoint):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=EXIT_TIMEOUT)
     finally:
-        fs.close()  # the child sees EOF and exits if unmounting did not end it
+        fs.close()
         try:
             proc.wait(timeout=EXIT_TIMEOUT)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=EXIT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if _mounted(mountpoint):  # the child died without unmounting: a dead "transport endpoint" mount
+            proc.kill()
+            proc.wait()
+        if is_mounted(mountpoint):  # the child died without unmounting: a dead "transport endpoint" mount
             _unmount(mountpoint)
 
 
@@ -337,9 +373,7 @@ class _Faults:
         self._cond = threading.Condition()
         self._rules: list[Rule] = []
         self._stalled: list[dict[str, bool]] = []
-        self._counts = dict.fromkeys(
-            ("read", "write", "read_eio", "write_eio", "read_stall", "write_stall", "open"), 0
-        )
+        self._counts = dict.fromkeys(("read", "write", "read_eio", "write_eio", "read_stall", "write_stall", "open"), 0)
 
     def set_rules(self, rules: list[Rule], add: bool) -> None:
         with self._cond:
@@ -484,7 +518,18 @@ class _Passthrough:
         return 0
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        os.utime(self._full(path), ns=times)
+        """Set times; mfusepy folds ``UTIME_NOW``/``UTIME_OMIT`` into nanoseconds, so unfold them here."""
+        full = self._full(path)
+        if times is None:
+            os.utime(full)
+            return 0
+        st, now = os.stat(full), time.time_ns()
+        old = (st.st_atime_ns, st.st_mtime_ns)
+        new = [
+            now if t % 10**9 == _UTIME_NOW - 10**9 else old[i] if t % 10**9 == _UTIME_OMIT - 10**9 else t
+            for i, t in enumerate(times)
+        ]
+        os.utime(full, ns=(new[0], new[1]))
         return 0
 
 
@@ -570,7 +615,7 @@ def main(argv: list[str] | None = None) -> None:
         attr_timeout=0,
         entry_timeout=0,
         negative_timeout=0,
-        max_threads=int(os.environ.get("MT", MAX_THREADS)),
+        max_threads=MAX_THREADS,
         fsname="faultfs",
     )
 

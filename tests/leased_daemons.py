@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from daemons import SANLOCK_BIN, Daemon, start_daemon
+from daemons import SANLOCK_BIN, Daemon, LeaseFile, sanlock_daemon, start_daemon
 
 
 def leased_binary() -> Path:
@@ -45,7 +45,12 @@ def leased_argv(host_name: str, watchdog_fire_timeout: int) -> list[str]:
 
 @contextmanager
 def leased_daemon(
-    tmp: Path, name: str = "leased", host_name: str | None = None, *, watchdog_fire_timeout: int = 60
+    tmp: Path,
+    name: str = "leased",
+    host_name: str | None = None,
+    *,
+    watchdog_fire_timeout: int = 60,
+    extra: Sequence[str] = (),
 ) -> Iterator[Daemon]:
     """A private leased daemon: run dir ``<tmp>/<name>/run``, log ``<tmp>/<name>/daemon.log``.
 
@@ -55,9 +60,24 @@ def leased_daemon(
     """
     stop_argv = [SANLOCK_BIN, "client", "shutdown", "-f", "1", "-w", "1"] if os.path.exists(SANLOCK_BIN) else None
     with start_daemon(
-        leased_argv(host_name or socket.gethostname(), watchdog_fire_timeout),
+        [*leased_argv(host_name or socket.gethostname(), watchdog_fire_timeout), *extra],
         tmp / name / "run",
         stop_argv=stop_argv,
         log_path=tmp / name / "daemon.log",
     ) as daemon:
         yield daemon
+
+
+@contextmanager
+def leased_and_sanlock(tmp: Path, lease_file: LeaseFile, io_timeout: int = 1) -> Iterator[dict[str, Daemon]]:
+    """Host 1 a leased daemon, host 2 a real sanlock daemon, both joined to LS on ``lease_file``."""
+    with ExitStack() as stack:
+        daemons = {
+            "leased": stack.enter_context(leased_daemon(tmp, "leased", "leased-host")),
+            "sanlock": stack.enter_context(sanlock_daemon(tmp, "sanlock", "sanlock-host")),
+        }
+        for host_id, daemon in enumerate(daemons.values(), start=1):
+            daemon.client().add_lockspace(b"LS", host_id, lease_file.path, 0, io_timeout=io_timeout, wait=False)
+        for host_id, daemon in enumerate(daemons.values(), start=1):
+            assert daemon.client().inq_lockspace(b"LS", host_id, lease_file.path, 0, wait=True) is True
+        yield daemons

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import trio
-from daemons import Daemon, LeaseFile, init_lease_file_direct, start_daemon, wait_for
+from daemons import LeaseFile, init_lease_file_direct, wait_for
+from leased_daemons import leased_daemon
 
 from leased import paxos_lease
 from leased.storage import FileStorage
@@ -27,19 +25,6 @@ for name, offset, shared in ((b"R1", 1048576, False), (b"R2", 2097152, True)):
 print("holding", flush=True)
 sys.stdin.read()
 """
-
-
-@contextmanager
-def leased_daemon(tmp: Path, name: str) -> Iterator[Daemon]:
-    leased = Path(sys.executable).parent / "leased"
-    argv = [str(leased), "daemon", "-D", "-w", "0", "-U", "root", "-G", "root", "-e", name]
-    with start_daemon(
-        argv,
-        tmp / name / "run",
-        log_path=tmp / name / "daemon.log",
-        stop_argv=["/usr/sbin/sanlock", "client", "shutdown", "-f", "1", "-w", "1"],
-    ) as daemon:
-        yield daemon
 
 
 def have_python3_sanlock() -> bool:

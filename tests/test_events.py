@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from daemons import Daemon, LeaseFile, init_lease_file_direct, sanlock_daemon, wait_for
-from leased_daemons import leased_daemon
+from daemons import Daemon, LeaseFile, init_lease_file_direct, wait_for
+from leased_daemons import leased_and_sanlock
 
 from leased.client import Event, EventChannel, SanlockError
 from leased.errors import ResultCode
@@ -26,15 +25,7 @@ pytestmark = pytest.mark.sanlock
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[tuple[LeaseFile, dict[str, Daemon]]]:
     lease_file = init_lease_file_direct(tmp_path / "leases", b"LS", [b"R1"], io_timeout=1)
-    with ExitStack() as stack:
-        daemons = {
-            "leased": stack.enter_context(leased_daemon(tmp_path, "leased", "leased-host")),
-            "sanlock": stack.enter_context(sanlock_daemon(tmp_path, "sanlock", "sanlock-host")),
-        }
-        for host_id, daemon in enumerate(daemons.values(), start=1):
-            daemon.client().add_lockspace(b"LS", host_id, lease_file.path, 0, io_timeout=1, wait=False)
-        for host_id, daemon in enumerate(daemons.values(), start=1):
-            assert daemon.client().inq_lockspace(b"LS", host_id, lease_file.path, 0, wait=True) is True
+    with leased_and_sanlock(tmp_path, lease_file) as daemons:
         yield lease_file, daemons
 
 

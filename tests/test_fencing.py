@@ -14,14 +14,13 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import pytest
-from daemons import Daemon, init_lease_file_direct, sanlock_daemon, start_daemon, wait_for
-from faultfs import FaultFS, FaultFSUnavailable, fault_fs
-from leased_daemons import leased_binary
+from daemons import Daemon, init_lease_file_direct, sanlock_daemon, wait_for
+from faultfs import FaultFS
+from leased_daemons import leased_daemon
 
 from leased.client import HostState, SanlockError
 from leased.errors import ResultCode
@@ -55,27 +54,8 @@ with open(sys.argv[1], "a") as f:
 """
 
 
-@pytest.fixture
-def faults(tmp_path: Path) -> Iterator[FaultFS]:
-    if os.geteuid() != 0:
-        pytest.skip("FUSE mounts need root")
-    try:
-        with fault_fs(tmp_path / "fs") as fs:
-            yield fs
-    except FaultFSUnavailable as exc:
-        pytest.skip(f"fault filesystem unavailable: {exc}")
-
-
-@contextmanager
-def leased(tmp: Path, name: str, *extra: str) -> Iterator[Daemon]:
-    argv = [str(leased_binary()), "daemon", "-D", "-w", "0", "-U", "root", "-G", "root", "-e", name, *extra]
-    with start_daemon(
-        argv,
-        tmp / name / "run",
-        stop_argv=["/usr/sbin/sanlock", "client", "shutdown", "-f", "1", "-w", "1"],
-        log_path=tmp / name / "daemon.log",
-    ) as daemon:
-        yield daemon
+def leased(tmp: Path, name: str, *extra: str) -> AbstractContextManager[Daemon]:
+    return leased_daemon(tmp, name, name, extra=extra)
 
 
 def host_state(daemon: Daemon, host_id: int) -> HostState | None:

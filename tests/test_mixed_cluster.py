@@ -9,14 +9,14 @@ through one host lets another acquire.  W stays at sanlock 3.8.5's 60 s
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from daemons import Daemon, LeaseFile, init_lease_file_direct, sanlock_daemon, start_daemon, wait_for
+from daemons import Daemon, LeaseFile, init_lease_file_direct, sanlock_daemon, wait_for
+from leased_daemons import leased_daemon
 
 from leased.client import Registration, SanlockError
 from leased.errors import ResultCode
@@ -24,19 +24,6 @@ from leased.errors import ResultCode
 pytestmark = pytest.mark.sanlock
 
 IDLIVE = ResultCode.ACQUIRE_IDLIVE
-
-
-@contextmanager
-def leased_daemon(tmp: Path, name: str, host_name: str) -> Iterator[Daemon]:
-    leased = Path(sys.executable).parent / "leased"
-    argv = [str(leased), "daemon", "-D", "-w", "0", "-U", "root", "-G", "root", "-e", host_name]
-    with start_daemon(
-        argv,
-        tmp / name / "run",
-        stop_argv=["/usr/sbin/sanlock", "client", "shutdown", "-f", "1", "-w", "1"],
-        log_path=tmp / name / "daemon.log",
-    ) as daemon:
-        yield daemon
 
 
 def refused_until(attempt: Callable[[], object], expected: int, timeout: float = 20) -> None:

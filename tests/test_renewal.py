@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trio
-from faultfs import FaultFS, FaultFSUnavailable, fault_fs
+from faultfs import FaultFS
 
 from leased import delta_lease
 from leased.geometry import Geometry
@@ -18,17 +15,6 @@ from leased.storage import FileStorage
 from leased.timeouts import Timeouts
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def faults(tmp_path: Path) -> Iterator[FaultFS]:
-    if os.geteuid() != 0:
-        pytest.skip("FUSE mounts need root")
-    try:
-        with fault_fs(tmp_path / "fs") as fs:
-            yield fs
-    except FaultFSUnavailable as exc:
-        pytest.skip(f"fault filesystem unavailable: {exc}")
 
 
 async def test_late_renewal_read_is_used_not_repeated(faults: FaultFS, caplog: pytest.LogCaptureFixture) -> None:
