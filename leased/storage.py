@@ -166,7 +166,7 @@ class FileStorage:
                 os.close(self._fd)
 
     def read_sync(self, offset: int, length: int) -> bytes:
-        """Blocking read; short reads past the end of a file come back zero-filled."""
+        """Blocking read; the part past the end of a file reads as zeros, any other short read is EIO."""
         fd = self._enter()
         try:
             buf = _BUFFERS.take(length)
@@ -175,6 +175,9 @@ class FileStorage:
                 data = buf[:done]
             finally:
                 _BUFFERS.give(buf)
+            if done < length and offset + done < os.lseek(fd, 0, os.SEEK_END):
+                # Short of the end of the file or device: part of the transfer failed.
+                raise LeaseError(ResultCode.EIO, f"short read {self._path} offset {offset}: {done} of {length}")
         except OSError as exc:
             raise LeaseError(
                 rc_from_oserror(exc), f"read {self._path} offset {offset} length {length}: {exc.strerror}"
@@ -182,7 +185,7 @@ class FileStorage:
         finally:
             self._leave()
         if done < length:
-            data += bytes(length - done)
+            data += bytes(length - done)  # past the end of a file reads as zeros, as a fresh area would
         return data
 
     def write_sync(self, offset: int, data: bytes) -> None:

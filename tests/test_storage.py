@@ -1,0 +1,41 @@
+"""Storage edge cases with real files: reads past the end, and a transfer that fails half way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from faultfs import FaultFS
+
+from leased.errors import LeaseError, ResultCode
+from leased.storage import FileStorage
+
+MiB = 1 << 20
+
+
+def test_read_past_end_of_file_reads_zeros(lease_file: Path) -> None:
+    size = lease_file.stat().st_size
+    storage = FileStorage(str(lease_file))
+    try:
+        storage.write_sync(size - 512, b"\x07" * 512)
+        data = storage.read_sync(size - 512, 4096)
+    finally:
+        storage.close()
+    assert data == b"\x07" * 512 + bytes(4096 - 512)
+
+
+def test_transfer_failing_half_way_is_an_error_not_zeros(faults: FaultFS) -> None:
+    """A 2 MiB read reaches FUSE as two requests; if the second fails, the short result must not look like zeros."""
+    path = faults.mountpoint / "leases"
+    with path.open("wb") as f:
+        f.truncate(4 * MiB)
+    faults.set(read="eio", path="leases", start=2 * MiB, end=3 * MiB)
+    storage = FileStorage(str(path))
+    try:
+        with pytest.raises(LeaseError) as info:
+            storage.read_sync(MiB, 2 * MiB)
+        assert info.value.rc == ResultCode.EIO
+        assert storage.read_sync(0, MiB) == bytes(MiB), "outside the failing range reads still work"
+    finally:
+        faults.heal()
+        storage.close()
