@@ -51,7 +51,7 @@ class DaemonError(Exception):
     """The daemon cannot start (socket, lock file, permissions): one line for the operator."""
 
 
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+def peer_credentials(sock: socket.socket | trio.socket.SocketType) -> tuple[int, int, int]:
     """(pid, uid, gid) of the peer, from SO_PEERCRED."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
@@ -97,19 +97,17 @@ class Daemon:
             raise DaemonError(f"socket path {path!r} is longer than 106 bytes")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock_path_ok = False
+        # Bound and set up as a plain socket (quick local syscalls), then handed to trio.
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            # bind is a quick local syscall; trio's async bind would only add a thread hop
-            sock._sock.bind(path)  # type: ignore[attr-defined]
+            raw.bind(path)
             os.chmod(path, 0o660)
             os.chown(path, self.config.uid, self.config.gid)
-            sock.listen(128)
-            sock_path_ok = True
-        finally:
-            if not sock_path_ok:
-                sock.close()
-        return trio.SocketListener(sock)
+            raw.listen(128)
+        except BaseException:
+            raw.close()
+            raise
+        return trio.SocketListener(trio.socket.from_stdlib_socket(raw))
 
     # -- serving --------------------------------------------------------
 
@@ -165,7 +163,7 @@ class Daemon:
     async def _connection(self, stream: trio.SocketStream) -> None:
         sock = stream.socket
         try:
-            pid, uid, gid = peer_credentials(sock)  # type: ignore[arg-type]
+            pid, uid, gid = peer_credentials(sock)
         except OSError:
             pid, uid, gid = -1, -1, -1
         client = ClientState(uid=uid, gid=gid, fd=sock.fileno())
