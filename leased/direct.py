@@ -361,12 +361,16 @@ async def _dump_geometry(
     return None
 
 
+_NEVER_OWNED = bytes(16)
+"""owner_id and owner_generation (leader bytes 32..47) of a record no host has acquired."""
+
+
 def _dump_delta(chunk: bytes, chunk_offset: int, geometry: Geometry, force_level: int) -> Iterator[str]:
     sector = geometry.sector_size
     for index in range(geometry.sectors):
         raw = chunk[index * sector : index * sector + LEADER_RECORD_SIZE]
-        if raw[:4] == b"\0\0\0\0":
-            continue
+        if raw[:4] == b"\0\0\0\0" or raw[32:48] == _NEVER_OWNED:
+            continue  # a never-acquired record: no line, and no need to decode it
         leader = Leader.decode(raw)
         if not (leader.owner_id or leader.owner_generation):
             continue
