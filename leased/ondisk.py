@@ -40,6 +40,7 @@ from leased.constants import (
     VERSION_MAJOR_MASK,
 )
 from leased.errors import LeaseError, ResultCode
+from leased.schema import build, parse_exact, sizeof
 
 
 def sanlock_checksum(data: bytes) -> int:
@@ -146,12 +147,12 @@ class _Record:
 
     @classmethod
     def decode(cls, data: bytes, offset: int = 0) -> Any:
-        size = cls.SCHEMA.sizeof()
-        parsed = cls.SCHEMA.parse(bytes(data[offset : offset + size]))
+        size = sizeof(cls.SCHEMA)
+        parsed = parse_exact(cls.SCHEMA, bytes(data[offset : offset + size]))
         return cls(**{f.name: parsed[f.name] for f in fields(cast(Any, cls))})
 
     def encode(self) -> bytes:
-        return bytes(self.SCHEMA.build(vars(self)))
+        return build(self.SCHEMA, vars(self))
 
 
 @dataclass(frozen=True)

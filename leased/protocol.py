@@ -21,6 +21,7 @@ from typing import Any, Final
 from construct import Bytes, Int32ul, Int64ul, Padding, Struct
 
 from leased.errors import LeaseError, ResultCode
+from leased.schema import build, parse_exact
 
 SM_MAGIC: Final = 0x04282010
 SM_PROTO: Final = 0x00000001
@@ -261,11 +262,11 @@ class Header:
 
     @classmethod
     def decode(cls, raw: bytes) -> Header:
-        return cls(**_fields(sm_header.parse(raw)))
+        return cls(**_fields(parse_exact(sm_header, raw)))
 
     def encode(self) -> bytes:
         values = {name: to_unsigned(getattr(self, name)) for name in _HEADER_FIELDS}
-        return bytes(sm_header.build(values))
+        return bytes(build(sm_header, values))
 
     @property
     def result(self) -> int:
@@ -299,12 +300,12 @@ class Disk:
 
     @classmethod
     def decode(cls, raw: bytes) -> Disk:
-        parsed = sanlk_disk.parse(raw)
+        parsed = parse_exact(sanlk_disk, raw)
         return cls(unpack_path(parsed.path), parsed.offset, parsed.pad1, parsed.pad2)
 
     def encode(self) -> bytes:
         return bytes(
-            sanlk_disk.build(dict(path=pack_path(self.path), offset=self.offset, pad1=self.pad1, pad2=self.pad2))
+            build(sanlk_disk, dict(path=pack_path(self.path), offset=self.offset, pad1=self.pad1, pad2=self.pad2))
         )
 
 
@@ -323,7 +324,7 @@ class Resource:
 
     @classmethod
     def decode(cls, raw: bytes, disks: tuple[Disk, ...] = ()) -> Resource:
-        parsed = sanlk_resource.parse(raw[:RESOURCE_SIZE])
+        parsed = parse_exact(sanlk_resource, raw[:RESOURCE_SIZE])
         return cls(
             unpack_name(parsed.lockspace_name),
             unpack_name(parsed.name),
@@ -336,7 +337,8 @@ class Resource:
         )
 
     def encode(self, with_disks: bool = True) -> bytes:
-        head = sanlk_resource.build(
+        head = build(
+            sanlk_resource,
             dict(
                 lockspace_name=pack_name(self.lockspace),
                 name=pack_name(self.name),
@@ -346,7 +348,7 @@ class Resource:
                 unused=0,
                 flags=self.flags,
                 num_disks=self.num_disks if self.num_disks or not self.disks else len(self.disks),
-            )
+            ),
         )
         if not with_disks:
             return bytes(head)
@@ -365,11 +367,11 @@ class Options:
 
     @classmethod
     def decode(cls, raw: bytes) -> Options:
-        parsed = sanlk_options.parse(raw)
+        parsed = parse_exact(sanlk_options, raw)
         return cls(unpack_name(parsed.owner_name), parsed.flags, parsed.len)
 
     def encode(self) -> bytes:
-        return bytes(sanlk_options.build(dict(owner_name=pack_name(self.owner_name), flags=self.flags, len=self.len)))
+        return bytes(build(sanlk_options, dict(owner_name=pack_name(self.owner_name), flags=self.flags, len=self.len)))
 
 
 @dataclass(frozen=True)
@@ -381,7 +383,7 @@ class Lockspace:
 
     @classmethod
     def decode(cls, raw: bytes) -> Lockspace:
-        parsed = sanlk_lockspace.parse(raw[:LOCKSPACE_SIZE])
+        parsed = parse_exact(sanlk_lockspace, raw[:LOCKSPACE_SIZE])
         disk = parsed.host_id_disk
         return cls(
             unpack_name(parsed.name),
@@ -393,13 +395,14 @@ class Lockspace:
     def encode(self) -> bytes:
         disk = self.disk
         return bytes(
-            sanlk_lockspace.build(
+            build(
+                sanlk_lockspace,
                 dict(
                     name=pack_name(self.name),
                     host_id=self.host_id,
                     flags=self.flags,
                     host_id_disk=dict(path=pack_path(disk.path), offset=disk.offset, pad1=disk.pad1, pad2=disk.pad2),
-                )
+                ),
             )
         )
 
@@ -414,10 +417,10 @@ class Host:
 
     @classmethod
     def decode(cls, raw: bytes) -> Host:
-        return cls(**_fields(sanlk_host.parse(raw)))
+        return cls(**_fields(parse_exact(sanlk_host, raw)))
 
     def encode(self) -> bytes:
-        return bytes(sanlk_host.build(vars(self)))
+        return bytes(build(sanlk_host, vars(self)))
 
 
 @dataclass(frozen=True)
@@ -429,10 +432,10 @@ class HostEvent:
 
     @classmethod
     def decode(cls, raw: bytes) -> HostEvent:
-        return cls(**_fields(sanlk_host_event.parse(raw)))
+        return cls(**_fields(parse_exact(sanlk_host_event, raw)))
 
     def encode(self) -> bytes:
-        return bytes(sanlk_host_event.build(vars(self)))
+        return bytes(build(sanlk_host_event, vars(self)))
 
 
 @dataclass(frozen=True)
@@ -447,7 +450,8 @@ class StateRecord:
 
     def encode(self) -> bytes:
         text = self.text.encode(errors="surrogateescape")[: STATE_MAXSTR - 1] + b"\0"
-        head = sanlk_state.build(
+        head = build(
+            sanlk_state,
             dict(
                 type=self.type,
                 flags=0,
@@ -455,14 +459,14 @@ class StateRecord:
                 data64=self.data64,
                 name=pack_name(self.name[:NAME_LEN]),
                 str_len=len(text),
-            )
+            ),
         )
         return bytes(head) + text
 
     @classmethod
     def decode_head(cls, raw: bytes) -> tuple[StateRecord, int]:
         """The fixed part and the text length that follows it."""
-        parsed = sanlk_state.parse(raw)
+        parsed = parse_exact(sanlk_state, raw)
         return cls(parsed.type, to_signed(parsed.data32), parsed.data64, unpack_name(parsed.name)), parsed.str_len
 
 
@@ -473,13 +477,13 @@ class Killpath:
 
     @classmethod
     def decode(cls, raw: bytes) -> Killpath:
-        parsed = killpath_payload.parse(raw)
+        parsed = parse_exact(killpath_payload, raw)
         return cls(unpack_path(parsed.path[:127]), unpack_path(parsed.args[:127]))
 
     def encode(self) -> bytes:
         path = self.path.encode()[:127].ljust(128, b"\0")
         args = self.args.encode()[:127].ljust(128, b"\0")
-        return bytes(killpath_payload.build(dict(path=path, args=args)))
+        return bytes(build(killpath_payload, dict(path=path, args=args)))
 
 
 def encode_event_cb(event: HostEvent, from_host_id: int, from_generation: int) -> bytes:
@@ -487,7 +491,7 @@ def encode_event_cb(event: HostEvent, from_host_id: int, from_generation: int) -
         magic=SM_MAGIC, version=SM_CB_PROTO, cmd=SM_CB_GET_EVENT, cmd_flags=0, length=80, seq=0, data=0, data2=0
     )
     return bytes(
-        event_cb.build(dict(h=header, he=vars(event), from_host_id=from_host_id, from_generation=from_generation))
+        build(event_cb, dict(h=header, he=vars(event), from_host_id=from_host_id, from_generation=from_generation))
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,6 +32,7 @@ from leased.ondisk import (
     verify_paxos_leader,
 )
 from leased.paxos_lease import new_resource_leader
+from leased.schema import build, parse_exact
 
 MiB = 1 << 20
 
@@ -228,3 +231,21 @@ def test_dblock_build_parse_round_trip(
     block = Dblock(mbal=mbal, bal=bal, inp=inp, inp2=inp2, inp3=inp3, lver=lver, flags=flags).sealed()
     assert Dblock.decode(block.encode()) == block
     assert block.checksum_ok()
+
+
+@pytest.mark.parametrize(
+    "schema", [leader_record, paxos_dblock, mode_block, request_record], ids=lambda s: str(s.sizeof())
+)
+@given(data=st.data())
+def test_compiled_and_plain_schemas_agree(schema: Any, data: st.DataObject) -> None:
+    raw = data.draw(st.binary(min_size=schema.sizeof(), max_size=schema.sizeof()))
+    plain, fast = schema.parse(raw), parse_exact(schema, raw)
+    assert {k: v for k, v in plain.items() if not k.startswith("_")} == {
+        k: v for k, v in fast.items() if not k.startswith("_")
+    }
+    assert build(schema, plain) == schema.build(plain)
+
+
+def test_compiled_parse_refuses_a_short_buffer() -> None:
+    with pytest.raises(ValueError):
+        parse_exact(leader_record, bytes(199))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from leased.errors import LeaseError, ResultCode
 from leased.protocol import (
@@ -25,8 +29,16 @@ from leased.protocol import (
     format_resource,
     parse_resource,
     parse_state,
+    sanlk_disk,
+    sanlk_host,
+    sanlk_lockspace,
+    sanlk_options,
+    sanlk_resource,
+    sanlk_state,
+    sm_header,
     split_resources,
 )
+from leased.schema import build, parse_exact
 
 
 def words(*hex_words: str) -> bytes:
@@ -109,3 +121,16 @@ def test_state_string_format_and_parse_round_trip() -> None:
     assert escape_path("/a b:c\\:d") == "/a\\ b\\:c\\:d"
     with pytest.raises(LeaseError):
         parse_resource("LS:R:path")
+
+
+@pytest.mark.parametrize(
+    "schema", [sm_header, sanlk_disk, sanlk_resource, sanlk_options, sanlk_lockspace, sanlk_host, sanlk_state]
+)
+@given(data=st.data())
+def test_compiled_and_plain_wire_schemas_agree(schema: Any, data: st.DataObject) -> None:
+    raw = data.draw(st.binary(min_size=schema.sizeof(), max_size=schema.sizeof()))
+    plain, fast = schema.parse(raw), parse_exact(schema, raw)
+    assert {k: v for k, v in plain.items() if not k.startswith("_")} == {
+        k: v for k, v in fast.items() if not k.startswith("_")
+    }
+    assert build(schema, plain) == schema.build(plain)
