@@ -46,6 +46,8 @@ from leased.ondisk import (
 from leased.paxos_lease import ResourceArea
 from leased.protocol import (
     ACQUIRE_LVB,
+    ACQUIRE_ORPHAN,
+    ACQUIRE_ORPHAN_ONLY,
     ACQUIRE_OWNER_NOWAIT,
     ADD_ASYNC,
     HEADER_SIZE,
@@ -54,6 +56,7 @@ from leased.protocol import (
     LSF_ADD,
     LSF_REM,
     REL_ALL,
+    REL_ORPHAN,
     REL_RENAME,
     REM_ASYNC,
     REM_UNUSED,
@@ -570,13 +573,23 @@ async def cmd_acquire(cmd: Command) -> Reply:
     except Refused as exc:
         return _fail(cmd, exc.rc, exc.detail)
     keys = [(r.lockspace, r.name) for r in resources]
+    adopt: dict[tuple[bytes, bytes], Token] = {}
     for resource in resources:
         if len(resource.disks) > 1:
             return _fail(cmd, ResultCode.EINVAL, "multi-disk leases are not supported")
         lockspace = state.find_lockspace(resource.lockspace)
         if lockspace is None or not lockspace.usable:
             return _fail(cmd, ResultCode.ENOSPC, f"lockspace {_ls_name(resource.lockspace)} not joined")
-        conflict = state.leases.conflict((resource.lockspace, resource.name), resource.shared)
+        key = (resource.lockspace, resource.name)
+        orphan = state.leases.orphan(key)
+        if orphan is not None and header.cmd_flags & (ACQUIRE_ORPHAN | ACQUIRE_ORPHAN_ONLY):
+            if orphan.shared != resource.shared:
+                return _fail(cmd, ResultCode.EUCLEAN, f"orphan {_ls_name(resource.name)} is held in the other mode")
+            adopt[key] = orphan
+            continue
+        if orphan is None and header.cmd_flags & ACQUIRE_ORPHAN_ONLY:
+            return _fail(cmd, ResultCode.ENOENT, f"no orphan {_ls_name(resource.name)} to adopt")
+        conflict = state.leases.conflict(key, resource.shared)
         if conflict:
             return cmd.reply(conflict) if state.config.quiet_fail else _fail(cmd, conflict, "local conflict")
     if len(set(keys)) != len(keys):
@@ -589,6 +602,8 @@ async def cmd_acquire(cmd: Command) -> Reply:
     taken: list[Token] = []
     try:
         for resource in resources:
+            if (resource.lockspace, resource.name) in adopt:
+                continue  # adopting an orphan needs no disk I/O; it is moved at the commit point
             lockspace = state.find_lockspace(resource.lockspace)
             if lockspace is None or not lockspace.usable or lockspace.lease is None:
                 raise LeaseError(ResultCode.ENOSPC, f"lockspace {_ls_name(resource.lockspace)} not joined")
@@ -645,8 +660,17 @@ async def cmd_acquire(cmd: Command) -> Reply:
         for token in taken:
             await release_on_disk(token)
         return _fail(cmd, ResultCode.ENOTTY, f"target pid {target.pid} exited during acquire")
+    for orphan in adopt.values():
+        if not orphan.orphan or orphan not in state.leases.held.get(orphan.key, []):
+            for token in taken:
+                await release_on_disk(token)
+            return _fail(cmd, ResultCode.ENOENT, f"orphan {_ls_name(orphan.key[1])} went away during the acquire")
     state.leases.attach(taken)
     target.tokens.extend(taken)
+    for orphan in adopt.values():
+        orphan.orphan, orphan.client_id, orphan.client_generation = False, target.ci, generation
+        target.tokens.append(orphan)
+        log.info("adopted orphan %s:%s for pid %d", _ls_name(orphan.key[0]), _ls_name(orphan.key[1]), target.pid)
     if options.owner_name or not target.name or target.name == str(target.pid).encode():
         target.name = options.owner_name
     for token in taken:
@@ -663,6 +687,13 @@ async def cmd_release(cmd: Command) -> Reply:
     except Refused as exc:
         return _fail(cmd, exc.rc, exc.detail)
     flags = header.cmd_flags
+    if flags & REL_ORPHAN:
+        (which,), _ = split_resources(cmd.body, 1, with_disks=False)
+        orphans = state.leases.orphans(which.lockspace, which.name)
+        for orphan in orphans:
+            state.leases.detach(orphan)
+            await release_on_disk(orphan)
+        return cmd.reply(len(orphans))
     if flags & REL_ALL:
         chosen = list(target.tokens)
         rename = None
@@ -706,6 +737,11 @@ async def release_client(state: DaemonState, client: ClientState) -> None:
     """A registered connection closed: its process is gone; release its leases (wire spec §7.2)."""
     client.dead = True
     for token in list(client.tokens):
+        if token.persistent and token.lockspace.usable:
+            client.tokens.remove(token)
+            token.orphan, token.client_id = True, 0
+            log.info("pid %d exit: %s kept as an orphan", client.pid, _ls_name(token.key[1]))
+            continue
         rc = await _release_token(state, client, token)
         log.info("pid %d exit: released %s rc %d", client.pid, _ls_name(token.key[1]), rc)
 
@@ -1174,8 +1210,9 @@ def status_records(state: DaemonState, detail: int) -> list[bytes]:
     for token in state.leases.tokens():
         holder = state.clients.get(token.client_id)
         area = token.lease.area
+        listed = "orphan" if token.orphan else "held"
         text = (
-            f"list=held flags={token.resource.flags:x} sector_size={area.sector_size} "
+            f"list={listed} flags={token.resource.flags:x} sector_size={area.sector_size} "
             f"align_size={area.geometry.align_size} lver={token.lver} reused=0 "
             f"res_id={token.token_id} token_id={token.token_id}"
         )

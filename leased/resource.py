@@ -46,6 +46,8 @@ class Token:
     client_generation: int
     persistent: bool = False
     lvb_enabled: bool = False
+    orphan: bool = False
+    """A persistent lease whose process exited: still held here and on disk, adoptable (ACQUIRE_ORPHAN)."""
     token_id: int = field(default_factory=lambda: next(_token_ids))
 
     @property
@@ -80,9 +82,19 @@ class LeaseTable:
         if key in self.releasing:
             return ResultCode.EAGAIN
         holders = self.held.get(key, [])
+        if any(t.orphan for t in holders):
+            return ResultCode.EUCLEAN
         if holders and not (shared and all(t.shared for t in holders)):
             return ResultCode.EEXIST
         return 0
+
+    def orphan(self, key: Key) -> Token | None:
+        return next((t for t in self.held.get(key, []) if t.orphan), None)
+
+    def orphans(self, lockspace_name: bytes, resource_name: bytes = b"") -> list[Token]:
+        return [
+            t for t in self.tokens() if t.orphan and t.key[0] == lockspace_name and resource_name in (b"", t.key[1])
+        ]
 
     def reserve(self, keys: list[Key]) -> None:
         self.acquiring.update(keys)
