@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from daemons import wait_for
 from test_race_classes import Setup, call, leader_timestamp, setup  # noqa: F401  (fixture)
 
 from leased.client import Client, SanlockError
@@ -37,9 +38,12 @@ async def test_persistent_lease_becomes_an_orphan_and_can_be_adopted(setup: Setu
         client = Client(run_dir, timeout=30)
         with client.register() as first:
             first.acquire(b"LS", b"R1", disks, persistent=True)
-        # the process is gone: the lease stays held, as an orphan
-        status = [r for r in client.status() if r.resource is not None]
-        assert [(r.resource.name, r.fields["list"]) for r in status] == [(b"R1", "orphan")]
+
+        # the process is gone: once the daemon has seen the connection close, the lease is an orphan
+        def listed() -> list[tuple[bytes, str]]:
+            return [(r.resource.name, r.fields["list"]) for r in client.status() if r.resource is not None]
+
+        wait_for(lambda: listed() == [(b"R1", "orphan")], 10, "R1 listed as an orphan")
         with client.register() as second:
             with pytest.raises(SanlockError) as info:
                 second.acquire(b"LS", b"R1", disks)
@@ -70,7 +74,9 @@ async def test_failed_adoption_leaves_the_orphan_an_orphan(setup: Setup) -> None
                 conn, Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=1, data2=TARGET_SELF), body
             )
             assert reply.result == 0
-        # the first process exited (connection closed): R1 is an orphan
+        # the first process exited (connection closed): R1 becomes an orphan once the daemon saw it
+        while not setup.daemon.state.leases.orphans(b"LS"):
+            await trio.sleep(0.01)
         conn = await trio.open_unix_socket(setup.socket_path)
         async with conn:
             await conn.send_all(Header(Cmd.REGISTER).encode())

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from inprocess import RESOURCES, call, init_lease_file
 
 from leased import commands, delta_lease, paxos_lease
 from leased.clock import DEFAULT_CLOCK
@@ -36,7 +37,6 @@ from leased.storage import FileStorage
 from leased.timeouts import Timeouts
 
 MiB = 1 << 20
-RESOURCES = (b"R1", b"R2", b"R3")
 
 
 # ---------------------------------------------------------------------------
@@ -75,21 +75,6 @@ class RecordingFencer(ProcessFencer):
         return super().send_signal(client, signum)
 
 
-async def recv_exactly(stream: trio.SocketStream, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = await stream.receive_some(size - len(data))
-        assert chunk, "connection closed"
-        data += chunk
-    return data
-
-
-async def call(stream: trio.SocketStream, header: Header, body: bytes = b"") -> tuple[Header, bytes]:
-    await stream.send_all(header.encode() + body)
-    reply = Header.decode(await recv_exactly(stream, HEADER_SIZE))
-    return reply, await recv_exactly(stream, reply.length - HEADER_SIZE)
-
-
 @dataclass
 class Setup:
     daemon: Daemon
@@ -111,15 +96,7 @@ class Setup:
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     path = tmp_path / "leases"
-    with path.open("wb") as f:
-        f.truncate(4 * MiB)
-    storage = FileStorage(str(path))
-    try:
-        await delta_lease.init_lockspace(storage, 0, "LS", Geometry(512, MiB), 1)
-        for index, name in enumerate(RESOURCES, start=1):
-            await paxos_lease.init_resource(storage, index * MiB, "LS", name, Geometry(512, MiB))
-    finally:
-        storage.close()
+    await init_lease_file(path, 4 * MiB)
     opener, fencer = FlakyOpener(), RecordingFencer()
     config = DaemonConfig(run_dir=str(tmp_path / "run"), our_host_name="race-host", watchdog_fire_timeout=1)
     daemon = Daemon(config, open_storage=opener, fencer=fencer)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from inprocess import RESOURCES, init_lease_file, read_reply
 
-from leased import delta_lease, paxos_lease
+from leased import paxos_lease
 from leased.daemon import Daemon
-from leased.geometry import Geometry
 from leased.protocol import (
     HEADER_SIZE,
     TARGET_SELF,
@@ -38,7 +38,6 @@ from leased.state import DaemonConfig
 from leased.storage import FileStorage
 
 MiB = 1 << 20
-RESOURCES = (b"R1", b"R2", b"R3")
 
 
 @dataclass
@@ -49,21 +48,6 @@ class Setup:
 
     def disk(self, name: bytes) -> Disk:
         return Disk(str(self.path), (RESOURCES.index(name) + 1) * MiB)
-
-
-async def recv_exactly(stream: trio.SocketStream, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = await stream.receive_some(size - len(data))
-        if not chunk:
-            raise EOFError(f"connection closed after {len(data)} of {size} bytes")
-        data += chunk
-    return data
-
-
-async def read_reply(stream: trio.SocketStream) -> tuple[Header, bytes]:
-    header = Header.decode(await recv_exactly(stream, HEADER_SIZE))
-    return header, await recv_exactly(stream, header.length - HEADER_SIZE)
 
 
 def acquire_msg(setup: Setup, name: bytes) -> tuple[bytes, bytes]:
@@ -94,15 +78,7 @@ async def held_by_us(setup: Setup) -> list[bytes]:
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     path = tmp_path / "leases"
-    with path.open("wb") as f:
-        f.truncate(8 * MiB)
-    storage = FileStorage(str(path))
-    try:
-        await delta_lease.init_lockspace(storage, 0, "LS", Geometry(512, MiB), 1)
-        for index, name in enumerate(RESOURCES, start=1):
-            await paxos_lease.init_resource(storage, index * MiB, "LS", name, Geometry(512, MiB))
-    finally:
-        storage.close()
+    await init_lease_file(path, 8 * MiB)
     config = DaemonConfig(run_dir=str(tmp_path / "run"), our_host_name="seed-host", watchdog_fire_timeout=1)
     daemon = Daemon(config)
     async with trio.open_nursery() as nursery:
