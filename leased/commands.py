@@ -322,28 +322,34 @@ async def cmd_rem_lockspace(cmd: Command) -> Reply:
 
 async def remove_lockspace(state: DaemonState, lockspace: JoinedLockspace, fencer: Fencer) -> None:
     """Kill every holder of a lease in the lockspace (SIGKILL, wire spec §5.4), wait, leave."""
-    holders = _holders(state, lockspace)
+    await _stop_holders(state, lockspace, fencer, fail_time=0, grace=0, immediate=True)
+    await lockspace.leave()
+    if lockspace in state.lockspaces:
+        state.lockspaces.remove(lockspace)
+
+
+async def _stop_holders(
+    state: DaemonState, lockspace: JoinedLockspace, fencer: Fencer, *, fail_time: float, grace: float, immediate: bool
+) -> None:
+    """Run the kill escalation on the lockspace's lease holders, then drop its leases without disk writes."""
+    holders = {t.client_id for t in state.leases.in_lockspace(lockspace)}
+    clients = [(state.clients[ci], state.clients[ci].generation) for ci in sorted(holders) if ci in state.clients]
+    if not immediate:
+        log.error(
+            "lockspace %s failed: fencing %d lease holders (grace %ds)", _ls_name(lockspace.name), len(clients), grace
+        )
     await escalate(
         fencer,
-        holders,
-        fail_time=0,
-        grace=0,
-        immediate=True,
+        clients,
+        fail_time=fail_time,
+        grace=grace,
+        immediate=immediate,
         clock=lockspace.clock,
         still_holding=lambda client: any(t.lockspace is lockspace for t in client.tokens),
     )
     for token in state.leases.in_lockspace(lockspace):
         state.leases.detach(token)
         token.lease.area.storage.close()
-    await lockspace.leave()
-    if lockspace in state.lockspaces:
-        state.lockspaces.remove(lockspace)
-
-
-def _holders(state: DaemonState, lockspace: JoinedLockspace) -> list[tuple[ClientState, int]]:
-    """Live clients holding leases in ``lockspace``, each with its generation now."""
-    ids = {t.client_id for t in state.leases.in_lockspace(lockspace)}
-    return [(state.clients[ci], state.clients[ci].generation) for ci in sorted(ids) if ci in state.clients]
 
 
 async def fence_lockspace(state: DaemonState, lockspace: JoinedLockspace, fencer: Fencer) -> None:
@@ -356,25 +362,7 @@ async def fence_lockspace(state: DaemonState, lockspace: JoinedLockspace, fencer
     assert lockspace.lease is not None
     fail_time = lockspace.lease.last_success + 8 * lockspace.io_timeout
     grace = kill_grace_seconds(state.config.watchdog_fire_timeout, state.config.kill_grace_seconds)
-    holders = _holders(state, lockspace)
-    log.error(
-        "lockspace %s failed: fencing %d lease holders (grace %ds)",
-        _ls_name(lockspace.name),
-        len(holders),
-        grace,
-    )
-    await escalate(
-        fencer,
-        holders,
-        fail_time=fail_time,
-        grace=grace,
-        immediate=False,
-        clock=lockspace.clock,
-        still_holding=lambda client: any(t.lockspace is lockspace for t in client.tokens),
-    )
-    for token in state.leases.in_lockspace(lockspace):
-        state.leases.detach(token)
-        token.lease.area.storage.close()
+    await _stop_holders(state, lockspace, fencer, fail_time=fail_time, grace=grace, immediate=False)
     lockspace.cancel_scope.cancel()
     if lockspace.lease is not None:
         lockspace.lease.area.storage.close()
@@ -640,15 +628,11 @@ async def cmd_acquire(cmd: Command) -> Reply:
             )
     except (LeaseError, MemoryError) as exc:
         # Nothing was attached yet: give back what this call took; the client is as it was.
-        with trio.CancelScope(shield=True):
-            for token in taken:
-                await release_on_disk(token)
+        await _give_back(taken)
         rc = exc.rc if isinstance(exc, LeaseError) else ResultCode.ENOMEM
         return _fail(cmd, rc, str(exc) or type(exc).__name__)
     except BaseException:
-        with trio.CancelScope(shield=True):
-            for token in taken:
-                await release_on_disk(token)
+        await _give_back(taken)
         raise
     finally:
         state.leases.unreserve(keys)
@@ -657,13 +641,11 @@ async def cmd_acquire(cmd: Command) -> Reply:
 
     # commit: the target must still be the same live process
     if target.dead or target.generation != generation:
-        for token in taken:
-            await release_on_disk(token)
+        await _give_back(taken)
         return _fail(cmd, ResultCode.ENOTTY, f"target pid {target.pid} exited during acquire")
     for orphan in adopt.values():
         if not orphan.orphan or orphan not in state.leases.held.get(orphan.key, []):
-            for token in taken:
-                await release_on_disk(token)
+            await _give_back(taken)
             return _fail(cmd, ResultCode.ENOENT, f"orphan {_ls_name(orphan.key[1])} went away during the acquire")
     state.leases.attach(taken)
     target.tokens.extend(taken)
@@ -678,6 +660,13 @@ async def cmd_acquire(cmd: Command) -> Reply:
             "acquired %s:%s lver %d for pid %d", _ls_name(token.key[0]), _ls_name(token.key[1]), token.lver, target.pid
         )
     return cmd.reply(0)
+
+
+async def _give_back(taken: list[Token]) -> None:
+    """Release on disk what a failed acquire took before its commit point; not cancellable half way."""
+    with trio.CancelScope(shield=True):
+        for token in taken:
+            await release_on_disk(token)
 
 
 async def cmd_release(cmd: Command) -> Reply:

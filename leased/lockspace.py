@@ -274,12 +274,8 @@ class JoinedLockspace:
         """Renewal loop: one worker per storage handle; an I/O error ends the worker (fresh handle next)."""
         assert self.lease is not None
         while self.state is LockspaceState.JOINED:
-            worker_generation = self.generation
             outcome = await self._renewal_worker()
-            if worker_generation != self.generation:
-                log.debug("stale renewal worker result discarded generation=%d", worker_generation)
-                return
-            if outcome == "corrupt" or outcome == "expired":
+            if outcome == "corrupt":
                 self._fail()
                 return
             # "io_error": reopen the storage and start a fresh worker
@@ -324,20 +320,16 @@ class JoinedLockspace:
             await self.clock.sleep(min(1.0, self.io_timeout / 2))
 
     async def _renewal_worker(self) -> str:
-        """Renew on the current handle until an I/O error ("io_error"), corruption or expiry."""
+        """Renew on the current handle until an I/O error ("io_error") or corruption ("corrupt").
+
+        Warning and failing on a renewal gap is :meth:`_watch_deadline`'s job
+        alone: it must not wait for a renewal stalled in here.
+        """
         lease = self.lease
         assert lease is not None and self.table is not None
         interval = id_renewal_seconds(self.io_timeout)
-        fail_after = id_renewal_fail_seconds(self.io_timeout)
-        warned = False
         while True:
             gap = self.clock.now() - lease.last_success
-            if gap >= fail_after:
-                log.error("lockspace %s renewal failed for %ds: failing", self.name.decode(errors="replace"), int(gap))
-                return "expired"
-            if gap >= id_renewal_warn_seconds(self.io_timeout) and not warned:
-                warned = True
-                log.warning("lockspace %s renewal gap %ds", self.name.decode(errors="replace"), int(gap))
             if gap < interval:
                 await self.clock.sleep(min(1.0, interval - gap))
                 continue
@@ -362,7 +354,6 @@ class JoinedLockspace:
                     return "io_error"
                 await self.clock.sleep(0.5)
                 continue
-            warned = False
             self._record(lease.last_success, started)
             changed = self.table.observe(snapshot, self.clock.now())
             if self.on_scan is not None:
