@@ -33,6 +33,9 @@ leased direct read_leader -s LOCKSPACE | -r RESOURCE
 leased direct dump <path>[:<offset>[:<size>]] [-f 0|1|2] [-Z 512|4096 -A 1M|2M|4M|8M]
 leased direct acquire_id|renew_id|release_id -s LOCKSPACE [-o SEC] [-e HOST_NAME]
 leased direct acquire|release -r RESOURCE -i HOST_ID -g GENERATION
+leased daemon [options]            (leased daemon --help)
+leased client <action> [options]   (leased client --help)
+leased torture --workdir DIR [options]   (leased torture --help)
 
 LOCKSPACE = <lockspace_name>:<host_id>:<path>:<offset>
 RESOURCE = <lockspace_name>:<resource_name>:<path>:<offset>[:<lver>|:SH]
@@ -346,6 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from leased.client_cli import run_client
 
             return run_client(rest)
+        if command == "torture":
+            from leased.torture.cli import run_torture_command
+
+            return run_torture_command(rest)
         _say(f'client action "{command}" is unknown')
         return 1
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from leased import delta_lease, paxos_lease
+from leased import delta_lease, faultpoints, paxos_lease
 from leased.clock import DEFAULT_CLOCK, disk_timestamp
 from leased.constants import MBLOCK_SHARED, REQ_FORCE, REQ_GRACEFUL, MiB
 from leased.errors import LeaseError, ResultCode, code_name
@@ -613,19 +613,22 @@ async def cmd_acquire(cmd: Command) -> Reply:
             except BaseException:
                 storage.close()
                 raise
-            taken.append(
-                Token(
-                    resource=Resource(
-                        resource.lockspace, resource.name, flags=resource.flags, num_disks=1, disks=resource.disks
-                    ),
-                    lockspace=lockspace,
-                    lease=lease,
-                    client_id=target.ci,
-                    client_generation=generation,
-                    persistent=bool(resource.flags & RES_PERSISTENT),
-                    lvb_enabled=bool(header.cmd_flags & ACQUIRE_LVB),
-                )
+            token = Token(
+                resource=Resource(
+                    resource.lockspace, resource.name, flags=resource.flags, num_disks=1, disks=resource.disks
+                ),
+                lockspace=lockspace,
+                lease=lease,
+                client_id=target.ci,
+                client_generation=generation,
+                persistent=bool(resource.flags & RES_PERSISTENT),
+                lvb_enabled=bool(header.cmd_flags & ACQUIRE_LVB),
             )
+            # Held on disk from here on: into `taken` before anything else can fail, so a failure
+            # below (the fault point stands for any allocation) gives this lease back too.
+            taken.append(token)
+            faultpoints.check("acquire.prepare")
+        faultpoints.check("acquire.commit")
     except (LeaseError, MemoryError) as exc:
         # Nothing was attached yet: give back what this call took; the client is as it was.
         await _give_back(taken)
@@ -710,7 +713,12 @@ async def cmd_release(cmd: Command) -> Reply:
 
 
 async def _release_token(state: DaemonState, client: ClientState, token: Token, *, rename: bytes | None = None) -> int:
-    """Detach a token from its client and the table, then release it on disk."""
+    """Detach a token from its client and the table, then release it on disk.
+
+    Anything that can fail before the detach leaves the token where it was:
+    the client still holds the lease and may ask again.
+    """
+    faultpoints.check("release.prepare")
     if token in client.tokens:
         client.tokens.remove(token)
     state.leases.detach(token)
@@ -726,13 +734,36 @@ async def release_client(state: DaemonState, client: ClientState) -> None:
     """A registered connection closed: its process is gone; release its leases (wire spec §7.2)."""
     client.dead = True
     for token in list(client.tokens):
-        if token.persistent and token.lockspace.usable:
-            client.tokens.remove(token)
+        for attempt in range(1, EXIT_RELEASE_ATTEMPTS + 1):
+            try:
+                await _let_go(state, client, token)
+                break
+            except MemoryError:
+                name = _ls_name(token.key[1])
+                log.error("pid %d exit: %s: allocation failure (attempt %d)", client.pid, name, attempt)
+                await trio.sleep(0.05 * attempt)
+        else:
+            # Never drop a lease silently: keep it visible and releasable (release -o) as an orphan.
+            if token in client.tokens:
+                client.tokens.remove(token)
             token.orphan, token.client_id = True, 0
-            log.info("pid %d exit: %s kept as an orphan", client.pid, _ls_name(token.key[1]))
-            continue
-        rc = await _release_token(state, client, token)
-        log.info("pid %d exit: released %s rc %d", client.pid, _ls_name(token.key[1]), rc)
+            log.critical("pid %d exit: %s could not be released; kept as an orphan", client.pid, _ls_name(token.key[1]))
+
+
+EXIT_RELEASE_ATTEMPTS = 5
+"""Tries per lease to let go of a closed client's lease (allocation failure) before keeping it as an orphan."""
+
+
+async def _let_go(state: DaemonState, client: ClientState, token: Token) -> None:
+    """One lease of a closed client: persistent ones become orphans, the others are released."""
+    if token.persistent and token.lockspace.usable:
+        faultpoints.check("orphan.move")
+        client.tokens.remove(token)
+        token.orphan, token.client_id = True, 0
+        log.info("pid %d exit: %s kept as an orphan", client.pid, _ls_name(token.key[1]))
+        return
+    rc = await _release_token(state, client, token)
+    log.info("pid %d exit: released %s rc %d", client.pid, _ls_name(token.key[1]), rc)
 
 
 async def cmd_inquire(cmd: Command) -> Reply:

@@ -33,9 +33,10 @@ from collections.abc import Callable
 
 import trio
 
+from leased import faultpoints
 from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, release_client, remove_lockspace
 from leased.connection import BadMessage, MessageReader, Request
-from leased.errors import LeaseError
+from leased.errors import LeaseError, ResultCode
 from leased.fencing import Fencer, ProcessFencer
 from leased.lockspace import EventChannel
 from leased.protocol import RESTRICT_ALL, Cmd
@@ -236,6 +237,10 @@ class Daemon:
         except LeaseError as exc:
             log.error("%s ci %d pid %d: %s", command.name, client.ci, client.pid, exc)
             reply = command.reply(exc.rc)
+        except MemoryError as exc:
+            # Handlers fail before their commit point, so the client keeps what it had; it may retry.
+            log.error("%s ci %d pid %d: out of memory: %s", command.name, client.ci, client.pid, exc)
+            reply = command.reply(ResultCode.ENOMEM)
         except Exception:
             # A handler bug must not take the connection (and a registered client's leases) down.
             log.exception("%s ci %d pid %d: internal error", command.name, client.ci, client.pid)
@@ -295,4 +300,8 @@ def setup_logging(config: DaemonConfig, state: DaemonState, *, foreground: bool,
 async def run_daemon(config: DaemonConfig, *, foreground: bool = True) -> None:
     daemon = Daemon(config)
     setup_logging(config, daemon.state, foreground=foreground)
+    try:
+        faultpoints.arm_from_environment()
+    except faultpoints.FaultPointError as exc:
+        raise DaemonError(str(exc)) from None
     await daemon.serve()

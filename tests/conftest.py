@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faultfs import FaultFS, FaultFSUnavailable, fault_fs
 
 from leased.storage import FileStorage
+from leased.torture.faultfs import FaultFS, FaultFSUnavailable, fault_fs
 
 MiB = 1 << 20
 

@@ -30,10 +30,10 @@ from pathlib import Path
 import pytest
 import trio
 from clitools import sanlock
-from faultfs import FaultFS, FaultFSUnavailable, fault_fs, is_mounted
 
 from leased.errors import LeaseError, ResultCode
 from leased.storage import FileStorage
+from leased.torture.faultfs import FaultFS, FaultFSUnavailable, fault_fs, is_mounted
 
 pytestmark = pytest.mark.root
 
@@ -317,7 +317,7 @@ def test_a_killed_test_process_leaves_nothing_behind(tmp_path: Path, fs: FaultFS
         import os, sys, threading
         from pathlib import Path
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from faultfs import fault_fs
+        from leased.torture.faultfs import fault_fs
         from test_faultfs import direct_read
         with fault_fs(Path({str(tmp_path / "orphan")!r})) as fs:
             (fs.backing / "leases").write_bytes(bytes(4096))

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 from daemons import Daemon, init_lease_file_direct, sanlock_daemon, wait_for
-from faultfs import FaultFS
 from leased_daemons import leased_daemon
 
 from leased.client import HostState, SanlockError
 from leased.errors import ResultCode
+from leased.torture.faultfs import FaultFS
 
 pytestmark = [pytest.mark.sanlock, pytest.mark.slow]
 

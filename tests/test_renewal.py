@@ -6,13 +6,13 @@ import logging
 
 import pytest
 import trio
-from faultfs import FaultFS
 
 from leased import delta_lease
 from leased.geometry import Geometry
 from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
 from leased.storage import FileStorage
 from leased.timeouts import Timeouts
+from leased.torture.faultfs import FaultFS
 
 MiB = 1 << 20
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from faultfs import FaultFS
 
 from leased.errors import LeaseError, ResultCode
 from leased.storage import FileStorage
+from leased.torture.faultfs import FaultFS
 
 MiB = 1 << 20
 

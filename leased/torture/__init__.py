@@ -1,0 +1,8 @@
+"""``leased torture``: many hosts, many clients, real faults, and a checker that mutual exclusion held.
+
+* :mod:`history`: the shared append-only record every process writes to;
+* :mod:`checker`: reads a history and finds violations (sans-I/O);
+* :mod:`worker`: one client process that acquires, checks and releases;
+* :mod:`harness`: starts daemons and workers, injects faults, ends the run;
+* :mod:`faultfs`: the FUSE passthrough that fails or stalls one host's storage.
+"""
