@@ -86,6 +86,7 @@ from leased.protocol import (
     MAX_DISKS,
     MAX_LVB,
     REL_ALL,
+    REL_ORPHAN,
     REM_ASYNC,
     REM_UNUSED,
     REQUEST_NEXT_LVER,
@@ -618,6 +619,12 @@ def _release_all(target: int) -> _Exchange[int]:
     return (yield from _simple(Cmd.RELEASE, flags=REL_ALL, data=0, data2=target, what="release all"))
 
 
+def _release_orphans(target: int, lockspace: Name, resource: Name) -> _Exchange[int]:
+    body = Resource(_name(lockspace), _name(resource)).encode(with_disks=False)
+    what = f"release orphans {_name(lockspace)!r}:{_name(resource)!r}"
+    return (yield from _simple(Cmd.RELEASE, body, what, flags=REL_ORPHAN, data=1, data2=target))
+
+
 def _convert(target: int, lockspace: Name, resource: Name, shared: bool, owner_nowait: bool) -> _Exchange[int]:
     body = Resource(_name(lockspace), _name(resource), flags=RES_SHARED if shared else 0).encode(with_disks=False)
     what = f"convert {_name(lockspace)!r}:{_name(resource)!r} to {'shared' if shared else 'exclusive'}"
@@ -1085,6 +1092,13 @@ class Registration:
     def release_all(self) -> None:
         self._run("release", _release_all(TARGET_SELF))
 
+    def release_orphans(self, lockspace: Name, resource: Name = b"") -> int:
+        """Release the orphans (persistent leases of exited processes) of a lockspace, or one of them.
+
+        Returns how many were released.  An empty ``resource`` means all of the lockspace.
+        """
+        return self._run("release", _release_orphans(TARGET_SELF, lockspace, resource))
+
     def inquire(self) -> list[HeldLease]:
         return self._run("inquire", _inquire(TARGET_SELF))
 
@@ -1516,6 +1530,9 @@ class AsyncRegistration:
 
     async def release_all(self) -> None:
         await self._run("release", _release_all(TARGET_SELF))
+
+    async def release_orphans(self, lockspace: Name, resource: Name = b"") -> int:
+        return await self._run("release", _release_orphans(TARGET_SELF, lockspace, resource))
 
     async def inquire(self) -> list[HeldLease]:
         return await self._run("inquire", _inquire(TARGET_SELF))

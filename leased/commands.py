@@ -99,7 +99,7 @@ from leased.protocol import (
     format_resource,
     split_resources,
 )
-from leased.resource import Token, release_on_disk
+from leased.resource import LeaseTable, Token, let_go_on_disk, release_unless_shared_on
 from leased.state import ClientState, DaemonState
 from leased.storage import FileStorage
 from leased.timeouts import kill_grace_seconds
@@ -583,10 +583,29 @@ async def cmd_acquire(cmd: Command) -> Reply:
     if len(set(keys)) != len(keys):
         return _fail(cmd, ResultCode.EINVAL, "the same resource twice in one acquire")
 
-    # prepare: reserve, then do all disk work; nothing is attached to the client yet
+    # prepare: reserve (no await since the conflict checks above), take the disk turn, do all disk work
     target.cmd_active = Cmd.ACQUIRE
     generation = target.generation
     state.leases.reserve(keys)
+    try:
+        async with state.leases.disk_turn(keys):
+            return await _prepare_and_commit(cmd, target, resources, adopt, options, generation)
+    finally:
+        state.leases.unreserve(keys)
+        target.cmd_active = 0
+        target.cmd_last = Cmd.ACQUIRE
+
+
+async def _prepare_and_commit(
+    cmd: Command,
+    target: ClientState,
+    resources: list[Resource],
+    adopt: dict[tuple[bytes, bytes], Token],
+    options: Options,
+    generation: int,
+) -> Reply:
+    """The disk work of an acquire, then its commit point; the caller holds the disk turn of every key."""
+    state, header = cmd.state, cmd.header
     taken: list[Token] = []
     try:
         for resource in resources:
@@ -631,24 +650,20 @@ async def cmd_acquire(cmd: Command) -> Reply:
         faultpoints.check("acquire.commit")
     except (LeaseError, MemoryError) as exc:
         # Nothing was attached yet: give back what this call took; the client is as it was.
-        await _give_back(taken)
+        await _give_back(state.leases, taken)
         rc = exc.rc if isinstance(exc, LeaseError) else ResultCode.ENOMEM
         return _fail(cmd, rc, str(exc) or type(exc).__name__)
     except BaseException:
-        await _give_back(taken)
+        await _give_back(state.leases, taken)
         raise
-    finally:
-        state.leases.unreserve(keys)
-        target.cmd_active = 0
-        target.cmd_last = Cmd.ACQUIRE
 
     # commit: the target must still be the same live process
     if target.dead or target.generation != generation:
-        await _give_back(taken)
+        await _give_back(state.leases, taken)
         return _fail(cmd, ResultCode.ENOTTY, f"target pid {target.pid} exited during acquire")
     for orphan in adopt.values():
         if not orphan.orphan or orphan not in state.leases.held.get(orphan.key, []):
-            await _give_back(taken)
+            await _give_back(state.leases, taken)
             return _fail(cmd, ResultCode.ENOENT, f"orphan {_ls_name(orphan.key[1])} went away during the acquire")
     state.leases.attach(taken)
     target.tokens.extend(taken)
@@ -665,11 +680,15 @@ async def cmd_acquire(cmd: Command) -> Reply:
     return cmd.reply(0)
 
 
-async def _give_back(taken: list[Token]) -> None:
-    """Release on disk what a failed acquire took before its commit point; not cancellable half way."""
+async def _give_back(table: LeaseTable, taken: list[Token]) -> None:
+    """Release on disk what a failed acquire took before its commit point; not cancellable half way.
+
+    The acquire holds the disk turn of these keys; shared holds other local
+    clients rely on stay on disk.
+    """
     with trio.CancelScope(shield=True):
         for token in taken:
-            await release_on_disk(token)
+            await release_unless_shared_on(table, token)
 
 
 async def cmd_release(cmd: Command) -> Reply:
@@ -684,7 +703,7 @@ async def cmd_release(cmd: Command) -> Reply:
         orphans = state.leases.orphans(which.lockspace, which.name)
         for orphan in orphans:
             state.leases.detach(orphan)
-            await release_on_disk(orphan)
+            await let_go_on_disk(state.leases, orphan)
         return cmd.reply(len(orphans))
     if flags & REL_ALL:
         chosen = list(target.tokens)
@@ -724,7 +743,7 @@ async def _release_token(state: DaemonState, client: ClientState, token: Token, 
     state.leases.detach(token)
     state.leases.releasing.add(token.key)
     try:
-        return await release_on_disk(token, rename=rename)
+        return await let_go_on_disk(state.leases, token, rename=rename)
     finally:
         if not state.leases.held.get(token.key):
             state.leases.releasing.discard(token.key)
@@ -795,13 +814,16 @@ async def cmd_convert(cmd: Command) -> Reply:
     to_shared = resource.shared
     if token.shared == to_shared:
         return cmd.reply(ResultCode.EALREADY)
-    if not to_shared and any(t is not token for t in state.leases.held.get(token.key, [])):
-        return cmd.reply(ResultCode.EAGAIN)  # another local client holds it shared
     target.cmd_active = Cmd.CONVERT
     try:
-        await paxos_lease.convert(
-            token.lease, to_shared=to_shared, view=token.lockspace.view(), clock=token.lockspace.clock
-        )
+        async with state.leases.disk_turn([token.key]):
+            # Checked inside the turn: a local shared acquire waiting for it has already reserved the key.
+            others = any(t is not token for t in state.leases.held.get(token.key, []))
+            if not to_shared and (others or token.key in state.leases.acquiring):
+                return cmd.reply(ResultCode.EAGAIN)  # another local client holds it shared, or is getting it
+            await paxos_lease.convert(
+                token.lease, to_shared=to_shared, view=token.lockspace.view(), clock=token.lockspace.clock
+            )
     except LeaseError as exc:
         return _fail(cmd, exc.rc, str(exc))
     finally:

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+
+import trio
 
 from leased import paxos_lease
 from leased.errors import LeaseError, ResultCode
@@ -70,6 +73,33 @@ class LeaseTable:
         self.held: dict[Key, list[Token]] = {}
         self.acquiring: set[Key] = set()
         self.releasing: set[Key] = set()
+        self._disk_locks: dict[Key, trio.Lock] = {}
+
+    @asynccontextmanager
+    async def disk_turn(self, keys: Iterable[Key]) -> AsyncIterator[None]:
+        """This host's disk work on these resources, one operation at a time.
+
+        Several local clients may hold one resource shared, and they share
+        this host's one mode block on disk.  So an acquire (disk work, then
+        commit) and a release (decide whether we are the last local holder,
+        then write) of the same resource must not interleave: a release that
+        cleared the mode block while a shared acquire was between its disk
+        write and its commit would leave that client holding a lease no
+        other host can see (found by ``leased torture``).  Keys are locked in
+        sorted order, so two multi-resource operations cannot deadlock.  A
+        lock lives only while somebody uses it: memory stays bounded by the
+        operations in flight, not by every name ever seen.
+        """
+        async with AsyncExitStack() as stack:
+            for key in sorted(set(keys)):
+                lock = self._disk_locks.setdefault(key, trio.Lock())
+                stack.push_async_callback(self._forget_lock, key, lock)
+                await stack.enter_async_context(lock)
+            yield
+
+    async def _forget_lock(self, key: Key, lock: trio.Lock) -> None:
+        if not lock.locked() and lock.statistics().tasks_waiting == 0 and self._disk_locks.get(key) is lock:
+            del self._disk_locks[key]
 
     def tokens(self) -> Iterable[Token]:
         for tokens in self.held.values():
@@ -140,3 +170,23 @@ async def release_on_disk(token: Token, *, rename: bytes | None = None) -> int:
         return exc.rc
     finally:
         lease.area.storage.close()
+
+
+async def release_unless_shared_on(table: LeaseTable, token: Token, *, rename: bytes | None = None) -> int:
+    """Release a detached token on disk, unless other local holders still rely on this host's hold.
+
+    Shared holders of one resource on one host are one mode block on disk:
+    only the last of them to go clears it.  The caller holds the resource's
+    :meth:`LeaseTable.disk_turn`.
+    """
+    if token.shared and table.held.get(token.key):
+        log.debug("%s: other local shared holders remain; nothing to release on disk", token.resource.name)
+        token.lease.area.storage.close()
+        return 0
+    return await release_on_disk(token, rename=rename)
+
+
+async def let_go_on_disk(table: LeaseTable, token: Token, *, rename: bytes | None = None) -> int:
+    """:func:`release_unless_shared_on`, taking the resource's disk turn first."""
+    async with table.disk_turn([token.key]):
+        return await release_unless_shared_on(table, token, rename=rename)

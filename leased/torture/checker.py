@@ -71,6 +71,7 @@ class Interval:
 @dataclass
 class Report:
     operations: Counter[str] = field(default_factory=Counter)
+    acquired_by_host: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     violations: list[Violation] = field(default_factory=list)
     intervals: int = 0
@@ -84,6 +85,8 @@ class Report:
         """The human report: operations, faults by kind, violations, and the final pass/fail line."""
         lines = [f"duration: {self.duration:.0f} s, lease intervals checked: {self.intervals}", "operations:"]
         lines += [f"  {name:<28} {count}" for name, count in sorted(self.operations.items())]
+        lines.append("leases acquired by host:")
+        lines += [f"  {name:<28} {count}" for name, count in sorted(self.acquired_by_host.items())]
         lines.append("faults injected:")
         lines += [f"  {name:<28} {count}" for name, count in sorted(self.faults.items())] or ["  none"]
         lines.append(f"violations: {len(self.violations)}")
@@ -218,6 +221,7 @@ def _count(ordered: list[Record], report: Report) -> None:
         kind = record["k"]
         if kind == "held":
             report.operations[f"acquired {record['m']}"] += 1
+            report.acquired_by_host[record["h"]] += 1
         elif kind == "released":
             report.operations["released" if record["rc"] == 0 else f"release failed rc {record['rc']}"] += 1
             if record["rc"] == -12:
@@ -230,6 +234,8 @@ def _count(ordered: list[Record], report: Report) -> None:
             report.operations[kind] += 1
         elif kind == "fault":
             report.faults[record["kind"]] += 1
+        elif kind == "orphans_released":
+            report.operations["orphans released at end"] += record["count"]
 
 
 def _conflict(a: Interval, b: Interval) -> str | None:

@@ -97,6 +97,7 @@ class Options:
     faultpoints: str = DEFAULT_FAULTPOINTS
     hold_max: float = 0.05
     sh_fraction: float = 0.3
+    persistent_fraction: float = 0.2
 
     @property
     def wft(self) -> int:
@@ -268,6 +269,7 @@ class Torture:
             seed=self.rng.randrange(1 << 32),
             mode=mode,
             sh_fraction=self.options.sh_fraction,
+            persistent_fraction=self.options.persistent_fraction if host.kind == "leased" else 0.0,
             hold_max=self.options.hold_max,
             iterations=iterations,
         )
@@ -316,15 +318,23 @@ class Torture:
         return up
 
     async def fault_loop(self) -> None:
+        """Faults at random intervals (mean ``fault_interval``), every kind once per round in random order.
+
+        Rounds rather than independent draws, so that a short run still
+        injects every kind: a kind that cannot apply right now (no host up
+        for it) is skipped for this round.
+        """
         async with trio.open_nursery() as nursery:
             while True:
-                await trio.sleep(self.rng.expovariate(1 / self.options.fault_interval))
-                choices = [(k, hosts) for k in self.options.faults if (hosts := self._applicable(k))]
-                if not choices:
-                    continue
-                kind, hosts = self.rng.choice(choices)
-                host = self.rng.choice(hosts)
-                nursery.start_soon(getattr(self, f"fault_{kind}"), host)
+                kinds = list(self.options.faults)
+                self.rng.shuffle(kinds)
+                if not kinds:
+                    return
+                for kind in kinds:
+                    await trio.sleep(self.rng.expovariate(1 / self.options.fault_interval))
+                    hosts = self._applicable(kind)
+                    if hosts:
+                        nursery.start_soon(getattr(self, f"fault_{kind}"), self.rng.choice(hosts))
 
     async def fault_client_kill(self, host: Host) -> None:
         if not host.workers:
@@ -472,6 +482,9 @@ class Torture:
 
     async def final_check(self) -> None:
         """Every resource must be free for a new owner, at most host_dead_seconds after the last fault."""
+        for other in self.hosts:
+            if other.kind == "leased":
+                await self._release_orphans(other)
         host = self.hosts[0]
         limit = host_dead_seconds(self.options.io_timeout, self.options.wft) + 30
         registration = await trio.to_thread.run_sync(lambda: host.client(timeout=limit + 30).register())
@@ -492,6 +505,15 @@ class Torture:
                     await trio.to_thread.run_sync(registration.release, LOCKSPACE, name)
         finally:
             registration.close()
+
+    async def _release_orphans(self, host: Host) -> None:
+        """Persistent leases of workers that died and were never adopted: let them go, and count them."""
+        registration = await trio.to_thread.run_sync(host.client(timeout=60).register)
+        try:
+            count = await trio.to_thread.run_sync(registration.release_orphans, LOCKSPACE)
+        finally:
+            registration.close()
+        self.history.record("orphans_released", target=host.name, count=count)
 
     async def run(self) -> None:
         await self.init_storage()
@@ -573,6 +595,7 @@ def run_torture(options: Options) -> Report:
         "passed": report.passed,
         "duration": report.duration,
         "operations": dict(report.operations),
+        "acquired_by_host": dict(report.acquired_by_host),
         "faults": dict(report.faults),
         "violations": [v.__dict__ for v in report.violations],
     }

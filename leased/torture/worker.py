@@ -66,6 +66,8 @@ class WorkerConfig:
     seed: int
     mode: str = "normal"
     sh_fraction: float = 0.3
+    persistent_fraction: float = 0.0
+    """Share of exclusive acquires that are persistent and adopt an orphan (leased hosts)."""
     hold_max: float = 0.05
     call_timeout: float = 120.0
     iterations: int = 0
@@ -141,7 +143,8 @@ class Worker:
             done += 1
             name, path, offset = self.rng.choice(self.config.resources)
             shared = self.config.mode == "normal" and self.rng.random() < self.config.sh_fraction
-            if not self._acquire(registration, name, path, offset, shared):
+            persistent = not shared and self.rng.random() < self.config.persistent_fraction
+            if not self._acquire(registration, name, path, offset, shared, persistent):
                 time.sleep(self.rng.uniform(0.01, 0.1))
                 continue
             if self.config.mode == "interleave":
@@ -160,11 +163,18 @@ class Worker:
             os._exit(0)
         return False
 
-    def _acquire(self, registration: Registration, name: str, path: str, offset: int, shared: bool) -> bool:
+    def _acquire(
+        self, registration: Registration, name: str, path: str, offset: int, shared: bool, persistent: bool
+    ) -> bool:
+        """Acquire; a persistent acquire also adopts the lease if an exited process left it as an orphan."""
         mode = "SH" if shared else "EX"
-        self.history.record("acquire", r=name, m=mode)
+        self.history.record("acquire", r=name, m=mode, persistent=persistent)
+        disks = [(path, offset)]
         try:
-            lease = registration.acquire(self.config.lockspace, name, [(path, offset)], shared=shared)
+            if persistent:
+                lease = registration.acquire(self.config.lockspace, name, disks, persistent=True, orphan=True)
+            else:
+                lease = registration.acquire(self.config.lockspace, name, disks, shared=shared)
         except SanlockError as exc:
             self._gone(registration, exc)
             self.history.record("acquire_failed", r=name, m=mode, rc=exc.rc)
