@@ -120,7 +120,7 @@ def main() -> None:
         daemons: dict[str, tuple[subprocess.Popen[bytes], dict[str, str], Path]] = {}
         commands = {
             "sanlock": ["sanlock", "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root"],
-            "leased": [*leased_argv(), "daemon", "-D", "-w", "0", "-U", "root", "-G", "root"],
+            "leased": [*leased_argv(), "daemon", "-D", "-L", "-1", "-w", "0", "-U", "root", "-G", "root"],
         }
         try:
             for label, argv in commands.items():

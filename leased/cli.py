@@ -209,130 +209,6 @@ def _direct_dump(opts: argparse.Namespace) -> int:
     return int(status)
 
 
-DAEMON_USAGE = """\
-leased daemon [options]   (options as sanlock daemon's)
-
-  -D            no fork and print all logging to stderr
-  -Q 0|1        quiet error messages for common lock contention (1)
-  -R 0|1        renewal debugging, log debug info about renewals (0)
-  -H <num>      renewal history size (180)
-  -L <pri>      write logging at priority level and up to logfile (accepted, logged)
-  -S <pri>      write logging at priority level and up to syslog (accepted, logged)
-  -U <uid>      user id (name or number) owning the socket
-  -G <gid>      group id (name or number) owning the socket
-  -t <num>      max worker threads (accepted; leased uses trio tasks and I/O threads)
-  -g <sec>      seconds for graceful recovery (kill grace)
-  -w 0|1        use watchdog through wdmd (accepted; see README)
-  -h 0|1        use high priority (RR) scheduling (accepted, logged)
-  -l <num>      use mlockall (accepted, logged)
-  -b <sec>      seconds a host id bit will remain set in delta lease bitmap
-  -e <str>      local host name used in delta leases
-  -o <sec>      default io_timeout for lockspaces added with io_timeout 0 (10)
-  --watchdog-fire-timeout <sec>
-                W in host_dead_seconds = 8*io_timeout + W (60, as sanlock 3.8.5;
-                keep 60 in clusters with real sanlock hosts)
-
-The socket is $SANLOCK_RUN_DIR/sanlock.sock (default /run/sanlock/sanlock.sock).
-"""
-
-
-def _daemon_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="leased daemon", add_help=False, usage=DAEMON_USAGE)
-    for flag, dest in (("-D", "foreground"),):
-        parser.add_argument(flag, dest=dest, action="store_true")
-    for flag, dest, default in (
-        ("-Q", "quiet_fail", 1),
-        ("-R", "debug_renew", 0),
-        ("-H", "history", 180),
-        ("-L", "log_file_priority", 4),
-        ("-S", "syslog_priority", 3),
-        ("-t", "max_worker_threads", 8),
-        ("-w", "use_watchdog", 1),
-        ("-h", "high_priority", 0),
-        ("-l", "mlock_level", 1),
-        ("-b", "set_bitmap_seconds", 0),
-        ("-o", "io_timeout", 10),
-        ("--watchdog-fire-timeout", "watchdog_fire_timeout", 60),
-    ):
-        parser.add_argument(flag, dest=dest, type=_int_arg, default=default)
-    parser.add_argument("-g", dest="kill_grace", type=_int_arg, default=None)
-    parser.add_argument("-U", dest="user", default=None)
-    parser.add_argument("-G", dest="group", default=None)
-    parser.add_argument("-e", dest="host_name", default="")
-    parser.add_argument("--help", action="store_true")
-    return parser
-
-
-def _id_of(value: str | None, kind: str) -> int:
-    """-U/-G: a name or a number; default the 'sanlock' user/group if it exists, else 0."""
-    import grp
-    import pwd
-
-    lookup = pwd.getpwnam if kind == "user" else grp.getgrnam
-    if value is None:
-        try:
-            entry = lookup("sanlock")
-        except KeyError:
-            return 0
-        return int(entry[2])
-    if value.isdigit():
-        return int(value)
-    try:
-        return int(lookup(value)[2])
-    except KeyError:
-        raise CliError(f"unknown {kind} {value!r}") from None
-
-
-def run_daemon_command(argv: Sequence[str]) -> int:
-    """``leased daemon ...``: serve until shutdown; exit status 0, or 1 with one line on error."""
-    import os
-
-    import trio
-
-    from leased.daemon import DaemonError, run_daemon
-    from leased.state import DaemonConfig
-
-    try:
-        opts = _daemon_parser().parse_args(argv)
-        if opts.help:
-            sys.stdout.write(DAEMON_USAGE)
-            return 0
-        if not 1 <= opts.io_timeout <= 255:
-            raise CliError(f"-o {opts.io_timeout}: io_timeout must be 1..255 (stored in one byte on disk)")
-        if opts.watchdog_fire_timeout < 0:
-            raise CliError("--watchdog-fire-timeout must not be negative")
-        config = DaemonConfig(
-            run_dir=os.environ.get("SANLOCK_RUN_DIR") or "/run/sanlock",
-            our_host_name=opts.host_name,
-            use_watchdog=bool(opts.use_watchdog),
-            high_priority=opts.high_priority,
-            mlock_level=opts.mlock_level,
-            uid=_id_of(opts.user, "user"),
-            gid=_id_of(opts.group, "group"),
-            max_worker_threads=opts.max_worker_threads,
-            kill_grace_seconds=opts.kill_grace,
-            quiet_fail=bool(opts.quiet_fail),
-            debug_renew=bool(opts.debug_renew),
-            renewal_history_size=opts.history,
-            set_bitmap_seconds=opts.set_bitmap_seconds,
-            io_timeout=opts.io_timeout,
-            watchdog_fire_timeout=opts.watchdog_fire_timeout,
-        )
-    except CliError as exc:
-        _complain(str(exc))
-        return 1
-    if config.use_watchdog:
-        log.warning("-w 1: no watchdog device is driven yet; lease safety relies on killing lease holders")
-    try:
-        trio.run(lambda: run_daemon(config, foreground=opts.foreground))
-    except DaemonError as exc:
-        _complain(str(exc))
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
@@ -344,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "direct":
             return run_direct(rest)
         if command == "daemon":
-            return run_daemon_command(rest)
+            from leased import daemon_cli
+
+            return daemon_cli.run(rest)
         if command == "client":
             from leased.client_cli import run_client
 

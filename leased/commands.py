@@ -149,6 +149,28 @@ def _fail(cmd: Command, rc: int, detail: str, *, data2: int = 0, payload: bytes 
     return cmd.reply(rc, data2=data2, payload=payload, close=close)
 
 
+# An acquire refused because someone else holds (or is taking) the lease: the
+# normal life of a lock, not a fault.  With quiet_fail (-Q 1, the default) it
+# is logged at debug so that busy clusters do not flood the log at error.
+CONTENTION_CODES = frozenset(
+    {
+        ResultCode.EEXIST,
+        ResultCode.EBUSY,
+        ResultCode.EAGAIN,
+        ResultCode.ACQUIRE_IDLIVE,
+        ResultCode.ACQUIRE_OWNED,
+        ResultCode.ACQUIRE_OTHER,
+        ResultCode.ACQUIRE_SHRETRY,
+        ResultCode.ACQUIRE_OWNED_RETRY,
+    }
+)
+
+
+def _contention(cmd: Command, rc: int, detail: str) -> None:
+    level = logging.DEBUG if cmd.state.config.quiet_fail else logging.ERROR
+    log.log(level, "%s ci %d pid %d: %s (%d %s)", cmd.name, cmd.client.ci, cmd.client.pid, detail, rc, code_name(rc))
+
+
 # ---------------------------------------------------------------------------
 # Target resolution for registered-type commands
 
@@ -579,7 +601,8 @@ async def cmd_acquire(cmd: Command) -> Reply:
             return _fail(cmd, ResultCode.ENOENT, f"no orphan {_ls_name(resource.name)} to adopt")
         conflict = state.leases.conflict(key, resource.shared)
         if conflict:
-            return cmd.reply(conflict) if state.config.quiet_fail else _fail(cmd, conflict, "local conflict")
+            _contention(cmd, conflict, f"{_ls_name(resource.name)} is busy here (local conflict)")
+            return cmd.reply(conflict)
     if len(set(keys)) != len(keys):
         return _fail(cmd, ResultCode.EINVAL, "the same resource twice in one acquire")
 
@@ -652,6 +675,9 @@ async def _prepare_and_commit(
         # Nothing was attached yet: give back what this call took; the client is as it was.
         await _give_back(state.leases, taken)
         rc = exc.rc if isinstance(exc, LeaseError) else ResultCode.ENOMEM
+        if rc in CONTENTION_CODES:
+            _contention(cmd, rc, exc.detail if isinstance(exc, LeaseError) else str(exc))
+            return cmd.reply(rc)
         return _fail(cmd, rc, str(exc) or type(exc).__name__)
     except BaseException:
         await _give_back(state.leases, taken)

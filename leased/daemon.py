@@ -29,7 +29,7 @@ import os
 import signal
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -38,7 +38,9 @@ from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, 
 from leased.connection import BadMessage, MessageReader, Request
 from leased.errors import LeaseError, ResultCode
 from leased.fencing import Fencer, ProcessFencer
-from leased.lockspace import EventChannel
+from leased.lockspace import EventChannel, LockspaceState
+from leased.logsetup import LogSettings, LogSetupError, setup_logging
+from leased.notify import Notifier
 from leased.protocol import RESTRICT_ALL, Cmd
 from leased.state import ClientState, DaemonConfig, DaemonState, LogRing
 from leased.storage import FileStorage
@@ -66,13 +68,16 @@ class Daemon:
         *,
         open_storage: Callable[[str], FileStorage] = FileStorage,
         fencer: Fencer | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.state = DaemonState(config)
         self.open_storage = open_storage
         self.fencer: Fencer = fencer or ProcessFencer()
+        self.notifier = notifier or Notifier()
         self._pid_file: int | None = None
         self._stop = trio.Event()
+        self._maybe_changed = trio.Event()
 
     # -- start-up -------------------------------------------------------
 
@@ -129,8 +134,13 @@ class Daemon:
                 self.nursery = nursery
                 nursery.start_soon(self._accept_loop, listener, nursery)
                 nursery.start_soon(self._watch_signals)
+                # The socket listens (connections queue in the backlog): only now may systemd start
+                # the units ordered after us.
+                self.notifier.ready(self.status_line())
+                nursery.start_soon(self._report_status)
                 task_status.started()
                 await self._stop.wait()
+                self.notifier.stopping()
                 await self._shutdown()
                 nursery.cancel_scope.cancel()
         finally:
@@ -139,7 +149,29 @@ class Daemon:
                 os.unlink(self.config.socket_path)
             if self._pid_file is not None:
                 os.close(self._pid_file)
+            self.notifier.close()
             log.info("leased daemon stopped")
+
+    def status_line(self) -> str:
+        """The one line ``systemctl status`` shows: joined lockspaces and registered processes."""
+        joined = sum(1 for ls in self.state.lockspaces if ls.state is LockspaceState.JOINED)
+        clients = sum(1 for c in self.state.clients.values() if c.registered and not c.dead)
+        return f"serving {joined} lockspaces, {clients} clients"
+
+    async def _report_status(self) -> None:
+        """Keep systemd's STATUS line current.
+
+        Re-checked after every request and closed connection, and once a
+        second for what background tasks change (an asynchronous join or
+        removal, a failed lockspace); only a changed line is sent.
+        """
+        if not self.notifier.enabled:
+            return
+        while True:
+            with trio.move_on_after(1):
+                await self._maybe_changed.wait()
+            self._maybe_changed = trio.Event()
+            self.notifier.status(self.status_line())
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
@@ -192,6 +224,7 @@ class Daemon:
                                 await stream.send_all(event.header.reply(event.rc).encode())
                             continue
                         keep_open = await self._request(stream, client, peer_pid, event)
+                        self._maybe_changed.set()
                     if not keep_open:
                         break
                     if self.state.shutting_down:
@@ -206,6 +239,7 @@ class Daemon:
                 os.close(client.pidfd)
                 client.pidfd = -1
             self.state.clients.pop(client.ci, None)
+            self._maybe_changed.set()
             if self.state.shutting_down:
                 self._stop.set()
 
@@ -282,24 +316,23 @@ class Daemon:
         )
 
 
-def setup_logging(config: DaemonConfig, state: DaemonState, *, foreground: bool, level: int = logging.INFO) -> None:
-    root = logging.getLogger()
-    for old in list(root.handlers):  # replace the CLI's plain stderr handler
-        root.removeHandler(old)
-    root.setLevel(logging.DEBUG)
+async def run_daemon(
+    config: DaemonConfig,
+    log_settings: LogSettings | None = None,
+    *,
+    notifier: Notifier | None = None,
+    notes: Sequence[tuple[int, str]] = (),
+) -> None:
+    """Run the daemon with its log sinks; ``notes`` (level, line) are logged once the sinks are up."""
+    daemon = Daemon(config, notifier=notifier)
     ring = LogRing(config.log_ring_bytes)
-    state.log_ring = ring
-    root.addHandler(ring)
-    if foreground:
-        stderr = logging.StreamHandler()
-        stderr.setLevel(level)
-        stderr.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        root.addHandler(stderr)
-
-
-async def run_daemon(config: DaemonConfig, *, foreground: bool = True) -> None:
-    daemon = Daemon(config)
-    setup_logging(config, daemon.state, foreground=foreground)
+    daemon.state.log_ring = ring
+    try:
+        setup_logging(log_settings or LogSettings(foreground=True), ring)
+    except LogSetupError as exc:
+        raise DaemonError(str(exc)) from None
+    for level, note in notes:
+        log.log(level, "%s", note)
     try:
         faultpoints.arm_from_environment()
     except faultpoints.FaultPointError as exc:

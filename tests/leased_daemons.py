@@ -30,6 +30,8 @@ def leased_argv(host_name: str, watchdog_fire_timeout: int) -> list[str]:
         str(leased_binary()),
         "daemon",
         "-D",
+        "-L",
+        "-1",
         "-w",
         "0",
         "-U",

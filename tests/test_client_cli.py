@@ -29,7 +29,8 @@ sys.stdin.read()
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    argv = [str(Path(sys.executable).parent / "leased"), "daemon", "-D", "-w", "0", "-U", "root", "-G", "root"]
+    leased = str(Path(sys.executable).parent / "leased")
+    argv = [leased, "daemon", "-D", "-L", "-1", "-w", "0", "-U", "root", "-G", "root"]
     with start_daemon(
         argv,
         tmp_path / "run",

@@ -21,7 +21,7 @@ NOBODY = 65534
 
 
 def argv(*extra: str) -> list[str]:
-    return [str(leased_binary()), "daemon", "-D", "-w", "0", "-e", "test-host", *extra]
+    return [str(leased_binary()), "daemon", "-D", "-L", "-1", "-w", "0", "-e", "test-host", *extra]
 
 
 def test_socket_mode_owner_and_single_instance(tmp_path: Path) -> None:

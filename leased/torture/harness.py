@@ -202,7 +202,7 @@ class Torture:
         host.run_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, SANLOCK_RUN_DIR=str(host.run_dir))
         if host.kind == "leased":
-            argv = [*leased_argv(), "daemon", "-D", "-w", "0", "-U", "root", "-G", "root", "-e", host.name]
+            argv = [*leased_argv(), "daemon", "-D", "-L", "-1", "-w", "0", "-U", "root", "-G", "root", "-e", host.name]
             argv += ["--watchdog-fire-timeout", str(self.options.wft)]
             env["LEASED_TEST_FAULTPOINTS"] = self.options.faultpoints
         else:

@@ -1,0 +1,163 @@
+"""Where the daemon's log lines go, and at which priority.
+
+Priorities are syslog's numbers, as in sanlock's ``-L``/``-S`` and
+sanlock.conf: 3 err, 4 warning, 6 info, 7 debug; a sink set to ``p`` gets
+every line at ``p`` or more urgent, and ``-1`` turns it off.  The sinks:
+
+* the in-memory ring for ``client log_dump``: always, everything (debug
+  included), because it is what an operator asks for after the fact;
+* the log file (default ``/var/log/leased.log``, sanlock's is
+  ``/var/log/sanlock.log``) at ``logfile_priority``;
+* syslog at ``syslog_priority``: the ``/dev/log`` socket when it exists;
+  under systemd, when ``JOURNAL_STREAM`` names our stderr, stderr *is* the
+  journal, so lines go there with a ``<N>`` priority prefix (which journald
+  reads) instead, and not to ``/dev/log`` as well, which would log each line
+  twice;
+* stderr with ``-D``, at info, as before.
+
+A sink that cannot be opened must not stop a lease daemon that was started
+on defaults (a non-root ``leased daemon -D`` cannot write ``/var/log``): it
+is reported on stderr and skipped.  A log file the operator named explicitly
+is different: not being able to write it is a start-up error.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+OFF = -1
+
+# The lowest logging level each syslog priority lets through.  5 (notice) sits
+# between warning and info: leased logs nothing at notice, so it means "warning
+# and more urgent".
+_THRESHOLD = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3: logging.ERROR, 4: logging.WARNING}
+_THRESHOLD |= {5: logging.INFO + 5, 6: logging.INFO, 7: logging.DEBUG}
+
+
+def threshold(priority: int) -> int | None:
+    """The logging level a sink at syslog ``priority`` starts at; None for -1 (off)."""
+    if priority < 0:
+        return None
+    return _THRESHOLD[min(priority, 7)]
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a record: the number journald and syslog file it under."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+class LogSetupError(Exception):
+    """A log sink the operator asked for cannot be opened: one line, the daemon does not start."""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    foreground: bool = False  # -D: everything at info and up to stderr
+    logfile: str = "/var/log/leased.log"
+    logfile_priority: int = 4
+    logfile_required: bool = False
+    """The log file was named by the operator: failing to open it stops the start."""
+    logfile_use_utc: bool = False
+    syslog_priority: int = 3
+    syslog_socket: str = "/dev/log"
+    journal_stream: str | None = None
+    """$JOURNAL_STREAM ("DEVICE:INODE" of the journal's stream), as systemd sets it."""
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>message``: journald files the line under priority N (SyslogLevelPrefix=yes is its default)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{syslog_priority(record.levelno)}>{record.name}: {super().format(record)}"
+
+
+def stream_is_journal(journal_stream: str | None, stream: TextIO) -> bool:
+    """Whether ``stream`` is the journal stream systemd announced (and not, say, a redirect we inherited)."""
+    if not journal_stream:
+        return False
+    device, _, inode = journal_stream.partition(":")
+    try:
+        info = os.fstat(stream.fileno())
+        return stat.S_ISSOCK(info.st_mode) and (info.st_dev, info.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError):
+        return False
+
+
+def file_formatter(use_utc: bool) -> logging.Formatter:
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    if use_utc:
+        formatter.converter = time.gmtime
+    return formatter
+
+
+def setup_logging(settings: LogSettings, ring: logging.Handler, *, stderr: TextIO | None = None) -> None:
+    """Replace the root logger's handlers with the daemon's sinks; raises LogSetupError (see the module)."""
+    stderr = stderr or sys.stderr
+    root = logging.getLogger()
+    for old in list(root.handlers):  # the CLI's plain stderr handler
+        root.removeHandler(old)
+        old.close()
+    root.setLevel(logging.DEBUG)
+    root.addHandler(ring)
+    # A sink that fails later (syslog gone, disk full) must not print a traceback per line.
+    logging.raiseExceptions = False
+
+    journal = stream_is_journal(settings.journal_stream, stderr)
+    stderr_level = logging.INFO if settings.foreground else None
+    if journal:
+        syslog_level = threshold(settings.syslog_priority)
+        if syslog_level is not None:
+            stderr_level = syslog_level if stderr_level is None else min(stderr_level, syslog_level)
+    if stderr_level is not None:
+        handler = logging.StreamHandler(stderr)
+        handler.setLevel(stderr_level)
+        handler.setFormatter(
+            JournalFormatter() if journal else logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+        )
+        root.addHandler(handler)
+
+    problems: list[str] = []
+    file_level = threshold(settings.logfile_priority)
+    if file_level is not None:
+        try:
+            file_handler = logging.FileHandler(settings.logfile, encoding="utf-8")
+        except OSError as exc:
+            message = f"cannot open log file {settings.logfile}: {exc.strerror}"
+            if settings.logfile_required:
+                raise LogSetupError(message) from None
+            problems.append(message + "; not logging to a file")
+        else:
+            file_handler.setLevel(file_level)
+            file_handler.setFormatter(file_formatter(settings.logfile_use_utc))
+            root.addHandler(file_handler)
+
+    syslog_level = threshold(settings.syslog_priority)
+    if syslog_level is not None and not journal and os.path.exists(settings.syslog_socket):
+        try:
+            syslog = logging.handlers.SysLogHandler(settings.syslog_socket, logging.handlers.SysLogHandler.LOG_DAEMON)
+        except OSError as exc:
+            problems.append(f"cannot connect to syslog at {settings.syslog_socket}: {exc.strerror}; not using syslog")
+        else:
+            syslog.ident = "leased: "
+            syslog.setLevel(syslog_level)
+            syslog.setFormatter(logging.Formatter("%(name)s %(message)s"))
+            root.addHandler(syslog)
+
+    for problem in problems:
+        print(f"leased: {problem}", file=stderr, flush=True)
+        logging.getLogger(__name__).warning("%s", problem)
