@@ -376,6 +376,7 @@ leased daemon [options]   (options as sanlock daemon's)
   --watchdog-fire-timeout <sec>
                 W in host_dead_seconds = 8*io_timeout + W (60, as sanlock 3.8.5;
                 keep 60 in clusters with real sanlock hosts)
+  --help        print these options and exit
 
 The socket is $SANLOCK_RUN_DIR/sanlock.sock (default /run/sanlock/sanlock.sock).
 """
