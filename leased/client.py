@@ -677,6 +677,13 @@ def _log_dump() -> _Exchange[str]:
     return text.decode(errors="replace")
 
 
+def _metrics() -> _Exchange[str]:
+    reply = yield from _transact(_request(Cmd.LEASED_METRICS))
+    _check(reply, "metrics")
+    raw = yield from _payload(reply, "metrics")
+    return raw.decode(errors="replace")
+
+
 def _get_lockspaces() -> _Exchange[list[LockspaceInfo]]:
     reply = yield from _transact(_request(Cmd.GET_LOCKSPACES))
     raw = yield from _payload(reply, "get_lockspaces")
@@ -1380,6 +1387,14 @@ class Client:
     def log_dump(self) -> str:
         return self._one_shot("log_dump", _log_dump())
 
+    def metrics(self) -> str:
+        """The daemon's metrics in Prometheus text format (a leased extension).
+
+        A sanlock daemon does not know the command and never answers: create
+        the client with a ``timeout`` when the daemon may be sanlock.
+        """
+        return self._one_shot("metrics", _metrics())
+
     def shutdown(self, *, force: bool = False, wait: bool = False) -> None:
         """Stop the daemon; ``force`` SIGKILLs lease holders first, ``wait`` returns once it has exited.
 
@@ -1763,6 +1778,10 @@ class AsyncClient:
 
     async def log_dump(self) -> str:
         return await self._one_shot("log_dump", _log_dump())
+
+    async def metrics(self) -> str:
+        """See :meth:`Client.metrics`."""
+        return await self._one_shot("metrics", _metrics())
 
     async def shutdown(self, *, force: bool = False, wait: bool = False) -> None:
         await self._one_shot("shutdown", _shutdown(force, wait))

@@ -10,11 +10,13 @@ whatever daemon listens on ``$SANLOCK_RUN_DIR/sanlock.sock`` through
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any
 
 from leased import direct
+from leased.cli_options import Action, Option, UsageError, action_help, build_parser, command_help
 from leased.client import Client, SanlockError, StatusRecord
 from leased.constants import MiB
 from leased.errors import LeaseError, ResultCode, code_name
@@ -23,11 +25,12 @@ from leased.protocol import RES_SHARED, Resource, StateType, escape_path, format
 CLIENT_USAGE = """\
 leased client <action> [options]   (actions and options as sanlock client's)
 
-leased client status [-D] [-o p|s]
+leased client status [-D] [-o p|s] [--json]
 leased client gets [-h 0|1]
 leased client host_status -s LOCKSPACE [-D]
 leased client renewal -s LOCKSPACE
 leased client log_dump
+leased client metrics
 leased client shutdown [-f 0|1] [-w 0|1]
 leased client init -s LOCKSPACE | -r RESOURCE [-z 0|1] [-Z 512|4096 -A 1M|2M|4M|8M] [-o SEC]
 leased client read -s LOCKSPACE | -r RESOURCE
@@ -45,53 +48,104 @@ LOCKSPACE = <lockspace_name>:<host_id>:<path>:<offset>
 RESOURCE = <lockspace_name>:<resource_name>:<path>:<offset>[:<lver>|:SH]
 """
 
-ACTIONS = (
-    "status",
-    "gets",
-    "host_status",
-    "renewal",
-    "log_dump",
-    "shutdown",
-    "init",
-    "read",
-    "add_lockspace",
-    "inq_lockspace",
-    "rem_lockspace",
-    "acquire",
-    "convert",
-    "release",
-    "inquire",
-    "request",
-    "version",
+CLIENT_SUMMARY = """\
+Ask the daemon on $SANLOCK_RUN_DIR/sanlock.sock (default /run/sanlock) to act, as 'sanlock client'.
+Works against leased and against sanlock; 'metrics' only against leased."""
+
+CLIENT_TAIL = """\
+LOCKSPACE = <lockspace_name>:<host_id>:<path>:<offset>
+RESOURCE = <lockspace_name>:<resource_name>:<path>:<offset>[:<lver>|:SH]"""
+
+OPTIONS = (
+    Option("-s", "lockspace", "lockspace NAME:HOST_ID:PATH:OFFSET", "LOCKSPACE"),
+    Option("-r", "resource", "resource LOCKSPACE:NAME:PATH:OFFSET[:LVER|:SH]", "RESOURCE"),
+    Option("-p", "pid", "the registered process to act for", "PID", int, 0),
+    Option("-D", "debug", "status, host_status: also print each record's key=value fields"),
+    Option(
+        "-o",
+        "o",
+        "status: p groups leases under processes, s under lockspaces; add_lockspace, init -s: io_timeout SEC",
+        "p|s|SEC",
+    ),
+    Option("-h", "hosts", "gets: 1 also lists each lockspace's hosts and their states", "0|1", int, 0),
+    Option(
+        "-f",
+        "force",
+        "shutdown: 1 stops lease holders and leaves lockspaces first; "
+        "request: 1 FORCE (kill the holder), 2 GRACEFUL (killpath, else SIGTERM)",
+        "NUM",
+        int,
+        0,
+    ),
+    Option("-w", "wait", "shutdown: 1 waits until the daemon has exited", "0|1", int, 0),
+    Option("-z", "clear", "init -r: 1 writes the lease cleared, so nobody can acquire it", "0|1", int, 0),
+    Option("-Z", "sector_size", "init: sector size, with -A (default 512)", "512|4096", int, 0),
+    Option("-A", "align", "init: align size (size of one area), with -Z (default 1M)", "1M|2M|4M|8M", str, ""),
+    Option("--json", "json", "status: one JSON document (daemon, lockspaces, resources, clients) instead of lines"),
 )
+
+_LS, _RES = "-s LOCKSPACE", "-r RESOURCE"
+ACTION_TABLE = (
+    Action(
+        "status",
+        "[-D] [-o p|s] [--json]",
+        "The daemon's state: clients, lockspaces and held leases, as 'sanlock client status'.\n"
+        "--json prints the same as one JSON document: lockspaces with host id and renewal state,\n"
+        "resources with mode, lver and holder pid, clients.",
+        ("-D", "-o", "--json"),
+    ),
+    Action("gets", "[-h 0|1]", "The lockspaces the daemon has joined (with -h 1, their hosts).", ("-h",)),
+    Action("host_status", f"{_LS} [-D]", "The hosts of a joined lockspace, with their last timestamps.", ("-s", "-D")),
+    Action("renewal", _LS, "The recent renewals of our host id in a lockspace, with their durations.", ("-s",)),
+    Action("log_dump", "", "The daemon's in-memory log."),
+    Action(
+        "metrics",
+        "",
+        "The daemon's numbers in Prometheus text format (leased only).\n"
+        "A leased extension: a sanlock daemon does not answer it.  Feed node_exporter's textfile\n"
+        "collector with e.g. 'leased client metrics > DIR/leased.prom.tmp && mv DIR/leased.prom.tmp\n"
+        "DIR/leased.prom' from a timer.",
+    ),
+    Action(
+        "shutdown",
+        "[-f 0|1] [-w 0|1]",
+        "Stop the daemon; without -f 1 it refuses while lockspaces are joined.",
+        ("-f", "-w"),
+    ),
+    Action(
+        "init",
+        f"{_LS} | {_RES} [-z 0|1] [-Z 512|4096 -A 1M|2M|4M|8M] [-o SEC]",
+        "Write a new lockspace or resource lease area through the daemon.",
+        ("-s", "-r", "-z", "-Z", "-A", "-o"),
+    ),
+    Action("read", f"{_LS} | {_RES}", "Read a lockspace or resource leader through the daemon.", ("-s", "-r")),
+    Action("add_lockspace", f"{_LS} [-o SEC]", "Join a lockspace with our host id (waits until joined).", ("-s", "-o")),
+    Action("inq_lockspace", _LS, "Whether the daemon has joined the lockspace (0) or not.", ("-s",)),
+    Action("rem_lockspace", _LS, "Leave a lockspace; processes holding leases in it are killed.", ("-s",)),
+    Action("acquire", f"{_RES} -p PID", "Acquire a lease for a registered process (':SH' for shared).", ("-r", "-p")),
+    Action(
+        "convert", f"{_RES} -p PID", "Convert a held lease to the mode RESOURCE names (':SH' or not).", ("-r", "-p")
+    ),
+    Action("release", f"{_RES} -p PID", "Release a lease of a registered process.", ("-r", "-p")),
+    Action("inquire", "-p PID", "The leases a registered process holds, as a state string.", ("-p",)),
+    Action(
+        "request",
+        f"{_RES}:LVER -f NUM",
+        "Ask the holder of a lease to give it up (-f 1 FORCE, 2 GRACEFUL).",
+        ("-r", "-f"),
+    ),
+    Action("version", "", "The daemon's version and protocol."),
+)
+ACTIONS = tuple(action.name for action in ACTION_TABLE)
 
 HOST_STATES = {1: "UNKNOWN", 2: "FREE", 3: "LIVE", 4: "FAIL", 5: "DEAD"}
 
-
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+METRICS_TIMEOUT = 10.0
+"""Seconds to wait for a metrics reply: a sanlock daemon ignores the command and never answers."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="leased client", add_help=False, usage=CLIENT_USAGE)
-    parser.add_argument("action")
-    parser.add_argument("-s", dest="lockspace")
-    parser.add_argument("-r", dest="resource")
-    parser.add_argument("-p", dest="pid", type=int, default=0)
-    parser.add_argument("-D", dest="debug", action="store_true")
-    parser.add_argument("-o", dest="o", default=None, help="status: p|s; add_lockspace/init: io_timeout")
-    parser.add_argument("-h", dest="hosts", type=int, default=0)
-    parser.add_argument("-f", dest="force", type=int, default=0)
-    parser.add_argument("-w", dest="wait", type=int, default=0)
-    parser.add_argument("-z", dest="clear", type=int, default=0)
-    parser.add_argument("-Z", dest="sector_size", type=int, default=0)
-    parser.add_argument("-A", dest="align", default="")
-    return parser
+    return build_parser("leased client", CLIENT_USAGE, OPTIONS, (Option("action", "action", "what to do", "?"),))
 
 
 def _say(line: str = "") -> None:
@@ -119,8 +173,85 @@ def _result(label: str, call: Callable[[], object]) -> int:
     return rc
 
 
+def _number(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return int(text, 16)
+        except ValueError:
+            return text
+
+
+def _typed(fields: dict[str, str]) -> dict[str, int | str]:
+    return {
+        key: value if key in ("our_host_name", "version_str", "version_num", "list") else _number(value)
+        for key, value in fields.items()
+    }
+
+
+_LOCKSPACE_STATES = {"spaces": "joined", "add": "adding", "rem": "removing"}
+
+
+def status_document(records: Sequence[StatusRecord]) -> dict[str, Any]:
+    """``status --json``: the STATUS records as one document, for tools rather than eyes.
+
+    The same records ``status`` prints, with the fields a tool asks about
+    pulled out (lockspace state and renewal health, lease mode, lver and
+    holder pid) and every key=value of the record kept under ``fields``.
+    Works on a sanlock daemon's records too: they have the same texts.
+    """
+    document: dict[str, Any] = {"daemon": None, "clients": [], "lockspaces": [], "resources": []}
+    for record in records:
+        state, fields = record.state, _typed(record.fields)
+        if record.type == StateType.DAEMON:
+            document["daemon"] = {"name": _text(state.name), "fields": fields}
+        elif record.type == StateType.CLIENT:
+            pid = state.data32 if state.data32 < 1 << 31 else state.data32 - (1 << 32)
+            document["clients"].append({"pid": pid, "name": _text(state.name), "fields": fields})
+        elif record.type == StateType.LOCKSPACE and record.lockspace is not None:
+            ls = record.lockspace
+            listed = _LOCKSPACE_STATES.get(record.fields.get("list", ""), record.fields.get("list", ""))
+            document["lockspaces"].append(
+                {
+                    "name": _text(ls.name),
+                    "host_id": ls.host_id,
+                    "path": ls.disk.path,
+                    "offset": ls.disk.offset,
+                    "state": "failed" if fields.get("space_dead") == 1 else listed,
+                    "io_timeout": fields.get("io_timeout"),
+                    "host_generation": fields.get("host_generation"),
+                    "renewal_failed": bool(fields.get("renew_fail")),
+                    "renewal_last_success": fields.get("renewal_last_success"),
+                    "renewal_last_result": fields.get("renewal_last_result"),
+                    "fields": fields,
+                }
+            )
+        elif record.type == StateType.RESOURCE and record.resource is not None:
+            res = record.resource
+            pid = state.data32 if state.data32 < 1 << 31 else state.data32 - (1 << 32)
+            shared = bool(res.flags & RES_SHARED)
+            text_lver = fields.get("lver", 0)
+            document["resources"].append(
+                {
+                    "lockspace": _text(res.lockspace),
+                    "name": _text(res.name),
+                    "disks": [{"path": d.path, "offset": d.offset} for d in res.disks],
+                    "mode": "SH" if shared else "EX",
+                    "lver": state.data64 or (text_lver if isinstance(text_lver, int) else 0),
+                    "pid": pid,
+                    "state": record.fields.get("list", "held"),
+                    "fields": fields,
+                }
+            )
+    return document
+
+
 def _status(client: Client, opts: argparse.Namespace) -> int:
     records = client.status()
+    if opts.json:
+        _say(json.dumps(status_document(records), indent=2))
+        return 0
     lines_by_kind: dict[str, list[tuple[StatusRecord, str]]] = {"daemon": [], "p": [], "s": [], "r": []}
     for record in records:
         kind, line = _status_line(record)
@@ -248,6 +379,16 @@ def _run(client: Client, opts: argparse.Namespace) -> int:
     if action == "log_dump":
         sys.stdout.write(client.log_dump() + "\n")
         return 0
+    if action == "metrics":
+        try:
+            sys.stdout.write(client.metrics())
+        except SanlockError as exc:
+            if exc.rc != ResultCode.ETIMEDOUT:
+                raise
+            raise SanlockError(
+                exc.rc, f"no metrics reply in {METRICS_TIMEOUT:.0f} s: is the daemon sanlock, not leased?"
+            ) from None
+        return 0
     if action == "shutdown":
         _say(f"shutdown force {opts.force} wait {opts.wait}")
         return _result("shutdown", lambda: client.shutdown(force=bool(opts.force), wait=bool(opts.wait)))
@@ -356,10 +497,17 @@ def run_client(argv: Sequence[str]) -> int:
         return 1
     try:
         opts = _parser().parse_args(argv)
+        if opts.help and opts.action in (None, *ACTIONS):
+            chosen = next((a for a in ACTION_TABLE if a.name == opts.action), None)
+            if chosen is None:
+                sys.stdout.write(command_help("leased client", CLIENT_SUMMARY, ACTION_TABLE, OPTIONS, CLIENT_TAIL))
+            else:
+                sys.stdout.write(action_help("leased client", chosen, OPTIONS, CLIENT_TAIL))
+            return 0
         if opts.action not in ACTIONS:
             _say(f'client action "{opts.action}" is unknown')
             return 1
-        rc = _run(Client(), opts)
+        rc = _run(Client(timeout=METRICS_TIMEOUT if opts.action == "metrics" else None), opts)
     except UsageError as exc:
         print(f"leased: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -34,6 +34,7 @@ from leased.fencing import Fencer, ProcessFencer, escalate, restricted_signal
 from leased.geometry import Geometry, geometry_from_leader
 from leased.host_status import HostRecord, HostState
 from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
+from leased.metrics import Family, LatencyHistogram, Sample, render
 from leased.ondisk import (
     Leader,
     bitmap_test,
@@ -102,7 +103,7 @@ from leased.protocol import (
 from leased.resource import LeaseTable, Token, let_go_on_disk, release_unless_shared_on
 from leased.state import ClientState, DaemonState
 from leased.storage import FileStorage
-from leased.timeouts import kill_grace_seconds
+from leased.timeouts import id_renewal_fail_seconds, kill_grace_seconds
 
 log = logging.getLogger(__name__)
 
@@ -1302,6 +1303,164 @@ async def cmd_status(cmd: Command) -> Reply:
     return Reply(header.encode() + b"".join(status_records(cmd.state, cmd.header.data)), close=True)
 
 
+# ---------------------------------------------------------------------------
+# LEASED_METRICS (leased extension)
+
+
+def metrics_families(state: DaemonState, now: float) -> list[Family]:
+    """The daemon's numbers as metric families, at monotonic time ``now``.
+
+    Per-lockspace series are labelled by lockspace name; when a failed
+    lockspace and its re-added successor share a name, the newer one wins
+    (two series with one label set would make the exposition invalid).
+    """
+    by_name: dict[str, JoinedLockspace] = {}
+    for lockspace in state.lockspaces:
+        by_name[_ls_name(lockspace.name)] = lockspace
+    spaces = sorted(by_name.items())
+
+    def per_space(value: Callable[[JoinedLockspace], float | None]) -> list[Sample]:
+        samples = []
+        for name, lockspace in spaces:
+            number = value(lockspace)
+            if number is not None:
+                samples.append(Sample({"lockspace": name}, number))
+        return samples
+
+    def age(lockspace: JoinedLockspace) -> float | None:
+        return None if lockspace.lease is None else max(0.0, now - lockspace.lease.last_success)
+
+    def expiry(lockspace: JoinedLockspace) -> float | None:
+        if lockspace.lease is None or lockspace.state is not LockspaceState.JOINED:
+            return None if lockspace.lease is None else 0.0
+        deadline = lockspace.lease.last_success + id_renewal_fail_seconds(lockspace.io_timeout)
+        return max(0.0, deadline - now)
+
+    held: dict[tuple[str, str], int] = {}
+    orphans: dict[tuple[str, str], int] = {}
+    for name, _ in spaces:
+        for mode in ("exclusive", "shared"):
+            held[(name, mode)] = orphans[(name, mode)] = 0
+    for token in state.leases.tokens():
+        key = (_ls_name(token.key[0]), "shared" if token.shared else "exclusive")
+        table = orphans if token.orphan else held
+        table[key] = table.get(key, 0) + 1
+
+    hosts: list[Sample] = []
+    for name, lockspace in spaces:
+        if lockspace.table is None:
+            continue
+        counts = dict.fromkeys(HostState, 0)
+        for host_id, record in lockspace.table.hosts.items():
+            if record.timestamp or record.last_live:
+                counts[lockspace.table.state(host_id, now)] += 1
+        hosts.extend(Sample({"lockspace": name, "state": s.name.lower()}, n) for s, n in counts.items())
+
+    clients = [c for c in state.clients.values() if not c.dead]
+    histograms: list[tuple[dict[str, str], LatencyHistogram]] = [
+        ({"lockspace": name}, lockspace.renewal_latency) for name, lockspace in spaces
+    ]
+    return [
+        Family(
+            "leased_info",
+            "Constant 1; labels name the sanlock version spoken and this host's name in delta leases.",
+            "gauge",
+            [Sample({"version": VERSION_STR, "host_name": state.config.our_host_name}, 1)],
+        ),
+        Family(
+            "leased_uptime_seconds", "Seconds since the daemon started.", "gauge", [Sample({}, now - state.started)]
+        ),
+        Family(
+            "leased_clients",
+            "Connected clients: registered processes (lease holders) and one-shot command connections.",
+            "gauge",
+            [
+                Sample({"kind": "registered"}, sum(1 for c in clients if c.registered)),
+                Sample({"kind": "one_shot"}, sum(1 for c in clients if not c.registered)),
+            ],
+        ),
+        Family(
+            "leased_lockspaces",
+            "Lockspaces by state (adding, joined, removing, failed).",
+            "gauge",
+            [
+                Sample({"state": ls_state.name.lower()}, sum(1 for x in state.lockspaces if x.state is ls_state))
+                for ls_state in LockspaceState
+            ],
+        ),
+        Family("leased_lockspace_host_id", "Our host id in the lockspace.", "gauge", per_space(lambda x: x.host_id)),
+        Family(
+            "leased_lockspace_io_timeout_seconds",
+            "The lockspace's io_timeout N: renewal every 2N, renewal failure after 8N.",
+            "gauge",
+            per_space(lambda x: x.io_timeout),
+        ),
+        Family(
+            "leased_lockspace_renewal_failed",
+            "1 once the lockspace failed (no renewal for 8N, or corruption): no new leases, holders are fenced.",
+            "gauge",
+            per_space(lambda x: 1 if x.renewal_fail or x.state is LockspaceState.FAILED else 0),
+        ),
+        Family(
+            "leased_renewal_age_seconds",
+            "Seconds since the last successful renewal of our host id (alarm well before 8N).",
+            "gauge",
+            per_space(age),
+        ),
+        Family(
+            "leased_renewal_expiry_seconds",
+            "Seconds left before the lockspace fails for lack of a successful renewal (0 once failed).",
+            "gauge",
+            per_space(expiry),
+        ),
+        Family(
+            "leased_renewal_last_duration_seconds",
+            "Duration of the last successful renewal (area read and our sector's write).",
+            "gauge",
+            per_space(lambda x: x.last_renewal_seconds if x.renewals_ok else None),
+        ),
+        Family(
+            "leased_renewal_duration_seconds",
+            "Durations of successful renewals since the lockspace was joined.",
+            "histogram",
+            histograms=histograms,
+        ),
+        Family(
+            "leased_renewals_total",
+            "Renewal attempts since the lockspace was joined, by result.",
+            "counter",
+            [
+                Sample({"lockspace": name, "result": result}, count)
+                for name, lockspace in spaces
+                for result, count in (("ok", lockspace.renewals_ok), ("error", lockspace.renewals_failed))
+            ],
+        ),
+        Family(
+            "leased_resources_held",
+            "Resource leases held by registered processes, by lockspace and mode.",
+            "gauge",
+            [Sample({"lockspace": n, "mode": m}, v) for (n, m), v in sorted(held.items())],
+        ),
+        Family(
+            "leased_resources_orphaned",
+            "Persistent leases whose process exited, kept as orphans, by lockspace and mode.",
+            "gauge",
+            [Sample({"lockspace": n, "mode": m}, v) for (n, m), v in sorted(orphans.items())],
+        ),
+        Family(
+            "leased_hosts",
+            "Hosts seen in the lockspace's delta leases, by the state this daemon judges them in.",
+            "gauge",
+            hosts,
+        ),
+    ]
+
+
+async def cmd_metrics(cmd: Command) -> Reply:
+    text = render(metrics_families(cmd.state, DEFAULT_CLOCK.now())).encode(errors="replace")
+    return cmd.reply(0, payload=text, close=True)
+
+
 HANDLERS: dict[int, Handler] = {
     Cmd.REGISTER: cmd_register,
     Cmd.ADD_LOCKSPACE: cmd_add_lockspace,
@@ -1336,7 +1495,10 @@ HANDLERS: dict[int, Handler] = {
     Cmd.SET_CONFIG: cmd_set_config,
     Cmd.EXAMINE_LOCKSPACE: cmd_examine,
     Cmd.EXAMINE_RESOURCE: cmd_examine,
+    Cmd.LEASED_METRICS: cmd_metrics,
 }
 
-INLINE_CLOSERS = frozenset({Cmd.STATUS, Cmd.HOST_STATUS, Cmd.RENEWAL, Cmd.GET_LOCKSPACES, Cmd.GET_HOSTS, Cmd.LOG_DUMP})
+INLINE_CLOSERS = frozenset(
+    {Cmd.STATUS, Cmd.HOST_STATUS, Cmd.RENEWAL, Cmd.GET_LOCKSPACES, Cmd.GET_HOSTS, Cmd.LOG_DUMP, Cmd.LEASED_METRICS}
+)
 """Inline commands after which sanlock closes a one-shot connection (readers wait for EOF)."""

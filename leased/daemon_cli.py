@@ -84,13 +84,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="leased daemon", add_help=False)
-    parser.add_argument("-D", dest="foreground", action="store_true")
-    parser.add_argument("--config", dest="config_file", default=None)
-    parser.add_argument("--show-config", action="store_true")
-    parser.add_argument("--help", action="store_true")
+    other = dict(_OTHER_OPTIONS)
+    parser.add_argument("-D", dest="foreground", action="store_true", help=other["-D"])
+    parser.add_argument("--config", dest="config_file", default=None, help=other["--config FILE"])
+    parser.add_argument("--show-config", action="store_true", help=other["--show-config"])
+    parser.add_argument("--help", action="store_true", help=other["--help"])
     for key in config.KEYS:
         if key.option:
-            parser.add_argument(key.option, dest=key.name, default=None)
+            parser.add_argument(key.option, dest=key.name, default=None, help=key.help)
     return parser
 
 

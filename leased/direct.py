@@ -24,8 +24,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from leased import delta_lease, paxos_lease
-from leased.clock import BLOCKING_CLOCK, disk_timestamp
+from leased import cluster, delta_lease, paxos_lease
+from leased.clock import BLOCKING_CLOCK, Clock, disk_timestamp
 from leased.constants import (
     DELTA_DISK_MAGIC,
     LEADER_RECORD_SIZE,
@@ -527,3 +527,49 @@ async def release(arg: ResourceArg, host_id: int, generation: int, io_timeout: i
         await paxos_lease.release(lease, clock=BLOCKING_CLOCK)
     finally:
         area.storage.close()
+
+
+# ---------------------------------------------------------------------------
+# cluster: who holds what, from the disk
+
+
+async def scan_areas(targets: list[DumpTarget]) -> list[cluster.AreaImage]:
+    """Read every lease area found from each target's offset, whole.
+
+    Like ``dump``, a walk without a size stops at the first offset that
+    holds no leader; with a size it covers the whole range in 1 MiB steps
+    (the smallest alignment), skipping what holds no leader.  Each area is
+    read in one I/O, so an area's records are one consistent snapshot.
+    """
+    images: list[cluster.AreaImage] = []
+    for target in targets:
+        storage = BlockingFileStorage(target.path, writable=False)
+        try:
+            end = storage.size() if not target.size else min(storage.size(), target.offset + target.size)
+            offset = target.offset
+            while offset < end:
+                head = await storage.read(offset, 4096, DEFAULT_IO_TIMEOUT)
+                kind = cluster.area_kind(head)
+                if kind is None:
+                    if not target.size:
+                        break
+                    offset += MiB
+                    continue
+                geometry = cluster.area_geometry(head)
+                data = await storage.read(offset, geometry.align_size, DEFAULT_IO_TIMEOUT) if geometry else head
+                images.append(cluster.AreaImage(target.path, offset, data))
+                offset += geometry.align_size if geometry else MiB
+        finally:
+            storage.close()
+    return images
+
+
+async def cluster_scans(
+    targets: list[DumpTarget], interval: float, clock: Clock = BLOCKING_CLOCK
+) -> list[cluster.Scan]:
+    """One scan, or two ``interval`` seconds apart so that renewals show as changes."""
+    scans = [cluster.Scan(clock.now(), await scan_areas(targets))]
+    if interval > 0:
+        await clock.sleep(interval)
+        scans.append(cluster.Scan(clock.now(), await scan_areas(targets)))
+    return scans

@@ -34,6 +34,7 @@ from leased.clock import DEFAULT_CLOCK, Clock
 from leased.delta_lease import HostIdLease, LockspaceArea
 from leased.errors import CORRUPTION_CODES, LeaseError, ResultCode
 from leased.host_status import HostState, HostStatusTable
+from leased.metrics import LatencyHistogram
 from leased.ondisk import bitmap_set, encode_name
 from leased.paxos_lease import LockspaceView
 from leased.storage import FileStorage
@@ -171,6 +172,11 @@ class JoinedLockspace:
     config_flags: int = 0
     request_bits: dict[int, float] = field(default_factory=dict)
     """host_id -> when we started flagging it in our bitmap (requests, events: §5.5)."""
+    renewal_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    """Every successful renewal's duration, for metrics (the history above keeps only the last ones)."""
+    renewals_ok: int = 0
+    renewals_failed: int = 0
+    last_renewal_seconds: float = 0.0
 
     @property
     def name(self) -> bytes:
@@ -396,9 +402,15 @@ class JoinedLockspace:
         return read.data
 
     def _record(self, timestamp: int, started: float, error: bool = False) -> None:
-        elapsed = int((self.clock.now() - started) * 1000)
-        self.history.append(RenewalRecord(timestamp, elapsed, 0, 0, 1 if error else 0))
+        seconds = self.clock.now() - started
+        self.history.append(RenewalRecord(timestamp, int(seconds * 1000), 0, 0, 1 if error else 0))
         del self.history[: -self.history_size]
+        if error:
+            self.renewals_failed += 1
+        else:
+            self.renewals_ok += 1
+            self.last_renewal_seconds = seconds
+            self.renewal_latency.observe(seconds)
 
     def _fail(self) -> None:
         """The lockspace can no longer be trusted: stop renewing, no new leases, start fencing (once)."""

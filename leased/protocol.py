@@ -98,6 +98,15 @@ class Cmd(IntEnum):
     CREATE_RESOURCE = 38
     DELETE_RESOURCE = 39
     REBUILD_RINDEX = 40
+    # leased extensions.  Numbers far above sanlock's range (1..40 in 3.8.5; later releases
+    # add a few more), so a future sanlock command cannot collide; libsanlock never sends
+    # them, and a sanlock daemon ignores them without a reply (wire spec §8).
+    LEASED_METRICS = 0x4C000001
+    """Header only; reply: header (data 0, length 32 + n) and n bytes of Prometheus text; closes."""
+
+
+LEASED_CMD_BASE: Final = 0x4C000000
+"""First command number of leased's private extensions (``L`` in the top byte)."""
 
 
 # Flags (wire spec §4.1)
@@ -546,6 +555,7 @@ _FIXED_BODY: dict[int, int] = {
     Cmd.CREATE_RESOURCE: LOCKSPACE_SIZE + RENTRY_SIZE,
     Cmd.DELETE_RESOURCE: LOCKSPACE_SIZE + RENTRY_SIZE,
     Cmd.REBUILD_RINDEX: LOCKSPACE_SIZE,
+    Cmd.LEASED_METRICS: 0,
 }
 
 _ONE_RESOURCE_WITH_DISKS = frozenset({Cmd.REQUEST, Cmd.WRITE_RESOURCE, Cmd.READ_RESOURCE, Cmd.READ_RESOURCE_OWNERS})

@@ -85,7 +85,10 @@ def run_torture_command(argv: Sequence[str]) -> int:
         sys.stdout.write(report.text())
         return 0 if report.passed else 1
     p = parser()
-    opts = p.parse_args(argv)
+    try:
+        opts = p.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has already printed
+        return int(exc.code or 0)
     from leased.torture.harness import DEFAULT_FAULTPOINTS, Options, TortureError, run_torture
 
     if opts.leased_hosts < 1 and opts.sanlock_hosts < 1:

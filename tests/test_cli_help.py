@@ -1,0 +1,107 @@
+"""Every ``leased`` command and action answers ``--help``, and the help names every option.
+
+The parsers are walked, not a list kept here, so an option added without
+help text, or an action whose help lists an option the parser lacks, fails
+this test.  Most calls go through :func:`leased.cli.main` in-process (the
+same code the script runs); the installed script itself is run for the
+top-level commands, to check the exit status a shell sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+
+import pytest
+from clitools import leased_command
+
+from leased import cli, client_cli, daemon_cli
+from leased.cli_options import Action
+from leased.torture import cli as torture_cli
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    return [flag for action in parser._actions for flag in action.option_strings]
+
+
+def assert_all_have_help(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        assert action.help and action.help.strip(), f"{parser.prog} {action.option_strings or action.dest}: no help"
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert rc == 0, f"leased {' '.join(argv)} exited {rc}: {err}"
+    assert out.strip() and not err
+    return out
+
+
+COMMANDS: dict[str, tuple[argparse.ArgumentParser, tuple[Action, ...]]] = {
+    "direct": (cli._direct_parser(), cli.DIRECT_ACTION_TABLE),
+    "client": (client_cli._parser(), client_cli.ACTION_TABLE),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_command_help_lists_every_action_and_option(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    parser, actions = COMMANDS[command]
+    assert_all_have_help(parser)
+    text = run_main(capsys, command, "--help")
+    for flag in option_strings(parser):
+        assert flag in text, f"leased {command} --help does not mention {flag}"
+    for action in actions:
+        assert f"  {action.name} " in text, f"leased {command} --help does not list {action.name}"
+
+
+@pytest.mark.parametrize(
+    ("command", "action"), [(command, action) for command, (_, table) in COMMANDS.items() for action in table]
+)
+def test_action_help_shows_its_options(command: str, action: Action, capsys: pytest.CaptureFixture[str]) -> None:
+    parser, _ = COMMANDS[command]
+    known = set(option_strings(parser))
+    assert set(action.flags) <= known, f"{command} {action.name} lists options the parser lacks"
+    text = run_main(capsys, command, action.name, "--help")
+    assert text.startswith(f"usage: leased {command} {action.name}")
+    for flag in (*action.flags, "--help"):
+        assert f"  {flag}" in text, f"leased {command} {action.name} --help does not mention {flag}"
+    others = known - set(action.flags) - {"--help"}
+    listed = {line.split()[0] for line in text.split("options:", 1)[1].splitlines() if line.startswith("  -")}
+    assert not listed & others, f"{command} {action.name} --help lists options it does not take: {listed & others}"
+
+
+@pytest.mark.parametrize(("command", "parser"), [("daemon", daemon_cli._parser()), ("torture", torture_cli.parser())])
+def test_daemon_and_torture_help_mention_every_option(
+    command: str, parser: argparse.ArgumentParser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert_all_have_help(parser)
+    text = run_main(capsys, command, "--help")
+    for flag in option_strings(parser):
+        assert flag in text, f"leased {command} --help does not mention {flag}"
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["direct", "--help"], ["client", "--help"], ["daemon", "--help"], ["torture", "--help"]]
+)
+def test_the_installed_script_exits_0_on_help(argv: list[str]) -> None:
+    proc = subprocess.run(
+        [*leased_command(), *argv], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "usage" in proc.stdout.lower() or proc.stdout.startswith("leased ")
+    assert proc.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["direct", "dump", "-f"],  # option without its value
+        ["direct", "cluster", "x", "--interval", "-5"],
+        ["client", "status", "--bogus"],
+        ["direct", "acquire", "-i", "one"],
+    ],
+)
+def test_bad_options_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 1
+    _, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("leased: ") and "Traceback" not in err
