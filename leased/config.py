@@ -30,6 +30,9 @@ Value: TypeAlias = int | str | tuple[str, ...]
 
 DEFAULT_CONFIG_PATH = "/etc/leased/leased.conf"
 CONFIG_ENV = "LEASED_CONFIG"
+
+NOT_SETTINGS = frozenset({CONFIG_ENV, "LEASED_TEST_FAULTPOINTS"})
+"""LEASED_* variables that are not settings: where the file is, and the test-only fault points (leased.faultpoints)."""
 ENV_PREFIX = "LEASED_"
 HOST_NAME_MAX = 48  # bytes of a host name in a delta lease (NAME_ID_SIZE)
 
@@ -396,7 +399,7 @@ def resolve(
         for key, value, origin in parse_file(file[1], file[0]):
             put(key, value, origin)
     for variable, raw in sorted((environ or {}).items()):
-        if not variable.startswith(ENV_PREFIX) or variable == CONFIG_ENV:
+        if not variable.startswith(ENV_PREFIX) or variable in NOT_SETTINGS:
             continue
         named = BY_NAME.get(variable[len(ENV_PREFIX) :].lower())
         if named is None or named.env != variable:
