@@ -1,22 +1,27 @@
-"""Three of the race classes from lease managers' history, each as a named regression test.
+"""The race classes from lease managers' history, each as named regression tests (``pytest -k test_race_``).
 
-* HAProxy takeover: a failure half way through moving leases to an owner
-  must leave the owner exactly as it was (prepare, then commit).
-* libxl stale callback: an event that arrives late for an object that has
-  been replaced must be discarded, not applied to its successor.
-* QEMU return path: after an I/O error the worker ends and a fresh one
+* (a) sanlock, unserialized calls on one connection: header, header, body,
+  body from two unlocked threads; leases, connection and stream must survive
+  (``test_race_a_*`` in tests/test_seed.py, the project's seed).
+* (b) HAProxy takeover: a failure half way through moving leases to (or
+  away from) an owner must leave the old owner exactly as it was (prepare,
+  then commit), including allocation failures at the named fault points of
+  :mod:`leased.faultpoints`.
+* (c) QEMU return path: after an I/O error the worker ends and a fresh one
   starts with a fresh handle; nobody keeps using a handle that was closed.
+* (d) libxl stale callback: an event that arrives late for an object that
+  has been replaced must be discarded by its generation, not applied to its
+  successor.
 
-(The fourth, unserialized calls on one connection, is tests/test_seed.py.)
-Each test says in its docstring what it guards against; the closing notes of
-the issue that added them say how each was shown to fail without its guard.
+Each test says in its docstring what it guards against.  ``leased torture``
+exercises all four under load, across processes and hosts.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,14 +29,25 @@ import pytest
 import trio
 from inprocess import RESOURCES, call, init_lease_file
 
-from leased import commands, delta_lease, paxos_lease
+from leased import commands, delta_lease, faultpoints, paxos_lease
 from leased.clock import DEFAULT_CLOCK
 from leased.daemon import Daemon
 from leased.errors import LeaseError, ResultCode
 from leased.fencing import ProcessFencer
 from leased.geometry import Geometry
 from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
-from leased.protocol import HEADER_SIZE, TARGET_SELF, Cmd, Disk, Header, Lockspace, Options, Resource, parse_state
+from leased.protocol import (
+    HEADER_SIZE,
+    REL_ORPHAN,
+    TARGET_SELF,
+    Cmd,
+    Disk,
+    Header,
+    Lockspace,
+    Options,
+    Resource,
+    parse_state,
+)
 from leased.state import ClientState, DaemonConfig
 from leased.storage import FileStorage
 from leased.timeouts import Timeouts
@@ -122,7 +138,7 @@ async def leader_timestamp(setup: Setup, name: bytes) -> int:
         storage.close()
 
 
-async def test_failed_acquire_leaves_the_owner_as_it_was(setup: Setup) -> None:
+async def test_race_b_failed_acquire_leaves_the_owner_as_it_was(setup: Setup) -> None:
     """HAProxy takeover class: a failure half way through moving leases to a client.
 
     An ACQUIRE of R2 and R3 for a client that already holds R1 fails with an
@@ -186,7 +202,7 @@ for line in sys.stdin:
 """
 
 
-async def test_late_examine_of_a_released_lease_is_discarded(setup: Setup) -> None:
+async def test_race_d_late_examine_of_a_released_lease_is_discarded(setup: Setup) -> None:
     """libxl stale-callback class: an event that arrives after its object was replaced.
 
     A process holds R1 (lver 1); another host asks for lver 2; this host
@@ -248,7 +264,7 @@ async def test_late_examine_of_a_released_lease_is_discarded(setup: Setup) -> No
             holder.kill()
 
 
-async def test_renewal_restarts_with_a_fresh_handle_after_an_io_error(tmp_path: Path) -> None:
+async def test_race_c_renewal_restarts_with_a_fresh_handle_after_an_io_error(tmp_path: Path) -> None:
     """QEMU return-path class: a worker that hit an I/O error, racing with its replacement.
 
     The renewal read on the first handle fails with EIO.  The worker must end,
@@ -319,3 +335,117 @@ async def test_renewal_restarts_with_a_fresh_handle_after_an_io_error(tmp_path: 
     closed_at = events.index((1, "close"))
     assert all(n != 1 for n, _ in events[closed_at + 1 :]), "handle 1 used after it was closed"
     lockspace.lease.area.storage.close()
+
+
+# ---------------------------------------------------------------------------
+# Allocation failures at the named fault points (leased.faultpoints): the same
+# seam the torture harness arms in its daemons through the environment.
+
+
+@pytest.fixture
+def fault_points() -> Iterator[Callable[[dict[str, float]], None]]:
+    yield faultpoints.arm
+    faultpoints.arm({})
+
+
+async def registered_with(setup: Setup, *names: bytes) -> trio.SocketStream:
+    conn = await trio.open_unix_socket(setup.socket_path)
+    await conn.send_all(Header(Cmd.REGISTER).encode())
+    body = setup.acquire_body(*names)
+    header = Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=len(names), data2=TARGET_SELF)
+    reply, _ = await call(conn, header, body)
+    assert reply.result == 0
+    return conn
+
+
+async def held_names(conn: trio.SocketStream) -> list[bytes]:
+    reply, payload = await call(conn, Header(Cmd.INQUIRE, data2=TARGET_SELF))
+    assert reply.result == 0
+    return [r.name for r in parse_state(payload.decode())] if reply.data2 else []
+
+
+def release_request(*names: bytes, flags: int = 0) -> tuple[Header, bytes]:
+    body = b"".join(Resource(b"LS", n, num_disks=1).encode(with_disks=False) for n in names)
+    return Header(
+        Cmd.RELEASE, cmd_flags=flags, length=HEADER_SIZE + len(body), data=len(names), data2=TARGET_SELF
+    ), body
+
+
+async def test_race_b_failure_at_the_commit_point_gives_everything_back(
+    setup: Setup, fault_points: Callable[[dict[str, float]], None]
+) -> None:
+    """HAProxy takeover class: all disk work done, the commit fails; the client keeps exactly what it had."""
+    with trio.fail_after(30):
+        conn = await registered_with(setup, b"R1")
+        async with conn:
+            fault_points({"acquire.commit": 1.0})
+            body = setup.acquire_body(b"R2", b"R3")
+            header = Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=2, data2=TARGET_SELF)
+            reply, _ = await call(conn, header, body)
+            assert reply.result == ResultCode.ENOMEM
+            assert await held_names(conn) == [b"R1"]
+            assert await leader_timestamp(setup, b"R2") == 0 and await leader_timestamp(setup, b"R3") == 0
+            assert await leader_timestamp(setup, b"R1") != 0
+            fault_points({})
+            reply, _ = await call(conn, header, body)
+            assert reply.result == 0 and sorted(await held_names(conn)) == [b"R1", b"R2", b"R3"]
+
+
+async def test_race_b_failed_release_keeps_the_lease_held(
+    setup: Setup, fault_points: Callable[[dict[str, float]], None]
+) -> None:
+    """A release that fails before it detached anything: the client still holds the lease, here and on disk."""
+    with trio.fail_after(30):
+        conn = await registered_with(setup, b"R1")
+        async with conn:
+            fault_points({"release.prepare": 1.0})
+            reply, _ = await call(conn, *release_request(b"R1"))
+            assert reply.result == ResultCode.ENOMEM
+            assert await held_names(conn) == [b"R1"]
+            assert await leader_timestamp(setup, b"R1") != 0
+            fault_points({})
+            reply, _ = await call(conn, *release_request(b"R1"))
+            assert reply.result == 0
+            assert await held_names(conn) == []
+            assert await leader_timestamp(setup, b"R1") == 0
+
+
+async def test_race_b_lease_of_a_closed_client_is_never_dropped_silently(
+    setup: Setup, fault_points: Callable[[dict[str, float]], None]
+) -> None:
+    """The move of a closed client's lease (release, or to the orphan table) keeps failing.
+
+    After its retries the daemon keeps the lease as an orphan, visible and
+    held on disk, rather than forgetting it while the disk still says it is
+    ours; an operator's release of orphans then lets it go.
+    """
+    with trio.fail_after(30):
+        conn = await registered_with(setup, b"R1")
+        fault_points({"release.prepare": 1.0, "orphan.move": 1.0})
+        await conn.aclose()
+        while not setup.daemon.state.leases.orphans(b"LS", b"R1"):
+            await trio.sleep(0.02)
+        assert faultpoints.hits()["release.prepare"] == commands.EXIT_RELEASE_ATTEMPTS
+        assert await leader_timestamp(setup, b"R1") != 0
+        fault_points({})
+        other = await registered_with(setup, b"R2")
+        async with other:
+            reply, _ = await call(other, *release_request(b"R1", flags=REL_ORPHAN))
+            assert reply.result == 1, "one orphan released"
+        assert not setup.daemon.state.leases.orphans(b"LS")
+        assert await leader_timestamp(setup, b"R1") == 0
+
+
+def test_fault_point_specs_are_checked() -> None:
+    assert faultpoints.parse("acquire.prepare=0.5, release.prepare") == {
+        "acquire.prepare": 0.5,
+        "release.prepare": 1.0,
+    }
+    assert faultpoints.parse("") == {}
+    for bad, complaint in (
+        ("acquire=0.1", "unknown fault point"),
+        ("release.prepare=x", "not a number"),
+        ("orphan.move=2", "outside"),
+    ):
+        with pytest.raises(faultpoints.FaultPointError, match=complaint):
+            faultpoints.parse(bad)

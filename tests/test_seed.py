@@ -92,7 +92,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         daemon._stop.set()
 
 
-async def test_interleaved_calls_keep_connection_leases_and_stream(
+async def test_race_a_interleaved_calls_keep_connection_leases_and_stream(
     setup: Setup, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="leased")
