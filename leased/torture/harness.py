@@ -37,6 +37,7 @@ current lease and exit, and every resource must be acquirable afresh (the
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -124,6 +125,8 @@ class Host:
     """Held by whoever takes the host down or brings it back, so only one does at a time."""
     workers: dict[int, trio.Process] = field(default_factory=dict)
     stopped: bool = False
+    fs: FaultFS | None = None
+    """This host's own passthrough mount of the shared backing file, when faultfs runs here."""
     faulty_storage: bool = False
 
     def client(self, timeout: float = 30) -> Client:
@@ -152,9 +155,9 @@ def sanlock_binary() -> str | None:
 
 
 class Torture:
-    def __init__(self, options: Options, fs: FaultFS | None, lease_path: Path, data_path: Path) -> None:
+    def __init__(self, options: Options, mounts: list[FaultFS], lease_path: Path, data_path: Path) -> None:
         self.options = options
-        self.fs = fs
+        self.mounts = mounts
         self.lease_path = lease_path
         self.data_path = data_path
         self.seed = options.seed if options.seed is not None else random.randrange(1 << 32)
@@ -173,17 +176,18 @@ class Torture:
         hosts = []
         for index, kind in enumerate(kinds):
             name = f"{kind}-{index + 1}"
-            faulty = self.fs is not None and index == 0 and kind == "leased"
-            path = str(self.fs.mountpoint / self.lease_path.name) if faulty and self.fs else str(self.lease_path)
+            fs = self.mounts[index] if self.mounts else None
+            path = str(fs.mountpoint / self.lease_path.name) if fs else str(self.lease_path)
             home = o.workdir / name
             home.mkdir(parents=True, exist_ok=True)
-            hosts.append(Host(index, kind, name, index + 1, home / "run", path, home / "daemon.log"))
-            hosts[-1].faulty_storage = faulty
+            host = Host(index, kind, name, index + 1, home / "run", path, home / "daemon.log", fs=fs)
+            host.faulty_storage = fs is not None and index == 0 and kind == "leased"
+            hosts.append(host)
         return hosts
 
     async def init_storage(self) -> None:
         """A fresh lockspace and resources R0..Rn-1, one align area each, and zeroed counter blocks."""
-        storage = FileStorage(str(self.lease_path))
+        storage = FileStorage(self.hosts[0].lease_path)
         try:
             geometry: Geometry = legacy_geometry(storage.logical_sector_size())
             await delta_lease.init_lockspace(storage, 0, LOCKSPACE, geometry, self.options.io_timeout)
@@ -394,11 +398,11 @@ class Torture:
                 host.process = None
                 await trio.sleep(self.rng.uniform(0.5, 3))
                 await self.start_daemon(host)
-                await self.join(host)
+                await self._rejoin(host)
                 self.history.record("heal", kind="daemon_kill", target=host.name, id=fault)
 
     async def _storage_fault(self, host: Host, kind: str, mode: str) -> None:
-        fs = self.fs
+        fs = host.fs
         if fs is None:
             return
         async with host.lock:
@@ -451,12 +455,17 @@ class Torture:
         return any(s.name == LOCKSPACE.encode() and not s.removing for s in spaces)
 
     async def _rejoin(self, host: Host) -> None:
+        """Join until it works: a join can fail for a while (its storage was just failing, or the host id
+        lease of its previous life is still being released); the lockspace may also already be back."""
         while True:
             try:
                 await self.join(host)
                 return
             except SanlockError as exc:
-                log.info("%s: rejoin failed (%s); retrying", host.name, exc)
+                if exc.rc == -errno.EEXIST and await self._has_lockspace(host):
+                    host.ready.set()
+                    return
+                log.warning("%s: join failed (%s); retrying", host.name, exc)
                 await trio.sleep(1)
 
     # -- the end
@@ -521,9 +530,19 @@ class Torture:
         try:
             for host in self.hosts:
                 await self.start_daemon(host)
+            failures: list[str] = []
+
+            async def first_join(host: Host) -> None:
+                try:
+                    await self.join(host)
+                except SanlockError as exc:
+                    failures.append(f"{host.name}: {exc}")
+
             async with trio.open_nursery() as nursery:
                 for host in self.hosts:
-                    nursery.start_soon(self.join, host)
+                    nursery.start_soon(first_join, host)
+            if failures:
+                raise TortureError(f"could not join the lockspace: {'; '.join(failures)}")
             async with trio.open_nursery() as nursery:
                 for host in self.hosts:
                     for _ in range(self.options.clients):
@@ -551,25 +570,40 @@ def _jsonable(options: Options) -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def storage_for(options: Options) -> Iterator[tuple[FaultFS | None, Path]]:
-    """The lease storage, behind faultfs when storage faults are asked for and can run here."""
+def storage_for(options: Options) -> Iterator[tuple[list[FaultFS], Path]]:
+    """The lease file, and when storage faults are asked for, one faultfs mount of it per host.
+
+    Every host goes through a mount of its own, not only the faulty one:
+    the filesystem does buffered I/O on the backing file, and a host doing
+    ``O_DIRECT`` on that same file beside it collides with the page cache
+    (the kernel then fails direct writes with EIO and warns of corruption).
+    With one mount per host all I/O on the backing file is buffered, and
+    coherent; each mount still passes ``O_DIRECT`` semantics to its host.
+    """
     workdir = options.workdir
-    wants_fs = options.device is None and any(f in STORAGE_FAULTS for f in options.faults)
     if options.device is not None:
-        yield None, Path(options.device)
+        yield [], Path(options.device)
         return
-    if wants_fs and options.leased_hosts > 0:
+    backing = workdir / "backing"
+    backing.mkdir(parents=True, exist_ok=True)
+    path = backing / "leases"
+    _new_lease_file(path, options)
+    wants_fs = any(f in STORAGE_FAULTS for f in options.faults) and options.leased_hosts > 0
+    if wants_fs:
         try:
-            with fault_fs(workdir / "fs") as fs:
-                path = fs.backing / "leases"
-                _new_lease_file(path, options)
-                yield fs, path
+            with contextlib.ExitStack() as stack:
+                mounts = []
+                for index in range(options.leased_hosts + options.sanlock_hosts):
+                    top = workdir / f"fs-{index + 1}"
+                    top.mkdir(parents=True, exist_ok=True)
+                    if not (top / "backing").exists():
+                        (top / "backing").symlink_to(backing)
+                    mounts.append(stack.enter_context(fault_fs(top)))
+                yield mounts, path
                 return
         except FaultFSUnavailable as exc:
             log.warning("storage faults disabled: %s", exc)
-    path = workdir / "leases"
-    _new_lease_file(path, options)
-    yield None, path
+    yield [], path
 
 
 def _new_lease_file(path: Path, options: Options) -> None:
@@ -583,10 +617,10 @@ def run_torture(options: Options) -> Report:
     history_path = options.workdir / "history.jsonl"
     if history_path.exists():
         history_path.unlink()
-    with storage_for(options) as (fs, lease_path):
-        if fs is None:
+    with storage_for(options) as (mounts, lease_path):
+        if not mounts:
             options.faults = tuple(f for f in options.faults if f not in STORAGE_FAULTS)
-        torture = Torture(options, fs, lease_path, options.workdir / "counters")
+        torture = Torture(options, mounts, lease_path, options.workdir / "counters")
         trio.run(torture.run)
     report = check(read_history(history_path))
     (options.workdir / "report.txt").write_text(f"seed: {torture.seed}\n" + report.text())
