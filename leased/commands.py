@@ -633,8 +633,29 @@ async def _prepare_and_commit(
     taken: list[Token] = []
     try:
         for resource in resources:
-            if (resource.lockspace, resource.name) in adopt:
+            key = (resource.lockspace, resource.name)
+            if key in adopt:
                 continue  # adopting an orphan needs no disk I/O; it is moved at the commit point
+            joined = state.leases.shared_hold(key) if resource.shared else None
+            if joined is not None:
+                # This host already holds it shared on disk (one mode block for all its local
+                # holders): join that hold without touching the disk.  A second paxos round here
+                # would rewrite our host sector, and a failed one would blank the mode block the
+                # other local holders rely on (found by leased torture).
+                taken.append(
+                    Token(
+                        resource=Resource(
+                            resource.lockspace, resource.name, flags=resource.flags, num_disks=1, disks=resource.disks
+                        ),
+                        lockspace=joined.lockspace,
+                        lease=joined.lease,
+                        client_id=target.ci,
+                        client_generation=generation,
+                        persistent=bool(resource.flags & RES_PERSISTENT),
+                    )
+                )
+                faultpoints.check("acquire.prepare")
+                continue
             lockspace = state.find_lockspace(resource.lockspace)
             if lockspace is None or not lockspace.usable or lockspace.lease is None:
                 raise LeaseError(ResultCode.ENOSPC, f"lockspace {_ls_name(resource.lockspace)} not joined")

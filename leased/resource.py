@@ -118,6 +118,10 @@ class LeaseTable:
             return ResultCode.EEXIST
         return 0
 
+    def shared_hold(self, key: Key) -> Token | None:
+        """A live local shared holder of ``key`` whose on-disk hold a new shared holder can join."""
+        return next((t for t in self.held.get(key, []) if t.shared and not t.orphan), None)
+
     def orphan(self, key: Key) -> Token | None:
         return next((t for t in self.held.get(key, []) if t.orphan), None)
 
@@ -179,10 +183,14 @@ async def release_unless_shared_on(table: LeaseTable, token: Token, *, rename: b
     only the last of them to go clears it.  The caller holds the resource's
     :meth:`LeaseTable.disk_turn`.
     """
-    if token.shared and table.held.get(token.key):
+    others = table.held.get(token.key, [])
+    if token.shared and others:
         log.debug("%s: other local shared holders remain; nothing to release on disk", token.resource.name)
-        token.lease.area.storage.close()
+        if not any(other.lease is token.lease for other in others):
+            token.lease.area.storage.close()  # its own handle, not the one the others share
         return 0
+    if any(other.lease is token.lease for other in table.tokens()):
+        return 0  # cannot happen for an exclusive lease; never close a handle still in use
     return await release_on_disk(token, rename=rename)
 
 

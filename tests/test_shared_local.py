@@ -63,3 +63,28 @@ def test_first_of_two_local_shared_holders_keeps_the_host_hold(
             return True
 
         wait_for(exclusive_on_two, 20, "host two to get R1 exclusively once the last shared holder left")
+
+
+def test_second_local_shared_holder_joins_without_touching_the_disk(
+    two_hosts: tuple[LeaseFile, Daemon, Daemon],
+) -> None:
+    """A second paxos round would rewrite this host's sector; a failed one would blank its mode block."""
+    lease_file, one, _ = two_hosts
+    disks = lease_file.disks(b"R1")
+    offset = lease_file.offset(b"R1")
+
+    def area() -> bytes:
+        with lease_file.path.open("rb") as f:
+            f.seek(offset)
+            return f.read(8 * 512)
+
+    with one.client().register() as first, one.client().register() as second:
+        first.acquire(b"LS", b"R1", disks, shared=True)
+        before = area()
+        second.acquire(b"LS", b"R1", disks, shared=True)
+        assert area() == before, "joining a shared hold this host has must not write"
+        second.release(b"LS", b"R1")
+        assert area() == before, "leaving it while another local holder stays must not write"
+        assert [lease.resource for lease in first.inquire()] == [b"R1"]
+        first.release(b"LS", b"R1")
+        assert area() != before, "the last local holder releases on disk"

@@ -1,0 +1,112 @@
+"""``leased torture`` in its CI size: two leased hosts and a real sanlock host, every fault kind, zero violations.
+
+The run is the real command line: daemons, workers and the faultfs mounts
+are real processes, faults are real signals and real failing I/O.  It lasts
+a few minutes; the README documents the long form.  The history it leaves is
+then given a planted violation, which the checker must catch: a run that
+passes only means something if the same checker fails on a broken history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from leased.torture.checker import check
+from leased.torture.harness import ALL_FAULTS
+from leased.torture.history import read_history
+
+pytestmark = [pytest.mark.slow, pytest.mark.sanlock, pytest.mark.root]
+
+RUN_SECONDS = 90
+
+
+@pytest.fixture(scope="module")
+def torture_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("the torture run needs root (daemons owning their sockets, FUSE mounts)")
+    if shutil.which("sanlock") is None and not os.path.exists("/usr/sbin/sanlock"):
+        pytest.skip("sanlock is not installed")
+    workdir = tmp_path_factory.mktemp("torture")
+    argv = [
+        str(Path(sys.executable).parent / "leased"),
+        "torture",
+        "--workdir",
+        str(workdir),
+        "--duration",
+        str(RUN_SECONDS),
+        "--fault-interval",
+        "2",
+        "--leased-hosts",
+        "2",
+        "--sanlock-hosts",
+        "1",
+        "--clients",
+        "2",
+        "--resources",
+        "3",
+        "--seed",
+        "7",
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_SECONDS + 600, stdin=subprocess.DEVNULL)
+    (workdir / "torture.out").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, (
+        f"leased torture exited {proc.returncode}:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    )
+    return workdir
+
+
+def test_ci_sized_run_passes_with_every_fault_kind(torture_run: Path) -> None:
+    summary = json.loads((torture_run / "report.json").read_text())
+    assert summary["passed"] is True and summary["violations"] == []
+    assert (torture_run / "report.txt").read_text().endswith("RESULT: PASS\n")
+    injected = summary["faults"]
+    missing = [kind for kind in ALL_FAULTS if not injected.get(kind)]
+    assert not missing, f"fault kinds never injected: {missing} ({injected})"
+    assert injected.get("alloc failure at acquire", 0) + injected.get("alloc failure at release", 0) > 0
+    operations = summary["operations"]
+    assert operations["acquired EX"] > 0 and operations["acquired SH"] > 0 and operations["devcount"] > 0
+    by_host = summary["acquired_by_host"]
+    assert set(by_host) == {"leased-1", "leased-2", "sanlock-3"} and all(n > 0 for n in by_host.values()), by_host
+    finals = [r for r in read_history(torture_run / "history.jsonl") if r["k"] == "final"]
+    assert [r["r"] for r in finals] == ["R0", "R1", "R2"] and all(r["free"] for r in finals)
+
+
+def test_the_same_history_with_a_planted_overlap_fails(torture_run: Path) -> None:
+    """Another host 'holds' a lease exclusively inside a real exclusive interval of the run."""
+    records = list(read_history(torture_run / "history.jsonl"))
+    assert check(records).passed
+    held = next(r for r in records if r["k"] == "held" and r["m"] == "EX")
+    release = next(r for r in records if r["k"] == "releasing" and r["p"] == held["p"] and r["t"] > held["t"])
+    middle = (held["t"] + release["t"]) / 2
+    intruder = {"p": 999_999, "h": "intruder", "r": held["r"]}
+    planted = [
+        *records,
+        {**intruder, "t": middle, "k": "held", "m": "EX", "lver": 1},
+        {**intruder, "t": middle + 1e-6, "k": "releasing"},
+        {**intruder, "t": middle + 2e-6, "k": "released", "rc": 0},
+    ]
+    report = check(planted)
+    assert not report.passed
+    assert [v.rule for v in report.violations] == ["exclusive-overlap"]
+    assert "intruder" in report.violations[0].detail
+
+
+def test_the_same_history_with_a_planted_devcount_repeat_fails(torture_run: Path) -> None:
+    records = list(read_history(torture_run / "history.jsonl"))
+    last = max((r for r in records if r["k"] == "devcount"), key=lambda r: r["t"])
+    planted = [*records, {**last, "t": last["t"] + 1.0, "p": 999_999}]
+    assert [v.rule for v in check(planted).violations] == ["devcount"]
+
+
+def test_check_only_mode_reads_a_history(torture_run: Path) -> None:
+    leased = str(Path(sys.executable).parent / "leased")
+    history = torture_run / "history.jsonl"
+    proc = subprocess.run([leased, "torture", "--check", str(history)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.endswith("RESULT: PASS\n"), proc.stdout + proc.stderr
