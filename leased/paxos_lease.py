@@ -500,6 +500,17 @@ async def _run_ballots(
             raise _Restart()
 
 
+async def _shared_holders(area: ResourceArea, leader: Leader, io_timeout: int) -> set[int]:
+    """The hosts whose mode block says SHARED, from one read of the area."""
+    try:
+        data = await area.storage.read(area.offset, area.geometry.align_size, io_timeout)
+    except LeaseError as exc:
+        raise LeaseError(ResultCode.DBLOCK_READ, f"reading {area.where()}: {exc}") from exc
+    sector = area.sector_size
+    blocks = used_host_sectors(data, 2 * sector, sector, min(leader.num_hosts, area.geometry.sectors - 2))
+    return {slot + 1 for slot, _, mode in blocks if mode.flags & MBLOCK_SHARED}
+
+
 def _block_for(leader: Leader, host_id: int) -> Dblock:
     """Our block for a lease another host committed on our behalf (used on release)."""
     mbal = leader.max_hosts * (leader.lver + 1) + host_id
@@ -568,7 +579,10 @@ async def _acquire_once(
         except _Restart:
             continue
         if isinstance(outcome, Leader):
-            return area, outcome, _block_for(outcome, host_id), set()
+            # Another host committed our proposal; it checked no shared holders for us, and our
+            # aborted ballot saw none it finished reading.  Read them now, or an exclusive acquire
+            # would be granted over a host holding the lease shared (found by leased torture).
+            return area, outcome, _block_for(outcome, host_id), await _shared_holders(area, cur, io_timeout)
         block, holders = outcome
         new = commit_record(cur, next_lver, block, host_id, generation, disk_timestamp(clock), shared, num_hosts)
         try:

@@ -228,3 +228,32 @@ async def test_live_owner_refuses_and_dead_owner_is_taken_over(
     assert taken.leader.owner_id == 2
     # Safety: never before host_dead_seconds since the owner's last renewal could have been seen.
     assert taken_at - died_at >= host_dead_seconds(IO_TIMEOUT, W) - 2 * IO_TIMEOUT
+
+
+async def test_exclusive_committed_for_us_by_another_host_still_respects_shared_holders(
+    lease_file: Path, open_storage: type[FileStorage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host 3 finished host 2's ballot and committed it: host 2 must still refuse while host 1 holds SH.
+
+    The commit on our behalf is injected at the ballot seam (a real leader
+    write naming host 2, by host 3), because reaching it through real
+    contention takes a race that ``leased torture`` found but a test cannot
+    schedule.  Before the fix the holders seen were "none" on this path and
+    the exclusive acquire succeeded over the shared holder.
+    """
+    await make_areas(lease_file)
+    with trio.fail_after(10):
+        await paxos_lease.acquire(await resource(open_storage, lease_file), 1, 1, shared=True, io_timeout=IO_TIMEOUT)
+
+        async def committed_by_host_3(area: ResourceArea, cur: paxos_lease.Leader, host_id: int, generation: int,
+                                      next_lver: int, *args: object) -> paxos_lease.Leader:  # fmt: skip
+            leader = cur.sealed(
+                lver=next_lver, owner_id=host_id, owner_generation=generation, timestamp=12345, write_id=3
+            )
+            await paxos_lease._write_leader(area, leader, IO_TIMEOUT)
+            return leader
+
+        monkeypatch.setattr(paxos_lease, "_run_ballots", committed_by_host_3)
+        with pytest.raises(LeaseError) as refused:
+            await paxos_lease.acquire(await resource(open_storage, lease_file), 2, 1, io_timeout=IO_TIMEOUT)
+    assert refused.value.rc == ResultCode.EAGAIN
