@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,13 +23,19 @@ def leased_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "leased.cli"]
 
 
-def run(argv: list[str], timeout: float = 120) -> Result:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+def run(argv: list[str], timeout: float = 120, env: dict[str, str] | None = None) -> Result:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def leased(*args: str, timeout: float = 120) -> Result:
     return run([*leased_command(), *args], timeout)
+
+
+def leased_client(run_dir: Path, *args: str, timeout: float = 60) -> Result:
+    """``leased client ARGS`` against the daemon of ``run_dir``."""
+    env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir)}
+    return run([*leased_command(), "client", *args], timeout, env)
 
 
 def sanlock(*args: str, timeout: float = 120) -> Result:

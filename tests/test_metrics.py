@@ -10,15 +10,13 @@ exclusive to gone on release, and leaves with its process.
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from clitools import leased_command
+from clitools import leased_client
 from daemons import Daemon, LeaseFile, init_lease_file, wait_for
 from leased_daemons import leased_daemon
 
@@ -167,14 +165,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 
 
 def metrics(daemon: Daemon) -> dict[str, ParsedFamily]:
-    proc = subprocess.run(
-        [*leased_command(), "client", "metrics"],
-        env={**os.environ, "SANLOCK_RUN_DIR": str(daemon.run_dir)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = leased_client(daemon.run_dir, "metrics")
     assert proc.returncode == 0, proc.stderr
     return parse_exposition(proc.stdout)
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import leased_command
+from clitools import leased_client
 from daemons import Daemon, init_lease_file, sanlock_daemon
 from leased_daemons import leased_daemon
 
@@ -34,14 +33,7 @@ def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Daemon]:
 
 
 def status_json(daemon: Daemon) -> dict[str, Any]:
-    proc = subprocess.run(
-        [*leased_command(), "client", "status", "--json"],
-        env={**os.environ, "SANLOCK_RUN_DIR": str(daemon.run_dir)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = leased_client(daemon.run_dir, "status", "--json")
     assert proc.returncode == 0, proc.stderr
     document: dict[str, Any] = json.loads(proc.stdout)
     return document
