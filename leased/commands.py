@@ -100,7 +100,7 @@ from leased.protocol import (
     format_resource,
     split_resources,
 )
-from leased.resource import LeaseTable, Token, let_go_on_disk, release_unless_shared_on
+from leased.resource import LeaseTable, Token, release_unless_shared_on
 from leased.state import ClientState, DaemonState
 from leased.storage import FileStorage
 from leased.timeouts import id_renewal_fail_seconds, kill_grace_seconds
@@ -750,8 +750,10 @@ async def cmd_release(cmd: Command) -> Reply:
         (which,), _ = split_resources(cmd.body, 1, with_disks=False)
         orphans = state.leases.orphans(which.lockspace, which.name)
         for orphan in orphans:
-            state.leases.detach(orphan)
-            await let_go_on_disk(state.leases, orphan)
+            async with state.leases.disk_turn([orphan.key]):
+                if orphan in state.leases.held.get(orphan.key, []):
+                    state.leases.detach(orphan)
+                    await release_unless_shared_on(state.leases, orphan)
         return cmd.reply(len(orphans))
     if flags & REL_ALL:
         chosen = list(target.tokens)
@@ -786,12 +788,17 @@ async def _release_token(state: DaemonState, client: ClientState, token: Token, 
     the client still holds the lease and may ask again.
     """
     faultpoints.check("release.prepare")
-    if token in client.tokens:
-        client.tokens.remove(token)
-    state.leases.detach(token)
     state.leases.releasing.add(token.key)
     try:
-        return await let_go_on_disk(state.leases, token, rename=rename)
+        # Detach inside the disk turn: whether other local shared holders remain is decided
+        # there, so of two holders releasing at once exactly one (the last) writes the disk.
+        async with state.leases.disk_turn([token.key]):
+            if token in client.tokens:
+                client.tokens.remove(token)
+            if token not in state.leases.held.get(token.key, []):
+                return 0  # already let go by another path (the client's exit) while we waited
+            state.leases.detach(token)
+            return await release_unless_shared_on(state.leases, token, rename=rename)
     finally:
         if not state.leases.held.get(token.key):
             state.leases.releasing.discard(token.key)

@@ -192,9 +192,3 @@ async def release_unless_shared_on(table: LeaseTable, token: Token, *, rename: b
     if any(other.lease is token.lease for other in table.tokens()):
         return 0  # cannot happen for an exclusive lease; never close a handle still in use
     return await release_on_disk(token, rename=rename)
-
-
-async def let_go_on_disk(table: LeaseTable, token: Token, *, rename: bytes | None = None) -> int:
-    """:func:`release_unless_shared_on`, taking the resource's disk turn first."""
-    async with table.disk_turn([token.key]):
-        return await release_unless_shared_on(table, token, rename=rename)

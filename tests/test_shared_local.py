@@ -11,6 +11,7 @@ the devcount check too).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -88,3 +89,23 @@ def test_second_local_shared_holder_joins_without_touching_the_disk(
         assert [lease.resource for lease in first.inquire()] == [b"R1"]
         first.release(b"LS", b"R1")
         assert area() != before, "the last local holder releases on disk"
+
+
+def test_two_local_shared_holders_releasing_at_once_both_succeed(
+    two_hosts: tuple[LeaseFile, Daemon, Daemon],
+) -> None:
+    """Both detached before either wrote: each thought it was the last, and the second failed (-211).
+
+    Found by leased torture.  Repeated, since the two releases only sometimes meet.
+    """
+    lease_file, one, two = two_hosts
+    disks = lease_file.disks(b"R1")
+    with one.client().register() as first, one.client().register() as second, two.client().register() as other:
+        for _ in range(20):
+            first.acquire(b"LS", b"R1", disks, shared=True)
+            second.acquire(b"LS", b"R1", disks, shared=True)
+            with ThreadPoolExecutor(2) as pool:
+                for done in [pool.submit(first.release, b"LS", b"R1"), pool.submit(second.release, b"LS", b"R1")]:
+                    done.result()  # raises the SanlockError of a failed release
+            assert first.inquire() == [] and second.inquire() == []
+        other.acquire(b"LS", b"R1", disks)  # released on disk: another host takes it at once
