@@ -558,6 +558,8 @@ class Torture:
         finally:
             with trio.CancelScope(shield=True):
                 for host in self.hosts:
+                    if host.workers:  # an interrupted run: what its workers see now is the shutdown
+                        self.history.record("host_down", target=host.name)
                     for process in list(host.workers.values()):
                         with contextlib.suppress(ProcessLookupError):
                             process.kill()
