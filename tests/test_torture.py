@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from daemons import wait_for
 
 from leased.torture.checker import check
 from leased.torture.harness import ALL_FAULTS
@@ -110,3 +112,46 @@ def test_check_only_mode_reads_a_history(torture_run: Path) -> None:
     history = torture_run / "history.jsonl"
     proc = subprocess.run([leased, "torture", "--check", str(history)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.endswith("RESULT: PASS\n"), proc.stdout + proc.stderr
+
+
+def test_sigterm_ends_a_run_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """An operator stopping a long run gets every daemon, worker and FUSE mount cleaned up, and exit status 2."""
+    if os.geteuid() != 0:
+        pytest.skip("the torture run needs root")
+    leased = str(Path(sys.executable).parent / "leased")
+    argv = [leased, "torture", "--workdir", str(tmp_path), "--duration", "600", "--sanlock-hosts", "0"]
+    argv += ["--leased-hosts", "2", "--clients", "1", "--faults", "storage_eio,client_kill", "--seed", "3"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            wait_for(lambda: b'"k":"held"' in _read(tmp_path / "history.jsonl"), 120, "a lease held in the run")
+            ours = _processes_under(tmp_path)
+            assert ours, "daemons and workers of the run are found by their paths"
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # a second one must not cut the clean-up short
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 2 and "interrupted by signal 15" in err, err
+    assert _processes_under(tmp_path) == []
+    with open("/proc/self/mounts") as mounts:
+        assert str(tmp_path) not in mounts.read()
+
+
+def _read(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+def _processes_under(workdir: Path) -> list[int]:
+    """Live processes whose command line or environment names the work directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            text = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if str(workdir).encode() in text and "State:\tZ" not in status:
+            found.append(int(entry.name))
+    return found

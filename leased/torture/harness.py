@@ -164,6 +164,7 @@ class Torture:
         self.rng = random.Random(self.seed)
         self.history = History(options.workdir / "history.jsonl")
         self.ending = False
+        self.interrupted = 0
         self.fault_ids = 0
         self.resources: list[tuple[str, int]] = []
         self.hosts = self._hosts()
@@ -525,6 +526,25 @@ class Torture:
         self.history.record("orphans_released", target=host.name, count=count)
 
     async def run(self) -> None:
+        """The whole run; SIGTERM or SIGHUP end it early, still stopping every daemon, worker and mount."""
+        async with trio.open_nursery() as outer:
+            work = trio.CancelScope()
+            outer.start_soon(self._stop_on_signals, work)
+            with work:
+                await self._run()
+            outer.cancel_scope.cancel()
+        if self.interrupted:
+            raise TortureError(f"interrupted by signal {self.interrupted}; history so far in {self.history.path}")
+
+    async def _stop_on_signals(self, scope: trio.CancelScope) -> None:
+        # Keeps receiving until the run is over: a second signal (timeout(1), a shell and a
+        # process group all sending one) must not kill the harness half way through its clean-up.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                self.interrupted = self.interrupted or signum
+                scope.cancel()
+
+    async def _run(self) -> None:
         await self.init_storage()
         self.history.record("run", seed=self.seed, options=_jsonable(self.options))
         try:
