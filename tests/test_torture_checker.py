@@ -159,7 +159,8 @@ def test_a_fenced_worker_holds_until_its_fenced_record() -> None:
     assert story.check().passed
 
 
-def test_a_failed_release_keeps_the_belief_going() -> None:
+def test_use_ends_at_the_first_request_to_release_even_if_it_failed() -> None:
+    """A worker does not use a lease once it asked to release it, also while it retries a failed release."""
     story = Story()
     story.worker(1.0, 10, "a", "held", r="R0", m="EX", lver=1)
     story.worker(2.0, 10, "a", "releasing", r="R0")
@@ -167,7 +168,19 @@ def test_a_failed_release_keeps_the_belief_going() -> None:
     story.worker(3.0, 10, "a", "releasing", r="R0")
     story.worker(3.01, 10, "a", "released", r="R0", rc=0)
     story.hold(20, "b", "R0", "EX", 2.5, 4.0)
+    assert story.check().passed
+    story.hold(30, "c", "R0", "EX", 1.5, 1.8)
     assert rules(story.check()) == ["exclusive-overlap"]
+
+
+def test_a_lease_gone_after_a_failed_release_was_told() -> None:
+    story = Story()
+    story.worker(1.0, 10, "a", "held", r="R0", m="EX", lver=1)
+    story.worker(2.0, 10, "a", "releasing", r="R0")
+    story.worker(3.0, 10, "a", "released", r="R0", rc=-202)
+    story.worker(3.0, 10, "a", "lost", r="R0")
+    story.hold(20, "b", "R0", "EX", 2.5, 4.0)
+    assert story.check().passed
 
 
 def test_planted_lease_lost_untold_fails_but_told_passes() -> None:

@@ -5,8 +5,9 @@ The rules, each a :class:`Violation` ``rule`` name:
 ``exclusive-overlap`` / ``shared-exclusive-overlap``
     Two processes believed they held one resource at the same time and at
     least one of them held it exclusively.  A belief runs from the ``held``
-    record to the ``releasing`` record of the release that succeeded; a
-    process that died ends its belief at its death (below).
+    record to the first ``releasing`` record after it: a worker uses a lease
+    only before it asks to release it, and not while it retries a release
+    that failed; a process that died ends its belief at its death (below).
 ``devcount``
     The counters written beside a resource while holding it EX must grow
     strictly in time: a repeat or a step back means two writers.  Workers
@@ -18,7 +19,9 @@ The rules, each a :class:`Violation` ``rule`` name:
     and the final check could not acquire it.
 ``lost``
     A worker found a lease gone from its daemon's list while it believed it
-    held it, and nothing had told it: no fault on its host was active then.
+    held it, and nothing had told it: no fault on its host was active then,
+    and it had not asked to release it (a release that failed and then found
+    the lease gone was told by that failure).
 
 When a process died is known from the history: the last record it wrote
 itself when it exited on its own (``fenced``, ``vanish``, ``daemon_gone``,
@@ -191,20 +194,20 @@ def _intervals(
                 report.violations.append(Violation("double-held", f"pid {key[0]} got {key[1]} twice", t))
             holding[key] = Interval(key[1], record["m"], key[0], record["h"], t)
         elif kind == "releasing":
-            releasing[key] = t
+            releasing.setdefault(key, t)  # use ends at the first request to release
         elif kind == "released":
-            begun = releasing.pop(key, t)
             if record["rc"] == 0 and key in holding:
                 interval = holding.pop(key)
-                interval.end, interval.ended_by = begun, "release"
+                interval.end, interval.ended_by = releasing.pop(key, t), "release"
                 done.append(interval)
         elif kind == "lost":
             if key not in holding:
                 continue
             interval = holding.pop(key)
-            interval.end, interval.ended_by = t, "lost"
+            asked = releasing.pop(key, None)
+            interval.end, interval.ended_by = (t, "lost") if asked is None else (asked, "release failed")
             done.append(interval)
-            if not _told(host_faults, interval.host, interval.start, t):
+            if asked is None and not _told(host_faults, interval.host, interval.start, t):
                 detail = f"pid {key[0]} on {interval.host}: {key[1]} gone from inquire while held, untold"
                 report.violations.append(Violation("lost", detail, t))
         elif kind == "violation":
