@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from leased.torture.local_daemons import SANLOCK_DAEMON_ENV, leased_daemon_argv, sanlock_binary, sanlock_daemon_argv
 
 MiB = 1 << 20
 PYTHON3 = "/usr/bin/python3"
@@ -31,6 +31,7 @@ DRIVER = r"""
 import json, os, statistics, sys, time
 from multiprocessing import Pool
 import sanlock
+
 
 op, path, rounds, clients = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 LS = b"LS"
@@ -84,11 +85,6 @@ print(json.dumps({"median": statistics.median(samples), "mean": statistics.fmean
 """
 
 
-def leased_argv() -> list[str]:
-    script = Path(sys.executable).parent / "leased"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "leased.cli"]
-
-
 def wait_socket(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 20
     sock = run_dir / "sanlock.sock"
@@ -113,20 +109,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
-    if not Path(PYTHON3).exists() or shutil.which("sanlock") is None:
+    sanlock = sanlock_binary()
+    if not Path(PYTHON3).exists() or sanlock is None:
         raise SystemExit("needs Debian's sanlock and python3-sanlock (apt-get install sanlock python3-sanlock)")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         daemons: dict[str, tuple[subprocess.Popen[bytes], dict[str, str], Path]] = {}
         commands = {
-            "sanlock": ["sanlock", "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root"],
-            "leased": [*leased_argv(), "daemon", "-D", "-L", "-1", "-w", "0", "-U", "root", "-G", "root"],
+            "sanlock": sanlock_daemon_argv(sanlock),
+            "leased": leased_daemon_argv(),
         }
         try:
             for label, argv in commands.items():
                 run_dir = base / label / "run"
                 run_dir.mkdir(parents=True)
-                env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir), "SANLOCK_PRIVILEGED": "0"}
+                env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir), **SANLOCK_DAEMON_ENV}
                 log = (base / label / "daemon.log").open("wb")
                 proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
                 wait_socket(run_dir, proc)

@@ -13,10 +13,8 @@ Usage: .venv/bin/python bench/direct_vs_sanlock.py [--repeat N] [--dir DIR]
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,12 +22,9 @@ from pathlib import Path
 
 import trio
 
+from leased.torture.local_daemons import leased_command, sanlock_binary
+
 MiB = 1 << 20
-
-
-def leased_cmd() -> list[str]:
-    script = Path(sys.executable).parent / "leased"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "leased.cli"]
 
 
 def timed(argv: list[str]) -> float:
@@ -48,7 +43,7 @@ def make_file(path: Path) -> Path:
 
 
 def bench_cli(workdir: Path, repeat: int, sanlock: str) -> list[tuple[str, float, float]]:
-    tools = {"leased": leased_cmd(), "sanlock": [sanlock]}
+    tools = {"leased": leased_command(), "sanlock": [sanlock]}
     files = {name: make_file(workdir / f"{name}.img") for name in tools}
     for name, cmd in tools.items():
         path = files[name]
@@ -118,8 +113,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--dir", type=Path, default=None, help="where to put the lease files (default: a temp dir)")
     args = parser.parse_args()
-    sanlock = shutil.which("sanlock") or "/usr/sbin/sanlock"
-    if not Path(sanlock).exists():
+    sanlock = sanlock_binary()
+    if sanlock is None:
         raise SystemExit("real sanlock not found: apt-get install sanlock")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         workdir = Path(tmp)

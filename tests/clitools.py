@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import require_sanlock
+
+from leased.torture.local_daemons import leased_command
+
+__all__ = ["leased_command"]  # re-exported: the tests import it from here
 
 
 @dataclass(frozen=True)
@@ -16,11 +19,6 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
-
-
-def leased_command() -> list[str]:
-    script = Path(sys.executable).parent / "leased"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "leased.cli"]
 
 
 def run(argv: list[str], timeout: float = 120, env: dict[str, str] | None = None) -> Result:

@@ -12,7 +12,6 @@ fixed time: every wait polls a condition against a deadline.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,16 +25,16 @@ from typing import TypeVar
 import pytest
 
 from leased.client import Client, SanlockError, socket_path
+from leased.torture import local_daemons
 
 MiB = 1 << 20
-SANLOCK_BIN = "/usr/sbin/sanlock"
 
 _T = TypeVar("_T")
 
 
 def sanlock_binary() -> str:
     """Path of the real sanlock, or skip the test with the reason."""
-    found = shutil.which("sanlock") or (SANLOCK_BIN if os.path.exists(SANLOCK_BIN) else None)
+    found = local_daemons.sanlock_binary()
     if found is None:
         pytest.skip("real sanlock 3.8.5 not installed (apt-get install sanlock): /usr/sbin/sanlock missing")
     return found
@@ -147,27 +146,10 @@ def sanlock_daemon(tmp: Path, name: str = "sanlock", host_name: str | None = Non
     """A private real sanlock 3.8.5: unprivileged, no watchdog, debug log to ``<tmp>/<name>-daemon.log``."""
     binary = sanlock_binary()
     run_dir = tmp / name / "run"
-    argv = [
-        binary,
-        "daemon",
-        "-D",
-        "-w",
-        "0",
-        "-l",
-        "0",
-        "-h",
-        "0",
-        "-U",
-        "root",
-        "-G",
-        "root",
-        "-e",
-        host_name or socket.gethostname(),
-    ]
     with start_daemon(
-        argv,
+        local_daemons.sanlock_daemon_argv(binary, host_name or socket.gethostname()),
         run_dir,
-        env={"SANLOCK_PRIVILEGED": "0"},
+        env=local_daemons.SANLOCK_DAEMON_ENV,
         stop_argv=[binary, "client", "shutdown", "-f", "1", "-w", "1"],
         log_path=tmp / name / "daemon.log",
     ) as daemon:

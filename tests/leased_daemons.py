@@ -10,39 +10,14 @@ else with SIGTERM; :func:`daemons.start_daemon` SIGKILLs it if it lingers.
 
 from __future__ import annotations
 
-import os
 import socket
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from daemons import SANLOCK_BIN, Daemon, LeaseFile, sanlock_daemon, start_daemon
+from daemons import Daemon, LeaseFile, sanlock_daemon, start_daemon
 
-
-def leased_binary() -> Path:
-    """The ``leased`` console script next to the running interpreter (the project's venv)."""
-    return Path(sys.executable).parent / "leased"
-
-
-def leased_argv(host_name: str, watchdog_fire_timeout: int) -> list[str]:
-    return [
-        str(leased_binary()),
-        "daemon",
-        "-D",
-        "-L",
-        "-1",
-        "-w",
-        "0",
-        "-U",
-        "root",
-        "-G",
-        "root",
-        "-e",
-        host_name,
-        "--watchdog-fire-timeout",
-        str(watchdog_fire_timeout),
-    ]
+from leased.torture import local_daemons
 
 
 @contextmanager
@@ -60,9 +35,13 @@ def leased_daemon(
     lockspace is shared with real sanlock hosts, lower it only in leased-only
     tests that wait for a host to be declared dead.
     """
-    stop_argv = [SANLOCK_BIN, "client", "shutdown", "-f", "1", "-w", "1"] if os.path.exists(SANLOCK_BIN) else None
+    sanlock = local_daemons.sanlock_binary()
+    stop_argv = [sanlock, "client", "shutdown", "-f", "1", "-w", "1"] if sanlock else None
+    argv = local_daemons.leased_daemon_argv(
+        host_name or socket.gethostname(), watchdog_fire_timeout=watchdog_fire_timeout
+    )
     with start_daemon(
-        [*leased_argv(host_name or socket.gethostname(), watchdog_fire_timeout), *extra],
+        [*argv, *extra],
         tmp / name / "run",
         stop_argv=stop_argv,
         log_path=tmp / name / "daemon.log",

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clitools import Result, leased, sanlock
 from daemons import Daemon, LeaseFile, init_lease_file_direct, start_daemon
+
+from leased.torture.local_daemons import leased_daemon_argv
 
 pytestmark = pytest.mark.sanlock
 
@@ -29,10 +30,8 @@ sys.stdin.read()
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    leased = str(Path(sys.executable).parent / "leased")
-    argv = [leased, "daemon", "-D", "-L", "-1", "-w", "0", "-U", "root", "-G", "root"]
     with start_daemon(
-        argv,
+        leased_daemon_argv(),
         tmp_path / "run",
         stop_argv=["/usr/sbin/sanlock", "client", "shutdown", "-f", "1", "-w", "1"],
     ) as running:

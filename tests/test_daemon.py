@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 from daemons import LeaseFile, init_lease_file_direct, start_daemon, wait_for
-from leased_daemons import leased_binary
 
 from leased.client import SanlockError
 from leased.errors import ResultCode
+from leased.torture.local_daemons import leased_command
 
 NOBODY = 65534
 
 
 def argv(*extra: str) -> list[str]:
-    return [str(leased_binary()), "daemon", "-D", "-L", "-1", "-w", "0", "-e", "test-host", *extra]
+    return [*leased_command(), "daemon", "-D", "-L", "-1", "-w", "0", "-e", "test-host", *extra]
 
 
 def test_socket_mode_owner_and_single_instance(tmp_path: Path) -> None:

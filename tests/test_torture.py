@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from daemons import wait_for
 from leased.torture.checker import check
 from leased.torture.harness import ALL_FAULTS
 from leased.torture.history import read_history
+from leased.torture.local_daemons import leased_command, sanlock_binary
 
 pytestmark = [pytest.mark.slow, pytest.mark.sanlock, pytest.mark.root]
 
@@ -33,11 +32,11 @@ RUN_SECONDS = 90
 def torture_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if os.geteuid() != 0:
         pytest.skip("the torture run needs root (daemons owning their sockets, FUSE mounts)")
-    if shutil.which("sanlock") is None and not os.path.exists("/usr/sbin/sanlock"):
+    if sanlock_binary() is None:
         pytest.skip("sanlock is not installed")
     workdir = tmp_path_factory.mktemp("torture")
     argv = [
-        str(Path(sys.executable).parent / "leased"),
+        *leased_command(),
         "torture",
         "--workdir",
         str(workdir),
@@ -108,9 +107,10 @@ def test_the_same_history_with_a_planted_devcount_repeat_fails(torture_run: Path
 
 
 def test_check_only_mode_reads_a_history(torture_run: Path) -> None:
-    leased = str(Path(sys.executable).parent / "leased")
     history = torture_run / "history.jsonl"
-    proc = subprocess.run([leased, "torture", "--check", str(history)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*leased_command(), "torture", "--check", str(history)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and proc.stdout.endswith("RESULT: PASS\n"), proc.stdout + proc.stderr
 
 
@@ -118,8 +118,7 @@ def test_sigterm_ends_a_run_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """An operator stopping a long run gets every daemon, worker and FUSE mount cleaned up, and exit status 2."""
     if os.geteuid() != 0:
         pytest.skip("the torture run needs root")
-    leased = str(Path(sys.executable).parent / "leased")
-    argv = [leased, "torture", "--workdir", str(tmp_path), "--duration", "600", "--sanlock-hosts", "0"]
+    argv = [*leased_command(), "torture", "--workdir", str(tmp_path), "--duration", "600", "--sanlock-hosts", "0"]
     argv += ["--leased-hosts", "2", "--clients", "1", "--faults", "storage_eio,client_kill", "--seed", "3"]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         try:

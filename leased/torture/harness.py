@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -60,6 +59,7 @@ from leased.timeouts import host_dead_seconds
 from leased.torture.checker import Report, check
 from leased.torture.faultfs import FaultFS, FaultFSUnavailable, fault_fs
 from leased.torture.history import History, read_history
+from leased.torture.local_daemons import SANLOCK_DAEMON_ENV, leased_daemon_argv, sanlock_binary, sanlock_daemon_argv
 from leased.torture.worker import BLOCK, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -137,23 +137,6 @@ class Host:
             self.ready = trio.Event()
 
 
-def leased_argv() -> list[str]:
-    script = Path(sys.executable).parent / "leased"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("leased")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "leased.cli"]
-
-
-def sanlock_binary() -> str | None:
-    for candidate in ("/usr/sbin/sanlock", shutil.which("sanlock")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 class Torture:
     def __init__(self, options: Options, mounts: list[FaultFS], lease_path: Path, data_path: Path) -> None:
         self.options = options
@@ -207,16 +190,14 @@ class Torture:
         host.run_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, SANLOCK_RUN_DIR=str(host.run_dir))
         if host.kind == "leased":
-            argv = [*leased_argv(), "daemon", "-D", "-L", "-1", "-w", "0", "-U", "root", "-G", "root", "-e", host.name]
-            argv += ["--watchdog-fire-timeout", str(self.options.wft)]
+            argv = leased_daemon_argv(host.name, watchdog_fire_timeout=self.options.wft)
             env["LEASED_TEST_FAULTPOINTS"] = self.options.faultpoints
         else:
             binary = sanlock_binary()
             if binary is None:
                 raise TortureError("sanlock hosts asked for, but no sanlock binary (apt-get install sanlock)")
-            argv = [binary, "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root"]
-            argv += ["-e", host.name]
-            env["SANLOCK_PRIVILEGED"] = "0"
+            argv = sanlock_daemon_argv(binary, host.name)
+            env.update(SANLOCK_DAEMON_ENV)
         with host.log_path.open("ab") as log_file:
             host.process = await trio.lowlevel.open_process(
                 argv, env=env, stdin=None, stdout=log_file, stderr=log_file, start_new_session=True
