@@ -57,7 +57,7 @@ from leased.geometry import Geometry, legacy_geometry
 from leased.storage import FileStorage
 from leased.timeouts import host_dead_seconds
 from leased.torture.checker import Report, check
-from leased.torture.faultfs import FaultFS, FaultFSUnavailable, fault_fs
+from leased.torture.faultfs import FaultFS, FaultFSUnavailable, Mode, fault_fs
 from leased.torture.history import History, read_history
 from leased.torture.local_daemons import SANLOCK_DAEMON_ENV, leased_daemon_argv, sanlock_binary, sanlock_daemon_argv
 from leased.torture.worker import BLOCK, WorkerConfig
@@ -383,7 +383,7 @@ class Torture:
                 await self._rejoin(host)
                 self.history.record("heal", kind="daemon_kill", target=host.name, id=fault)
 
-    async def _storage_fault(self, host: Host, kind: str, mode: str) -> None:
+    async def _storage_fault(self, host: Host, kind: str, mode: Mode) -> None:
         fs = host.fs
         if fs is None:
             return
@@ -391,7 +391,7 @@ class Torture:
             fault = self._next_fault_id()
             duration = self.rng.uniform(1, 12) * self.options.io_timeout
             self.history.record("fault", kind=kind, target=host.name, id=fault, seconds=round(duration, 2))
-            await trio.to_thread.run_sync(lambda: fs.set(read=mode, write=mode))  # type: ignore[arg-type]
+            await trio.to_thread.run_sync(lambda: fs.set(read=mode, write=mode))
             try:
                 await trio.sleep(duration)
             finally:
