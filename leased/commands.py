@@ -642,55 +642,46 @@ async def _prepare_and_commit(
                 # holders): join that hold without touching the disk.  A second paxos round here
                 # would rewrite our host sector, and a failed one would blank the mode block the
                 # other local holders rely on (found by leased torture).
-                taken.append(
-                    Token(
-                        resource=Resource(
-                            resource.lockspace, resource.name, flags=resource.flags, num_disks=1, disks=resource.disks
-                        ),
-                        lockspace=joined.lockspace,
-                        lease=joined.lease,
-                        client_id=target.ci,
-                        client_generation=generation,
-                        persistent=bool(resource.flags & RES_PERSISTENT),
+                lockspace, lease, lvb_enabled = joined.lockspace, joined.lease, False
+            else:
+                found = state.find_lockspace(resource.lockspace)
+                if found is None or not found.usable or found.lease is None:
+                    raise LeaseError(ResultCode.ENOSPC, f"lockspace {_ls_name(resource.lockspace)} not joined")
+                lockspace = found
+                storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
+                try:
+                    lease = await paxos_lease.acquire(
+                        _resource_area(storage, resource, lockspace),
+                        lockspace.host_id,
+                        lockspace.host_generation,
+                        shared=resource.shared,
+                        lver=resource.lver if resource.flags & RES_LVER else 0,
+                        view=lockspace.view(),
+                        num_hosts=resource.data32 if resource.flags & RES_NUM_HOSTS else None,
+                        owner_nowait=bool(header.cmd_flags & ACQUIRE_OWNER_NOWAIT),
+                        read_lvb_data=bool(header.cmd_flags & ACQUIRE_LVB),
+                        io_timeout=lockspace.io_timeout,
+                        clock=lockspace.clock,
                     )
-                )
-                faultpoints.check("acquire.prepare")
-                continue
-            lockspace = state.find_lockspace(resource.lockspace)
-            if lockspace is None or not lockspace.usable or lockspace.lease is None:
-                raise LeaseError(ResultCode.ENOSPC, f"lockspace {_ls_name(resource.lockspace)} not joined")
-            storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
-            try:
-                lease = await paxos_lease.acquire(
-                    _resource_area(storage, resource, lockspace),
-                    lockspace.host_id,
-                    lockspace.host_generation,
-                    shared=resource.shared,
-                    lver=resource.lver if resource.flags & RES_LVER else 0,
-                    view=lockspace.view(),
-                    num_hosts=resource.data32 if resource.flags & RES_NUM_HOSTS else None,
-                    owner_nowait=bool(header.cmd_flags & ACQUIRE_OWNER_NOWAIT),
-                    read_lvb_data=bool(header.cmd_flags & ACQUIRE_LVB),
-                    io_timeout=lockspace.io_timeout,
-                    clock=lockspace.clock,
-                )
-            except BaseException:
-                storage.close()
-                raise
-            token = Token(
-                resource=Resource(
-                    resource.lockspace, resource.name, flags=resource.flags, num_disks=1, disks=resource.disks
-                ),
-                lockspace=lockspace,
-                lease=lease,
-                client_id=target.ci,
-                client_generation=generation,
-                persistent=bool(resource.flags & RES_PERSISTENT),
-                lvb_enabled=bool(header.cmd_flags & ACQUIRE_LVB),
-            )
+                except BaseException:
+                    storage.close()
+                    raise
+                lvb_enabled = bool(header.cmd_flags & ACQUIRE_LVB)
             # Held on disk from here on: into `taken` before anything else can fail, so a failure
             # below (the fault point stands for any allocation) gives this lease back too.
-            taken.append(token)
+            taken.append(
+                Token(
+                    resource=Resource(
+                        resource.lockspace, resource.name, flags=resource.flags, num_disks=1, disks=resource.disks
+                    ),
+                    lockspace=lockspace,
+                    lease=lease,
+                    client_id=target.ci,
+                    client_generation=generation,
+                    persistent=bool(resource.flags & RES_PERSISTENT),
+                    lvb_enabled=lvb_enabled,
+                )
+            )
             faultpoints.check("acquire.prepare")
         faultpoints.check("acquire.commit")
     except (LeaseError, MemoryError) as exc:
