@@ -189,6 +189,4 @@ async def release_unless_shared_on(table: LeaseTable, token: Token, *, rename: b
         if not any(other.lease is token.lease for other in others):
             token.lease.area.storage.close()  # its own handle, not the one the others share
         return 0
-    if any(other.lease is token.lease for other in table.tokens()):
-        return 0  # cannot happen for an exclusive lease; never close a handle still in use
     return await release_on_disk(token, rename=rename)
