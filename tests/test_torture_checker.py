@@ -50,10 +50,14 @@ def test_a_clean_history_passes_and_is_counted() -> None:
     story.worker(1.1, 10, "a", "devcount", r="R0", n=1)
     story.worker(2.6, 20, "b", "devcount", r="R0", n=2)
     story.harness(1.5, "fault", kind="client_stop", target="b", id=1)
+    story.worker(0.5, 10, "a", "acquire", r="R0", m="EX", persistent=False)
+    story.worker(0.6, 10, "a", "acquire_failed", r="R0", m="EX", rc=-12)
     report = story.check()
     assert report.passed and report.violations == []
     assert report.operations["acquired EX"] == 2 and report.operations["acquired SH"] == 2
     assert report.operations["devcount"] == 2 and report.faults["client_stop"] == 1
+    assert report.operations["acquire failed rc -12"] == 1 and report.faults["alloc failure at acquire"] == 1
+    assert report.duration == pytest.approx(4.501 - 0.5)
     assert report.acquired_by_host == {"a": 2, "b": 2}
     assert report.intervals == 4
     assert report.text().endswith("RESULT: PASS\n")
