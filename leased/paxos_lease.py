@@ -584,6 +584,23 @@ async def _acquire_once(
             # would be granted over a host holding the lease shared (found by leased torture).
             return area, outcome, _block_for(outcome, host_id), await _shared_holders(area, cur, io_timeout)
         block, holders = outcome
+        try:
+            latest = await read_leader(area, host_id, io_timeout)
+        except LeaseError as exc:
+            await _retract(area, host_id, block, our_mode, io_timeout)  # nothing committed: withdraw our proposal
+            if exc.rc == ResultCode.AIO_TIMEOUT:  # as every read of a ballot: a timeout is a failed read here
+                raise LeaseError(ResultCode.LEADER_READ, exc.detail) from exc
+            raise
+        if latest.lver >= next_lver:
+            # Another host committed this instance, or a later one, while our ballot ran: writing our commit
+            # now would set the leader back to an older instance, and a later acquire would run that instance
+            # again (found by leased torture with real sanlock in the cluster).
+            if latest.lver == next_lver and (latest.owner_id, latest.owner_generation) == (host_id, generation):
+                return area, latest, block, holders
+            raise LeaseError(
+                ResultCode.ACQUIRE_OWNED,
+                f"{area.where()} lver {latest.lver} was committed to host {latest.owner_id} during our ballot",
+            )
         new = commit_record(cur, next_lver, block, host_id, generation, disk_timestamp(clock), shared, num_hosts)
         try:
             await _write_leader(area, new, io_timeout)

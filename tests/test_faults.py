@@ -43,9 +43,10 @@ IO_TIMEOUT = 1
 GENERATION = 1
 HOST_A, HOST_B = 1, 2
 
-ACQUIRE_IO = ("read", "write", "read", "write", "read", "write")
+ACQUIRE_IO = ("read", "write", "read", "write", "read", "read", "write")
 """An uncontended acquire of a free lease (§7.7): initial area read, phase-1
-write and read, phase-2 write and read, commit write."""
+write and read, phase-2 write and read, the leader read again (nobody may
+have committed meanwhile), commit write."""
 ACQUIRE_OPS = len(ACQUIRE_IO)
 WRITE_OPS = tuple(k for k, kind in enumerate(ACQUIRE_IO) if kind == "write")
 PHASE1_WRITE, PHASE2_WRITE, COMMIT_WRITE = WRITE_OPS
@@ -190,7 +191,7 @@ def fault_id(fault: Fault) -> str:
 # The I/O pattern the fault positions are chosen from
 
 
-async def test_uncontended_acquire_does_three_reads_and_three_writes(
+async def test_uncontended_acquire_does_four_reads_and_three_writes(
     area: ResourceArea, lease_path: str, disk: Disk, nursery: trio.Nursery
 ) -> None:
     with trio.fail_after(10):
@@ -206,6 +207,7 @@ async def test_uncontended_acquire_does_three_reads_and_three_writes(
         (False, RES_OFFSET, whole),
         (True, ours, SECTOR),
         (False, RES_OFFSET, whole),
+        (False, RES_OFFSET, SECTOR),  # the leader again: nobody committed meanwhile
         (True, RES_OFFSET, SECTOR),
     ]
     assert tuple("write" if op.write else "read" for op in storage.ops) == ACQUIRE_IO
@@ -229,7 +231,8 @@ EXPECTED_RC = {
     2: ResultCode.DBLOCK_READ,
     3: ResultCode.DBLOCK_WRITE,
     4: ResultCode.DBLOCK_READ,
-    5: ResultCode.LEADER_WRITE,
+    5: ResultCode.LEADER_READ,
+    6: ResultCode.LEADER_WRITE,
 }
 """A's error for a fault at each operation (§7.5, §7.7, §11)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -257,3 +258,34 @@ async def test_exclusive_committed_for_us_by_another_host_still_respects_shared_
         with pytest.raises(LeaseError) as refused:
             await paxos_lease.acquire(await resource(open_storage, lease_file), 2, 1, io_timeout=IO_TIMEOUT)
     assert refused.value.rc == ResultCode.EAGAIN
+
+
+async def test_a_commit_never_sets_the_leader_back_to_an_older_instance(
+    lease_file: Path, open_storage: type[FileStorage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our ballot for lver N finished, but before our commit another host committed N and then N + 1.
+
+    Writing our commit for N then would put the leader back to N, and the
+    next acquirer would run instance N + 1 again over a live holder (seen in
+    a torture run with real sanlock).  The later commit is injected at the
+    ballot seam: a real leader write by host 3 between our phase 2 and our
+    commit, a window a test cannot schedule otherwise.
+    """
+    await make_areas(lease_file)
+    real_ballots = paxos_lease._run_ballots
+
+    async def others_commit_meanwhile(area: ResourceArea, cur: paxos_lease.Leader, host_id: int, generation: int,
+                                      next_lver: int, *args: Any) -> Any:  # fmt: skip
+        outcome = await real_ballots(area, cur, host_id, generation, next_lver, *args)
+        later = cur.sealed(lver=next_lver + 1, owner_id=3, owner_generation=1, timestamp=54321, write_id=3)
+        await paxos_lease._write_leader(area, later, IO_TIMEOUT)
+        return outcome
+
+    monkeypatch.setattr(paxos_lease, "_run_ballots", others_commit_meanwhile)
+    with trio.fail_after(10):
+        area = await resource(open_storage, lease_file)
+        with pytest.raises(LeaseError) as refused:
+            await paxos_lease.acquire(area, 2, 1, io_timeout=IO_TIMEOUT)
+        assert refused.value.rc == ResultCode.ACQUIRE_OWNED
+        leader = await paxos_lease.read_leader(area, 2, IO_TIMEOUT)
+    assert (leader.lver, leader.owner_id, leader.write_id) == (2, 3, 3), "the newer commit stays on disk"
