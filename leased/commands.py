@@ -23,6 +23,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -103,6 +104,7 @@ from leased.protocol import (
 from leased.resource import LeaseTable, Token, release_unless_shared_on
 from leased.state import ClientState, DaemonState
 from leased.storage import FileStorage
+from leased.tasks import Spawner
 from leased.timeouts import id_renewal_fail_seconds, kill_grace_seconds
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,8 @@ class Command:
     client: ClientState
     header: Header
     body: bytes
-    nursery: trio.Nursery
+    spawn: Spawner
+    """Starts the background tasks a command leaves running (join, fencing, removal), each contained."""
     open_storage: Callable[[str], FileStorage] = field(default=FileStorage)
     fencer: Fencer = field(default_factory=ProcessFencer)
 
@@ -279,9 +282,12 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
         history_size=state.config.renewal_history_size,
         set_bitmap_seconds=state.config.set_bitmap_seconds,
         space_id=next(state.space_ids),
-        on_failure=lambda failed: cmd.nursery.start_soon(fence_lockspace, state, failed, cmd.fencer),
-        on_scan=lambda scanned, generation, changed: cmd.nursery.start_soon(
-            examine_requests, state, scanned, generation, changed, cmd.fencer
+        on_failure=lambda failed: cmd.spawn(
+            f"fence lockspace {_ls_name(failed.name)}", partial(fence_lockspace, state, failed, cmd.fencer)
+        ),
+        on_scan=lambda scanned, generation, changed: cmd.spawn(
+            f"examine requests in {_ls_name(scanned.name)}",
+            partial(examine_requests, state, scanned, generation, changed, cmd.fencer),
         ),
     )
     state.lockspaces = [x for x in state.lockspaces if not (x.state is LockspaceState.FAILED and _matches(x, ls))]
@@ -294,7 +300,7 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
         ls.disk.offset,
         io_timeout,
     )
-    cmd.nursery.start_soon(joined.run)
+    cmd.spawn(f"lockspace {_ls_name(ls.name)}", joined.run)
     if cmd.header.cmd_flags & ADD_ASYNC:
         return cmd.reply(0)
     await joined.joined.wait()
@@ -337,7 +343,7 @@ async def cmd_rem_lockspace(cmd: Command) -> Reply:
     if target.state is LockspaceState.ADDING:
         target.cancel_scope.cancel()
     target.state = LockspaceState.REMOVING
-    cmd.nursery.start_soon(remove_lockspace, state, target, cmd.fencer)
+    cmd.spawn(f"remove lockspace {_ls_name(target.name)}", partial(remove_lockspace, state, target, cmd.fencer))
     if not cmd.header.cmd_flags & REM_ASYNC:
         await target.removed.wait()
     return cmd.reply(0)
@@ -738,6 +744,9 @@ async def cmd_release(cmd: Command) -> Reply:
         return _fail(cmd, exc.rc, exc.detail)
     flags = header.cmd_flags
     if flags & REL_ORPHAN:
+        if len(cmd.body) < RESOURCE_SIZE:
+            # REL_ALL framed the request without a body (length 32): no resource names the orphans.
+            return _fail(cmd, ResultCode.EINVAL, "release of orphans names no resource")
         (which,), _ = split_resources(cmd.body, 1, with_disks=False)
         orphans = state.leases.orphans(which.lockspace, which.name)
         for orphan in orphans:

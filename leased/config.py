@@ -228,6 +228,16 @@ KEYS: tuple[Key, ...] = (
         metavar="PATH",
         sanlock_conf=False,
     ),
+    Key(
+        "max_clients",
+        _integer(0),
+        0,
+        "most client connections (and registered processes) at once; past it a new connection is "
+        "logged and closed (0: derived from RLIMIT_NOFILE, see the README)",
+        option="--max-clients",
+        metavar="NUM",
+        sanlock_conf=False,
+    ),
     # -- accepted for compatibility, nothing to tune in leased -------------------
     Key(
         "max_worker_threads",

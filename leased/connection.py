@@ -58,6 +58,11 @@ Rules, and why:
   header cut off at the end keeps at most 31 bytes, so a full buffer always
   yields an event and the caller can never deadlock by respecting ``room()``.
 
+* **Fields checked before any handler.**  A complete request whose body
+  names a disk path with no NUL in its 1024 bytes, or a disk offset past
+  2^63 - 1, is a :class:`BadMessage` with the reply code
+  (:func:`leased.protocol.body_problem`): handlers never see such values.
+
 * **Nothing raises on input.**  Any byte sequence becomes events; an
   exception out of :meth:`MessageReader.next_event` is a bug in leased.
 """
@@ -75,6 +80,7 @@ from leased.protocol import (
     SM_PROTO,
     FramingError,
     Header,
+    body_problem,
     body_size,
     header_problem,
 )
@@ -250,6 +256,9 @@ class MessageReader:
                 body = bytes(buf[HEADER_SIZE : HEADER_SIZE + need])
                 del buf[: HEADER_SIZE + need]
                 self._pending = None
+                problem = body_problem(header, body)
+                if problem is not None:
+                    return BadMessage(problem.detail, header, problem.rc, HEADER_SIZE + need)
                 return Request(header, body)
             self._need = need
         return None

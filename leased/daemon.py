@@ -7,14 +7,25 @@ connections, reads each peer's credentials (``SO_PEERCRED``), and runs one
 task per connection that feeds a :class:`~leased.connection.MessageReader`
 and hands each framed request to its handler (:mod:`leased.commands`).
 
-What it promises:
+What it promises (the boundaries are where a daemon dies, so each is here):
 
-* a bad message is logged (connection id, pid, command, what was wrong) and
-  otherwise ignored: the connection stays open and no lease is dropped for
-  it; the reader resynchronises on the next valid header;
-* a registered connection that closes means its process exited: its leases
-  are released on disk (shielded from cancellation, so shutdown cannot cut
-  a release in half);
+* **one boundary per connection**: a bad message is logged (connection id,
+  pid, command, what was wrong) and answered with its code when it has one;
+  the reader resynchronises on the next valid header.  Every send is
+  guarded, and any exception in a connection's task is logged and ends that
+  connection alone: never another connection, never the daemon;
+* **one boundary per background task** (:mod:`leased.tasks`): a join,
+  renewal, fencing, examine or removal task that breaks is logged and ends
+  alone; a broken renewal fails its lockspace, which fences its holders;
+* **the release rule** (see ``_connection``): a registered process's leases
+  are released on disk only when it is known gone, by EOF on its
+  connection or by its exit seen through its pidfd; no error, cancellation
+  or shutdown path releases the lease of a holder that still runs;
+* **bounds instead of crashes**: at most ``max_clients`` connections and
+  registered processes (derived from RLIMIT_NOFILE unless configured; past
+  it a new connection is logged and closed), an accept loop that waits out
+  EMFILE, a bounded read buffer per connection (the reader's), at most 32
+  event channels per lockspace, and a bounded renewal history;
 * nothing blocks the event loop: disk I/O runs in worker threads, and a slow
   or silent client stalls only its own task.
 """
@@ -22,14 +33,18 @@ What it promises:
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import fcntl
 import logging
 import os
+import resource
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import trio
 
@@ -38,12 +53,13 @@ from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, 
 from leased.connection import BadMessage, MessageReader, Request
 from leased.errors import LeaseError, ResultCode
 from leased.fencing import Fencer, ProcessFencer
-from leased.lockspace import EventChannel, LockspaceState
+from leased.lockspace import EventChannel, JoinedLockspace, LockspaceState
 from leased.logsetup import LogSettings, LogSetupError, setup_logging
 from leased.notify import Notifier
 from leased.protocol import RESTRICT_ALL, Cmd
-from leased.state import ClientState, DaemonConfig, DaemonState, LogRing
+from leased.state import ClientState, DaemonConfig, DaemonState, LogRing, client_limit
 from leased.storage import FileStorage
+from leased.tasks import Spawner, nursery_spawner
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +75,44 @@ def peer_credentials(sock: socket.socket | trio.socket.SocketType) -> tuple[int,
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
     return pid, uid, gid
+
+
+class ConnectionEnd(enum.Enum):
+    """How a connection ended: only PEER_CLOSED lets a registered process's leases go (the release rule)."""
+
+    PEER_CLOSED = "the peer closed it (EOF or reset)"
+    CLOSED_HERE = "a close rule of the daemon"
+    FAILED = "an internal error in leased"
+    CANCELLED = "the daemon is stopping"
+
+
+class RateLimitedLog:
+    """One error line per ``interval`` seconds for a condition that can repeat thousands of times a second."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._last = -interval
+        self._suppressed = 0
+
+    def note(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += f" ({self._suppressed} more since the last line)"
+        log.error(message, *args)
+        self._last, self._suppressed = now, 0
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (trio polls with epoll, so no FD_SETSIZE cap); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 class Daemon:
@@ -78,6 +132,18 @@ class Daemon:
         self._pid_file: int | None = None
         self._stop = trio.Event()
         self._maybe_changed = trio.Event()
+        self._connections = 0
+        self._refusals = RateLimitedLog()
+        self.max_clients = config.max_clients
+        self._spawn: Spawner = self._spawn_unavailable
+
+    @staticmethod
+    def _spawn_unavailable(what: str, task: object) -> None:
+        raise RuntimeError(f"{what}: the daemon is not serving")
+
+    def stop(self) -> None:
+        """Stop serving, as SIGTERM does on a daemon with no lockspace (tests, embedding programs)."""
+        self._stop.set()
 
     # -- start-up -------------------------------------------------------
 
@@ -123,16 +189,22 @@ class Daemon:
             listener = self._bind()
         except OSError as exc:
             raise DaemonError(f"cannot listen on {self.config.socket_path}: {exc.strerror}") from exc
+        nofile = raise_fd_limit()
+        if not self.max_clients:
+            self.max_clients = client_limit(nofile)
         log.info(
-            "leased daemon started pid %d socket %s host name %s",
+            "leased daemon started pid %d socket %s host name %s max_clients %d (RLIMIT_NOFILE %d)",
             os.getpid(),
             self.config.socket_path,
             self.config.our_host_name,
+            self.max_clients,
+            nofile,
         )
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                nursery.start_soon(self._accept_loop, listener, nursery)
+                self._spawn = nursery_spawner(nursery)
+                nursery.start_soon(self._accept_loop, listener)
                 nursery.start_soon(self._watch_signals)
                 # The socket listens (connections queue in the backlog): only now may systemd start
                 # the units ordered after us.
@@ -173,10 +245,37 @@ class Daemon:
             self._maybe_changed = trio.Event()
             self.notifier.status(self.status_line())
 
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        """Accept connections for ever; neither a full fd table nor a flood of clients stops it.
+
+        At ``max_clients`` open connections a new one is logged and closed at
+        once, so the descriptors the daemon needs for lockspaces and leases
+        stay free.  EMFILE/ENFILE (and ENOMEM/ENOBUFS) wait 100 ms and try
+        again, as ``trio.serve_listeners`` does: closing connections frees
+        descriptors, and the backlog holds new clients meanwhile.
+        """
         while True:
-            stream = await listener.accept()
-            nursery.start_soon(self._connection, stream)
+            try:
+                stream = await listener.accept()
+            except trio.ClosedResourceError:
+                return
+            except OSError as exc:
+                self._refusals.note(
+                    "accept failed: %s (%d connections open, max_clients %d); retrying in 100 ms",
+                    exc.strerror or exc,
+                    self._connections,
+                    self.max_clients,
+                )
+                await trio.sleep(0.1)
+                continue
+            if self._connections >= self.max_clients:
+                self._refusals.note(
+                    "connection refused: %d connections open, max_clients %d", self._connections, self.max_clients
+                )
+                await stream.aclose()
+                continue
+            self._connections += 1
+            self.nursery.start_soon(self._connection, stream)
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -193,58 +292,137 @@ class Daemon:
             for lockspace in list(self.state.lockspaces):
                 await remove_lockspace(self.state, lockspace, self.fencer)
 
+    # -- one connection ---------------------------------------------------
+    #
+    # The release rule.  Releasing a lease on disk lets another host take it, so the daemon
+    # releases a registered process's leases only when that process is known to be gone:
+    #
+    # * its registered connection ended by the peer (EOF, or a reset): the process closed it,
+    #   which for sanlock's clients means it exited (wire spec §7.2); or
+    # * its exit was seen through its pidfd.
+    #
+    # Nothing else releases: not an exception in leased's own code (the connection is closed, its
+    # process stays registered and its leases held until the pidfd says it exited), not a
+    # cancellation (a stopping or crashing daemon leaves the leases on disk, owned by a host id
+    # nobody renews any more, for other hosts to time out), not a refused or broken message.
+    # A forced shutdown stops the holders first (remove_lockspace's SIGKILL) and releases what
+    # their EOFs then show gone.
+
     async def _connection(self, stream: trio.SocketStream) -> None:
+        """One client's connection, inside its own boundary: whatever happens ends only this connection."""
         sock = stream.socket
         try:
             pid, uid, gid = peer_credentials(sock)
         except OSError:
             pid, uid, gid = -1, -1, -1
         client = ClientState(uid=uid, gid=gid, fd=sock.fileno())
-        peer_pid = pid
         self.state.clients[client.ci] = client
-        reader = MessageReader()
+        end = ConnectionEnd.FAILED
         try:
             async with stream:
-                while True:
-                    try:
-                        data = await stream.receive_some(max(1, min(RECV_CHUNK, reader.room())))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        break
-                    if not data:
-                        bad = reader.eof()
-                        if bad is not None:
-                            self._log_bad(client, bad)
-                        break
-                    reader.feed(data)
-                    keep_open = True
-                    while keep_open and (event := reader.next_event()) is not None:
-                        if isinstance(event, BadMessage):
-                            self._log_bad(client, event)
-                            if event.rc is not None and event.header is not None:
-                                await stream.send_all(event.header.reply(event.rc).encode())
-                            continue
-                        keep_open = await self._request(stream, client, peer_pid, event)
-                        self._maybe_changed.set()
-                    if not keep_open:
-                        break
-                    if self.state.shutting_down:
-                        self._stop.set()
+                end = ConnectionEnd.CANCELLED
+                end = await self._serve_client(stream, client, pid)
+        except Exception:
+            if end is ConnectionEnd.CANCELLED:
+                end = ConnectionEnd.FAILED
+            log.exception("client connection ci %d pid %d: internal error; connection closed", client.ci, client.pid)
         finally:
-            if client.registered:
-                with trio.CancelScope(shield=True):
-                    log.debug("client_pid_dead ci %d pid %d", client.ci, client.pid)
-                    await release_client(self.state, client)
-            client.dead = True
-            if client.pidfd >= 0:
-                os.close(client.pidfd)
-                client.pidfd = -1
-            self.state.clients.pop(client.ci, None)
+            self._connections -= 1
+            with trio.CancelScope(shield=True):
+                await self._connection_ended(client, end)
             self._maybe_changed.set()
             if self.state.shutting_down:
                 self._stop.set()
 
-    async def _request(self, stream: trio.SocketStream, client: ClientState, peer_pid: int, request: Request) -> bool:
-        """Run one request; returns whether the connection stays open."""
+    async def _connection_ended(self, client: ClientState, end: ConnectionEnd) -> None:
+        """Apply the release rule to a connection that ended (``end`` says how)."""
+        if client.registered and not client.dead and end is not ConnectionEnd.PEER_CLOSED:
+            if end is ConnectionEnd.CANCELLED:
+                if client.tokens:
+                    log.warning(
+                        "daemon stopping: pid %d still runs: its %d leases stay on disk", client.pid, len(client.tokens)
+                    )
+            else:
+                # Not known gone: keep it registered, its leases held, until its exit shows on the pidfd.
+                self._spawn(f"watch pid {client.pid}", partial(self._release_at_exit, client))
+                return
+        elif client.registered and not client.dead:
+            log.debug("client_pid_dead ci %d pid %d", client.ci, client.pid)
+            await release_client(self.state, client)
+        self._forget(client)
+
+    def _forget(self, client: ClientState) -> None:
+        client.dead = True
+        if client.pidfd >= 0:
+            os.close(client.pidfd)
+            client.pidfd = -1
+        self.state.clients.pop(client.ci, None)
+
+    async def _release_at_exit(self, client: ClientState) -> None:
+        """A registered process whose connection broke: release its leases once it has exited."""
+        if client.pidfd < 0:
+            log.critical(
+                "pid %d: connection lost and no pidfd to see its exit: its %d leases stay held "
+                "(release them with -p %d, or stop the process)",
+                client.pid,
+                len(client.tokens),
+                client.pid,
+            )
+            return
+        log.error(
+            "pid %d: connection lost: keeping its %d leases until the process exits", client.pid, len(client.tokens)
+        )
+        try:
+            await trio.lowlevel.wait_readable(client.pidfd)
+            log.info("pid %d exited after its connection was lost: releasing its leases", client.pid)
+            with trio.CancelScope(shield=True):
+                await release_client(self.state, client)
+        finally:
+            self._forget(client)
+            self._maybe_changed.set()
+
+    async def _serve_client(self, stream: trio.SocketStream, client: ClientState, peer_pid: int) -> ConnectionEnd:
+        """Read and answer requests until the peer closes or a close rule ends the connection."""
+        reader = MessageReader()
+        while True:
+            try:
+                data = await stream.receive_some(max(1, min(RECV_CHUNK, reader.room())))
+            except trio.BrokenResourceError:
+                return ConnectionEnd.PEER_CLOSED  # ECONNRESET: the peer closed with our reply unread
+            if not data:
+                bad = reader.eof()
+                if bad is not None:
+                    self._log_bad(client, bad)
+                return ConnectionEnd.PEER_CLOSED
+            reader.feed(data)
+            while (event := reader.next_event()) is not None:
+                if isinstance(event, BadMessage):
+                    self._log_bad(client, event)
+                    if event.rc is not None and event.header is not None:
+                        sent = await self._send(stream, event.header.reply(event.rc).encode())
+                        if not sent:
+                            return ConnectionEnd.PEER_CLOSED
+                    continue
+                end = await self._request(stream, client, peer_pid, event)
+                self._maybe_changed.set()
+                if end is not None:
+                    return end
+            if self.state.shutting_down:
+                self._stop.set()
+
+    @staticmethod
+    async def _send(stream: trio.SocketStream, data: bytes) -> bool:
+        """Send a reply; False when the peer has closed (EPIPE, ECONNRESET), the only way a send may fail."""
+        try:
+            await stream.send_all(data)
+        except trio.BrokenResourceError:
+            return False
+        return True
+
+    async def _request(
+        self, stream: trio.SocketStream, client: ClientState, peer_pid: int, request: Request
+    ) -> ConnectionEnd | None:
+        """Run one request; returns how the connection ends, or None while it stays open."""
         header = request.header
         if client.restrict & RESTRICT_ALL:
             log.error(
@@ -254,8 +432,18 @@ class Daemon:
                 header.cmd,
                 header.length,
             )
-            return True
-        if header.cmd == Cmd.REGISTER:
+            return None
+        if header.cmd == Cmd.REGISTER and not client.registered:
+            registered = sum(1 for c in self.state.clients.values() if c.registered and not c.dead)
+            if registered >= self.max_clients:
+                log.error(
+                    "register ci %d pid %d refused: %d processes registered, max_clients %d",
+                    client.ci,
+                    peer_pid,
+                    registered,
+                    self.max_clients,
+                )
+                return ConnectionEnd.CLOSED_HERE
             client.pid = peer_pid
             if client.pidfd < 0 and peer_pid > 0:
                 try:
@@ -265,7 +453,7 @@ class Daemon:
         elif not client.registered:
             client.name = Cmd(header.cmd).name.lower().encode()  # as sanlock names one-shot clients in status
         handler = HANDLERS.get(header.cmd, cmd_unsupported)
-        command = Command(self.state, client, header, request.body, self.nursery, self.open_storage, self.fencer)
+        command = Command(self.state, client, header, request.body, self._spawn, self.open_storage, self.fencer)
         try:
             reply = await handler(command)
         except LeaseError as exc:
@@ -279,28 +467,46 @@ class Daemon:
             # A handler bug must not take the connection (and a registered client's leases) down.
             log.exception("%s ci %d pid %d: internal error", command.name, client.ci, client.pid)
             reply = command.reply(-1)
-        if reply.data:
-            try:
-                await stream.send_all(reply.data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return False
+        if reply.data and not await self._send(stream, reply.data):
+            return ConnectionEnd.PEER_CLOSED
         if reply.event_channel is not None:
-            # REG_EVENT: from now on the daemon only writes event records here; the task keeps the
-            # socket open until END_EVENT (or a failed write) ends the channel.
-            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(stream.socket.fileno()))
-            channel = EventChannel(raw)
-            reply.event_channel.event_channels.append(channel)
-            try:
-                await channel.ended.wait()
-            finally:
-                raw.close()
-            return False
+            return await self._event_channel(stream, client, reply.event_channel)
         if reply.close or header.cmd in INLINE_CLOSERS:
             if client.registered:
                 log.debug("client_free ci %d live pid %d: keep registered connection", client.ci, client.pid)
-                return True
-            return False
-        return True
+                return None
+            return ConnectionEnd.CLOSED_HERE
+        return None
+
+    async def _event_channel(
+        self, stream: trio.SocketStream, client: ClientState, lockspace: JoinedLockspace
+    ) -> ConnectionEnd | None:
+        """REG_EVENT: from now on the daemon only writes event records on this connection.
+
+        The channel ends at END_EVENT, on a failed write, or when the peer
+        closes (watched here, so a closed channel frees its slot at once and
+        a registered client's exit is not missed).  A registered connection
+        is served again after END_EVENT; any other connection closes.
+        """
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(stream.socket.fileno()))
+        channel = EventChannel(raw)
+        lockspace.event_channels.append(channel)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_channel, channel)
+                await channel.ended.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            raw.close()
+        if channel.peer_closed:
+            return ConnectionEnd.PEER_CLOSED
+        return None if client.registered else ConnectionEnd.CLOSED_HERE
+
+    @staticmethod
+    async def _watch_channel(channel: EventChannel) -> None:
+        while not channel.ended.is_set():
+            await trio.lowlevel.wait_readable(channel.sock)
+            channel.poll()
 
     def _log_bad(self, client: ClientState, bad: BadMessage) -> None:
         cmd = bad.header.cmd if bad.header else 0

@@ -192,6 +192,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
             set_bitmap_seconds=settings.integer("set_bitmap_seconds"),
             io_timeout=settings.integer("io_timeout"),
             watchdog_fire_timeout=settings.integer("watchdog_fire_timeout"),
+            max_clients=settings.integer("max_clients"),
         )
         log_settings = LogSettings(
             foreground=opts.foreground,

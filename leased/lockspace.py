@@ -60,10 +60,23 @@ class LockspaceState(enum.Enum):
 
 @dataclass
 class EventChannel:
-    """A connection turned into an event channel by REG_EVENT: the daemon only writes to it."""
+    """A connection turned into an event channel by REG_EVENT: the daemon writes event records to it.
+
+    The client writes only one thing on it: a 4-byte ``1`` before it sends
+    END_EVENT on another connection, or it closes the socket.  :meth:`poll`
+    reads both without blocking; the connection's task calls it whenever the
+    socket is readable, so a channel whose peer closed ends at once and its
+    slot is free again (a registered connection's close is then seen too).
+    """
 
     sock: socket.socket
     ended: trio.Event = field(default_factory=trio.Event)
+    end_requested: bool = False
+    """The client wrote its ``1``: the next END_EVENT for the lockspace ends this channel."""
+    peer_closed: bool = False
+    """EOF (or a reset) was read: the client closed its end."""
+    _partial: bytes = b""
+    _warned: bool = False
 
     def deliver(self, record: bytes) -> bool:
         """Write one event record without blocking; False (and ended) if the channel is gone or full."""
@@ -76,22 +89,35 @@ class EventChannel:
             return False
         return True
 
+    def poll(self) -> None:
+        """Consume what the client wrote, without blocking: its ``1`` marks the end request, EOF ends."""
+        for _ in range(16):  # bounded: a client writing without pause cannot hold the event loop
+            if self.ended.is_set():
+                return
+            try:
+                data = self.sock.recv(256, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.peer_closed = True
+                self.ended.set()
+                return
+            self._partial += data
+            while len(self._partial) >= 4:
+                value = int.from_bytes(self._partial[:4], "little")
+                self._partial = self._partial[4:]
+                if value == 1:
+                    self.end_requested = True
+                elif not self._warned:
+                    self._warned = True
+                    log.warning("event channel: unexpected value %d ignored (and any more on this channel)", value)
+
     def wants_end(self) -> bool:
-        """END_EVENT: read the client's 4-byte ``1`` (or EOF, or an error) without blocking."""
-        try:
-            data = self.sock.recv(4, socket.MSG_DONTWAIT | socket.MSG_PEEK)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        if not data:
-            return True
-        if len(data) == 4:
-            self.sock.recv(4, socket.MSG_DONTWAIT)
-            if int.from_bytes(data, "little") == 1:
-                return True
-            log.warning("event channel: unexpected value %d ignored", int.from_bytes(data, "little"))
-        return False
+        """END_EVENT: has the client asked to end this channel (its ``1``, or a close)?"""
+        self.poll()
+        return self.end_requested or self.ended.is_set()
 
 
 @dataclass
@@ -228,9 +254,16 @@ class JoinedLockspace:
         with self.cancel_scope:
             try:
                 await self._join()
-            except LeaseError as exc:
-                self.add_result = exc.rc
-                log.error("add_lockspace %s failed: %s", self.name.decode(errors="replace"), exc)
+            except Exception as exc:
+                # A LeaseError is the join's answer; anything else is a bug, answered as sanlock's
+                # generic failure.  Either way the add fails and nothing keeps running.
+                self.add_result = exc.rc if isinstance(exc, LeaseError) else ResultCode.ERROR
+                if isinstance(exc, LeaseError):
+                    log.error("add_lockspace %s failed: %s", self.name.decode(errors="replace"), exc)
+                else:
+                    log.exception("add_lockspace %s: internal error", self.name.decode(errors="replace"))
+                if self.lease is not None:
+                    self.lease.area.storage.close()
                 self.state = LockspaceState.FAILED
                 self.joined.set()
                 task_status.started()
@@ -238,11 +271,17 @@ class JoinedLockspace:
             self.state = LockspaceState.JOINED
             self.joined.set()
             task_status.started()
-            async with trio.open_nursery() as nursery:
-                self._tasks = nursery.cancel_scope
-                self._nursery = nursery
-                nursery.start_soon(self._renew_forever)
-                nursery.start_soon(self._watch_deadline)
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._tasks = nursery.cancel_scope
+                    self._nursery = nursery
+                    nursery.start_soon(self._renew_forever)
+                    nursery.start_soon(self._watch_deadline)
+            except Exception:
+                # Nobody renews our host id any more: fail the lockspace, which fences its lease
+                # holders before other hosts may take their leases (never keep it "joined").
+                log.exception("lockspace %s: renewal internal error: failing", self.name.decode(errors="replace"))
+                self._fail()
 
     async def _join(self) -> None:
         storage = self.open_storage(self.key.path)
@@ -403,8 +442,9 @@ class JoinedLockspace:
 
     def _record(self, timestamp: int, started: float, error: bool = False) -> None:
         seconds = self.clock.now() - started
-        self.history.append(RenewalRecord(timestamp, int(seconds * 1000), 0, 0, 1 if error else 0))
-        del self.history[: -self.history_size]
+        if self.history_size > 0:  # -H 0 keeps no history (a slice [:-0] would keep it all)
+            self.history.append(RenewalRecord(timestamp, int(seconds * 1000), 0, 0, 1 if error else 0))
+            del self.history[: -self.history_size]
         if error:
             self.renewals_failed += 1
         else:

@@ -636,6 +636,51 @@ def body_size(header: Header, body: bytes) -> int:
     raise FramingError(ResultCode.EINVAL, f"cmd {cmd} unknown")
 
 
+MAX_DISK_OFFSET: Final = (1 << 63) - 1
+"""The largest disk offset a request may name: ``off_t`` is signed, the wire field is u64."""
+
+_LOCKSPACE_DISK_AT: Final = NAME_LEN + 8 + 4 + 4
+"""Where ``host_id_disk`` starts inside a sanlk_lockspace."""
+
+_LOCKSPACE_FIRST = frozenset(cmd for cmd, size in _FIXED_BODY.items() if size >= LOCKSPACE_SIZE and cmd != Cmd.KILLPATH)
+"""Commands whose body starts with a sanlk_lockspace."""
+
+
+def _disk_offsets(header: Header, body: bytes) -> list[int]:
+    """Where each sanlk_disk of a complete, framed body starts."""
+    cmd = header.cmd
+    if cmd in _LOCKSPACE_FIRST:
+        return [_LOCKSPACE_DISK_AT]
+    if cmd == Cmd.ALIGN:
+        return [0]
+    if cmd == Cmd.ACQUIRE or cmd in _ONE_RESOURCE_WITH_DISKS:
+        offsets, at = [], 0
+        for _ in range(header.data if cmd == Cmd.ACQUIRE else 1):
+            num_disks = int.from_bytes(body[at + 124 : at + 128], "little")
+            offsets += [at + RESOURCE_SIZE + i * DISK_SIZE for i in range(num_disks)]
+            at += RESOURCE_SIZE + num_disks * DISK_SIZE
+        return offsets
+    return []
+
+
+def body_problem(header: Header, body: bytes) -> FramingError | None:
+    """Why a complete, framed body must not reach a handler (None when it may).
+
+    Checked once per request before any handler runs, so no handler meets
+    these: a disk path that fills all 1024 bytes with no NUL (sanlock's
+    paths end inside the field; such a path could never be written back
+    into a STATUS record), and a disk offset no ``pread`` can address.
+    """
+    for at in _disk_offsets(header, body):
+        if b"\0" not in body[at : at + PATH_LEN]:
+            detail = f"disk path at body offset {at} has no NUL in {PATH_LEN} bytes"
+            return FramingError(ResultCode.ENAMETOOLONG, detail)
+        offset = int.from_bytes(body[at + PATH_LEN : at + PATH_LEN + 8], "little")
+        if offset > MAX_DISK_OFFSET:
+            return FramingError(ResultCode.EINVAL, f"disk offset {offset} above {MAX_DISK_OFFSET}")
+    return None
+
+
 def split_resources(body: bytes, count: int, with_disks: bool) -> tuple[list[Resource], int]:
     """Decode ``count`` resources from a framed body; returns them and the bytes used."""
     resources, offset = [], 0

@@ -44,6 +44,8 @@ class DaemonConfig:
     io_timeout: int = DEFAULT_IO_TIMEOUT
     watchdog_fire_timeout: int = DEFAULT_WATCHDOG_FIRE_TIMEOUT
     log_ring_bytes: int = 1 << 20
+    max_clients: int = 0
+    """Most connections (and registered processes) at once; 0: :func:`client_limit` of RLIMIT_NOFILE."""
     allow_cross_uid: bool = False
     """Let a client act on another uid's registered pid (root always may)."""
 
@@ -61,6 +63,22 @@ class DaemonConfig:
 
     def timeouts(self, io_timeout: int) -> Timeouts:
         return Timeouts(io_timeout, self.watchdog_fire_timeout)
+
+
+FD_RESERVE = 64
+"""File descriptors kept back from clients: lockspace handles, log sinks, the listener, event channel dups."""
+FDS_PER_CLIENT = 3
+"""A connection's socket, a registered process's pidfd, and on average one lease's storage handle."""
+
+
+def client_limit(nofile: int) -> int:
+    """Connections the daemon accepts with ``nofile`` descriptors before it must refuse them.
+
+    Past this the accept loop closes new connections at once instead of
+    running into EMFILE half way through some client's acquire (its storage
+    open) or a registration (its pidfd).
+    """
+    return max(8, (nofile - FD_RESERVE) // FDS_PER_CLIENT)
 
 
 _client_ids = itertools.count(1)

@@ -39,7 +39,7 @@ import stat
 import struct
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from leased.errors import LeaseError, ResultCode, rc_from_oserror
 
@@ -102,6 +102,16 @@ class Storage(Protocol):
     async def write(self, offset: int, data: bytes, timeout: float) -> None: ...
 
     def close(self) -> None: ...
+
+
+MAX_OFFSET: Final = (1 << 63) - 1
+"""The largest byte offset the kernel takes (``off_t`` is signed); wire and disk fields are u64."""
+
+
+def _check_range(path: str, offset: int, length: int) -> None:
+    """EINVAL for a range ``pread``/``pwrite`` cannot address, instead of OverflowError from ``os``."""
+    if offset < 0 or length < 0 or offset + length > MAX_OFFSET:
+        raise LeaseError(ResultCode.EINVAL, f"{path}: offset {offset} length {length} outside 0..{MAX_OFFSET}")
 
 
 class FileStorage:
@@ -167,6 +177,7 @@ class FileStorage:
 
     def read_sync(self, offset: int, length: int) -> bytes:
         """Blocking read; the part past the end of a file reads as zeros, any other short read is EIO."""
+        _check_range(self._path, offset, length)
         fd = self._enter()
         try:
             buf = _BUFFERS.take(length)
@@ -189,6 +200,7 @@ class FileStorage:
         return data
 
     def write_sync(self, offset: int, data: bytes) -> None:
+        _check_range(self._path, offset, len(data))
         fd = self._enter()
         try:
             buf = _BUFFERS.take(len(data))

@@ -418,6 +418,43 @@ def test_acquire_with_five_disks_is_erange() -> None:
         assert rest == [VERSION_REQ]
 
 
+def _patched(body: bytes, at: int, raw: bytes) -> bytes:
+    return body[:at] + raw + body[at + len(raw) :]
+
+
+LOCKSPACE_PATH_AT = NAME_LEN + 16
+
+
+@pytest.mark.parametrize(
+    ("patch", "rc", "reason"),
+    [
+        ((LOCKSPACE_PATH_AT, b"p" * 1024), -36, "disk path at body offset 64 has no NUL in 1024 bytes"),
+        ((LOCKSPACE_PATH_AT + 1024, (2**63).to_bytes(8, "little")), -22, f"disk offset {2**63} above {2**63 - 1}"),
+    ],
+)
+@pytest.mark.parametrize("cmd", [Cmd.ADD_LOCKSPACE, Cmd.INQ_LOCKSPACE, Cmd.WRITE_LOCKSPACE, Cmd.GET_HOSTS])
+def test_disk_fields_are_checked_before_handlers(cmd: Cmd, patch: tuple[int, bytes], rc: int, reason: str) -> None:
+    """A path filling its field with no NUL, or an offset no pread takes, never reaches a handler."""
+    body = _patched(Lockspace(b"LS", 1, 0, Disk("/d", 0)).encode(), *patch)
+    header = Header(cmd, length=HEADER_SIZE + len(body))
+    stream = header.encode() + body + VERSION_RAW
+    for chunks in ([stream], bytewise(stream)):
+        assert run(chunks) == [BadMessage(reason, header, rc, HEADER_SIZE + len(body)), VERSION_REQ]
+
+
+def test_every_disk_of_an_acquire_is_checked() -> None:
+    good = Resource(b"LS", b"R1", num_disks=2, disks=(Disk("/a", 0), Disk("/b", 2**63 - 1)))
+    bad_offset = Resource(b"LS", b"R2", num_disks=2, disks=(Disk("/a", 0), Disk("/b", 0)))
+    raw_bad = _patched(bad_offset.encode(), RESOURCE_SIZE + DISK_SIZE + 1024, (2**64 - 1).to_bytes(8, "little"))
+    body = good.encode() + raw_bad + Options().encode()
+    header = Header(Cmd.ACQUIRE, data=2, data2=TARGET_SELF, length=HEADER_SIZE + len(body))
+    (complaint,) = run([header.encode() + body])
+    assert isinstance(complaint, BadMessage) and complaint.rc == -22
+    ok_body = good.encode() + Options().encode()
+    ok = Header(Cmd.ACQUIRE, data=1, data2=TARGET_SELF, length=HEADER_SIZE + len(ok_body))
+    assert run([ok.encode() + ok_body]) == [Request(ok, ok_body)]
+
+
 @pytest.mark.parametrize("mode", ["whole", "bytewise", "late"])
 def test_a_lying_length_does_not_swallow_the_next_request(mode: str) -> None:
     header = Header(Cmd.ACQUIRE, data=9, data2=TARGET_SELF, length=HEADER_SIZE + MAX_BODY)
@@ -512,7 +549,8 @@ names = st.binary(max_size=NAME_LEN).filter(lambda b: MAGIC not in b)
 paths = st.text(st.characters(codec="utf-8"), max_size=40)
 u64 = st.integers(0, 2**64 - 1)
 pids = st.sampled_from([TARGET_SELF]) | st.integers(1, 2**22)
-disks = st.builds(Disk, paths, u64)
+offsets = st.integers(0, 2**63 - 1)  # past it a request is refused (test_disk_fields_are_checked_before_handlers)
+disks = st.builds(Disk, paths, offsets)
 resources = st.builds(
     Resource,
     names,

@@ -126,7 +126,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
                 reply, _ = await call(conn, Header(Cmd.ADD_LOCKSPACE, length=HEADER_SIZE + len(ls), data=1), ls)
         assert reply.result == 0
         yield s
-        daemon._stop.set()
+        daemon.stop()
 
 
 async def leader_timestamp(setup: Setup, name: bytes) -> int:

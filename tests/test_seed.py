@@ -89,7 +89,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
             reply, _ = await one_shot(s, Header(Cmd.ADD_LOCKSPACE, length=HEADER_SIZE + len(ls), data=1), ls)
         assert reply.result == 0
         yield s
-        daemon._stop.set()
+        daemon.stop()
 
 
 async def test_race_a_interleaved_calls_keep_connection_leases_and_stream(
