@@ -1156,6 +1156,8 @@ async def cmd_reg_event(cmd: Command) -> Reply:
     lockspace = cmd.state.find_lockspace(ls.name)
     if lockspace is None:
         return cmd.reply(ResultCode.ENOENT)
+    for channel in lockspace.event_channels:
+        channel.poll()  # a channel whose peer closed ends here, even before its task has run
     lockspace.event_channels = [ch for ch in lockspace.event_channels if not ch.ended.is_set()]
     if len(lockspace.event_channels) >= MAX_EVENT_CHANNELS:
         return _fail(cmd, ResultCode.ENOCSI, "reg_event: all event channels in use")

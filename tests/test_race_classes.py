@@ -437,15 +437,35 @@ async def test_race_b_lease_of_a_closed_client_is_never_dropped_silently(
 
 
 def test_fault_point_specs_are_checked() -> None:
-    assert faultpoints.parse("acquire.prepare=0.5, release.prepare") == {
-        "acquire.prepare": 0.5,
-        "release.prepare": 1.0,
+    Schedule = faultpoints.Schedule
+    assert faultpoints.parse("acquire.prepare=0.5, release.prepare, orphan.move@3") == {
+        "acquire.prepare": Schedule(0.5),
+        "release.prepare": Schedule(1.0),
+        "orphan.move": Schedule(failures_left=3),
     }
     assert faultpoints.parse("") == {}
     for bad, complaint in (
         ("acquire=0.1", "unknown fault point"),
+        ("acquire@2", "unknown fault point"),
         ("release.prepare=x", "not a number"),
+        ("release.prepare@-1", "not a whole number"),
         ("orphan.move=2", "outside"),
     ):
         with pytest.raises(faultpoints.FaultPointError, match=complaint):
             faultpoints.parse(bad)
+
+
+def test_a_counted_fault_point_fails_its_first_checks_then_goes_quiet() -> None:
+    table = faultpoints.parse("release.prepare@2")
+    faultpoints.arm(table)
+    try:
+        for _ in range(2):
+            with pytest.raises(MemoryError):
+                faultpoints.check("release.prepare")
+        for _ in range(100):
+            faultpoints.check("release.prepare")
+        faultpoints.check("acquire.prepare")  # not armed
+        assert faultpoints.hits() == {"release.prepare": 2}
+        assert table["release.prepare"].failures_left == 2, "arming copied the schedule"
+    finally:
+        faultpoints.arm({})

@@ -493,29 +493,9 @@ class Torture:
                             await trio.sleep(0.5)
                 self.history.record("final", r=name, free=free)
                 if free:
-                    await self._final_release(registration, name)
+                    await release_retrying(registration, LOCKSPACE, name)
         finally:
             registration.close()
-
-    async def _final_release(self, registration: Registration, name: str) -> None:
-        """Release a lease the final check took, retrying what the armed fault points inject.
-
-        The leased hosts still run with their fault points armed, so a release
-        can answer -ENOMEM (it left the lease held, by the prepare-then-commit
-        rule): that is the injected fault working, not a finding, and the
-        check must not end on it.  Any other failure is retried the same way
-        for a bounded time, then reported.
-        """
-        deadline = trio.current_time() + 60
-        while True:
-            try:
-                await trio.to_thread.run_sync(registration.release, LOCKSPACE, name)
-                return
-            except SanlockError as exc:
-                if trio.current_time() > deadline:
-                    raise TortureError(f"final check: release of {name} failed for 60 s: {exc}") from exc
-                log.info("final check: release of %s answered %s; retrying", name, exc)
-                await trio.sleep(0.2)
 
     async def _release_orphans(self, host: Host) -> None:
         """Persistent leases of workers that died and were never adopted: let them go, and count them."""
@@ -658,3 +638,24 @@ def run_torture(options: Options) -> Report:
     }
     (options.workdir / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     return report
+
+
+async def release_retrying(registration: Registration, lockspace: str, name: str, limit: float = 60) -> None:
+    """Release a lease the final check took, retrying what the armed fault points inject.
+
+    The leased hosts still run with their fault points armed, so a release
+    can answer -ENOMEM (it left the lease held, by the prepare-then-commit
+    rule): that is the injected fault working, not a finding, and the
+    check must not end on it.  Any other failure is retried the same way
+    for ``limit`` seconds, then reported.
+    """
+    deadline = trio.current_time() + limit
+    while True:
+        try:
+            await trio.to_thread.run_sync(registration.release, lockspace, name)
+            return
+        except SanlockError as exc:
+            if trio.current_time() > deadline:
+                raise TortureError(f"final check: release of {name} failed for {limit} s: {exc}") from exc
+            log.info("final check: release of %s answered %s; retrying", name, exc)
+            await trio.sleep(0.2)
