@@ -282,6 +282,7 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
         history_size=state.config.renewal_history_size,
         set_bitmap_seconds=state.config.set_bitmap_seconds,
         space_id=next(state.space_ids),
+        on_join_failure=lambda failed: _forget_lockspace(state, failed),
         on_failure=lambda failed: cmd.spawn(
             f"fence lockspace {_ls_name(failed.name)}", partial(fence_lockspace, state, failed, cmd.fencer)
         ),
@@ -305,9 +306,20 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
         return cmd.reply(0)
     await joined.joined.wait()
     if joined.state is not LockspaceState.JOINED:
-        state.lockspaces.remove(joined)
+        _forget_lockspace(state, joined)
         return _fail(cmd, joined.add_result or ResultCode.ERROR, f"add_lockspace {_ls_name(ls.name)} failed")
     return cmd.reply(0)
+
+
+def _forget_lockspace(state: DaemonState, lockspace: JoinedLockspace) -> None:
+    """Drop a lockspace whose join failed: sync or async, a failed add leaves no record behind.
+
+    (A hostile client could otherwise grow the lockspace list, and STATUS,
+    by one record per failed ADD_ASYNC.)  Guarded: rem_lockspace may have
+    dropped it first.
+    """
+    if lockspace in state.lockspaces:
+        state.lockspaces.remove(lockspace)
 
 
 def _inq_result(state: DaemonState, ls: Lockspace) -> int:
@@ -950,6 +962,10 @@ async def cmd_request(cmd: Command) -> Reply:
 # Direct storage commands (no lockspace needed)
 
 
+MAX_LEADER_IO_TIMEOUT = 0xFFFF
+"""A delta lease leader stores io_timeout in 16 bits; WRITE_LOCKSPACE's data2 is 32 (sanlock truncates it)."""
+
+
 async def cmd_write_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     try:
@@ -957,6 +973,8 @@ async def cmd_write_lockspace(cmd: Command) -> Reply:
         storage = _open(cmd, ls.disk.path)
         try:
             io_timeout = cmd.header.data2 or cmd.state.config.io_timeout
+            if io_timeout > MAX_LEADER_IO_TIMEOUT:
+                raise LeaseError(ResultCode.EINVAL, f"io_timeout {io_timeout} does not fit the leader's 16-bit field")
             await delta_lease.init_lockspace(storage, ls.disk.offset, ls.name, geometry, io_timeout)
         finally:
             storage.close()

@@ -183,6 +183,9 @@ class JoinedLockspace:
     removed: trio.Event = field(default_factory=trio.Event)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     on_failure: Callable[[JoinedLockspace], None] | None = None
+    """Called once when renewal fails after a join: fencing starts there."""
+    on_join_failure: Callable[[JoinedLockspace], None] | None = None
+    """Called once when the join itself fails: nothing was ever held, the daemon forgets the lockspace."""
     on_scan: Callable[[JoinedLockspace, int, list[int]], None] | None = None
     """Called after each renewal's scan with (lockspace, its generation, host ids that changed)."""
     examined: dict[int, float] = field(default_factory=dict)
@@ -250,7 +253,20 @@ class JoinedLockspace:
     # -- the task -------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Join, then renew until removed or failed.  Reports the join result through ``add_result``."""
+        """Join, then renew until removed or failed.  Reports the join result through ``add_result``.
+
+        ``joined`` is set on every way out, also when the join is cancelled
+        (rem_lockspace of a lockspace being added, or the daemon stopping),
+        so no add_lockspace waiter can wait for ever.
+        """
+        try:
+            await self._join_and_renew(task_status)
+        finally:
+            if not self.joined.is_set():
+                self.add_result = self.add_result or ResultCode.ENOENT
+                self.joined.set()
+
+    async def _join_and_renew(self, task_status: trio.TaskStatus[None]) -> None:
         with self.cancel_scope:
             try:
                 await self._join()
@@ -267,6 +283,8 @@ class JoinedLockspace:
                 self.state = LockspaceState.FAILED
                 self.joined.set()
                 task_status.started()
+                if self.on_join_failure is not None:
+                    self.on_join_failure(self)
                 return
             self.state = LockspaceState.JOINED
             self.joined.set()

@@ -170,6 +170,56 @@ def test_finding_6_a_path_without_nul_is_refused_and_status_keeps_working(victim
     victim.check()
 
 
+def test_write_lockspace_with_an_io_timeout_past_16_bits_is_einval(victim: Victim, tmp_path: Path) -> None:
+    """Found by the fuzzer: the leader's io_timeout is 16 bits, data2 is 32; it answered -1 (internal error)."""
+    path = tmp_path / "other-leases"
+    path.write_bytes(b"\0" * 1024 * 1024)
+    body = lockspace_body(path, name=b"WIDE")
+    reply, _ = call(victim.daemon, Header(Cmd.WRITE_LOCKSPACE, length=HEADER_SIZE + len(body), data2=70000), body)
+    assert reply.result == ResultCode.EINVAL
+    assert "internal error" not in victim.daemon.log()
+    victim.check()
+
+
+def lockspace_records(victim: Victim) -> list[bytes]:
+    """The lockspaces STATUS lists, whatever their state (failed ones are listed too)."""
+    records = victim.daemon.client().status()
+    return sorted(r.lockspace.name for r in records if r.type is StateType.LOCKSPACE and r.lockspace is not None)
+
+
+def test_failed_async_adds_leave_no_record(victim: Victim, tmp_path: Path) -> None:
+    """Found by the fuzzer: each failed ADD_ASYNC stayed in the lockspace list (and STATUS) for good."""
+    before = lockspace_records(victim)
+    assert b"LS" in before
+    for host_id, name in ((2001, b"BADHOST"), (1, b"NOTHERE")):  # host id out of range; nothing written there
+        body = lockspace_body(victim.lease_file.path, 512, name=name, host_id=host_id)
+        reply, _ = call(victim.daemon, Header(Cmd.ADD_LOCKSPACE, cmd_flags=1, length=HEADER_SIZE + len(body)), body)
+        assert reply.result == 0  # accepted; the join fails in the background
+        inq = Header(Cmd.INQ_LOCKSPACE, cmd_flags=1, length=HEADER_SIZE + len(body))  # INQ_WAIT
+        assert call(victim.daemon, inq, body)[0].result == ResultCode.ENOENT
+    assert lockspace_records(victim) == before
+    victim.check()
+
+
+def test_removing_a_lockspace_being_added_answers_the_add(victim: Victim, tmp_path: Path) -> None:
+    """Found by the fuzzer: rem_lockspace cancelled the join and its add_lockspace waiter waited for ever."""
+    path = tmp_path / "slow-leases"
+    path.write_bytes(b"\0" * 1024 * 1024)
+    victim.daemon.client().write_lockspace(b"SLOW", path, 0, io_timeout=10)
+    body = lockspace_body(path, name=b"SLOW", host_id=1)
+    with raw_connection(victim.daemon) as adder:
+        adder.settimeout(60)
+        adder.sendall(Header(Cmd.ADD_LOCKSPACE, length=HEADER_SIZE + len(body), data=10).encode() + body)
+        inq = Header(Cmd.INQ_LOCKSPACE, length=HEADER_SIZE + len(body))
+        wait_for(lambda: call(victim.daemon, inq, body)[0].result == -115, 20, "the add in progress")  # EINPROGRESS
+        rem = Header(Cmd.REM_LOCKSPACE, length=HEADER_SIZE + len(body))
+        assert call(victim.daemon, rem, body)[0].result == 0
+        # a join at io_timeout 10 takes 20 s or more: an answer of 0 would mean the rem did not cancel it
+        assert Header.decode(recv_exactly(adder, HEADER_SIZE)).result == ResultCode.ENOENT
+    assert call(victim.daemon, inq, body)[0].result == ResultCode.ENOENT
+    victim.check()
+
+
 def test_finding_7_release_all_orphans_without_a_body_is_einval(victim: Victim) -> None:
     """On a registered connection (orphans are released through one), and the connection goes on."""
     with raw_connection(victim.daemon) as sock:
