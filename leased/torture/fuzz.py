@@ -190,14 +190,22 @@ def run_worker(spec: WorkerSpec, report: Any, stop: list[bool]) -> WorkerCounts:
     return counts
 
 
-def _drop_privileges(socket_file: str) -> None:
-    """Become ``nobody``, keeping the socket's group: a hostile local process, not root."""
+def _drop_privileges(socket_file: str) -> str:
+    """Become ``nobody``, keeping the socket's group: a hostile local process, not root.
+
+    Returns the path to connect to from then on.  The run directory may sit
+    below directories ``nobody`` cannot search (pytest's are 0700), so it is
+    opened first (O_PATH) and reached through ``/proc/self/fd``; the socket's
+    own mode and group still decide, as for any local process.
+    """
     if os.getuid() != 0:
-        return
+        return socket_file
     group = os.stat(socket_file).st_gid
+    directory = os.open(os.path.dirname(socket_file) or ".", os.O_PATH | os.O_DIRECTORY)
     os.setgroups([group])
     os.setgid(NOBODY)
     os.setuid(NOBODY)
+    return f"/proc/self/fd/{directory}/{os.path.basename(socket_file)}"
 
 
 def worker_main(argv: list[str]) -> int:
@@ -211,8 +219,8 @@ def worker_main(argv: list[str]) -> int:
         protected_strings=tuple(bytes.fromhex(x) for x in raw["protected_strings"]),
         protected_pids=tuple(raw["protected_pids"]),
     )
-    spec = WorkerSpec(raw["socket_path"], raw["seed"], vocabulary, raw["max_open"], raw["flood_bytes"])
-    _drop_privileges(spec.socket_path)
+    path = _drop_privileges(raw["socket_path"])
+    spec = WorkerSpec(path, raw["seed"], vocabulary, raw["max_open"], raw["flood_bytes"])
     stop = [False]
 
     def on_term(_signo: int, _frame: object) -> None:
@@ -533,7 +541,7 @@ class Fuzz:
             report.failures.append(f"the daemon exited with {self.process.returncode}")
             return False
         try:
-            self.client.version()
+            self._answers()
             held = sorted(lease.resource for lease in victim.inquire())
         except (SanlockError, OSError) as exc:
             report.failures.append(f"the daemon or the victim's connection stopped answering: {exc}")
@@ -551,6 +559,23 @@ class Fuzz:
         report.fds_max = max(report.fds_max, open_fds(self.pid))
         report.rss_max_kib = max(report.rss_max_kib, rss_kib(self.pid))
         return True
+
+    def _answers(self, patience: float = 30) -> None:
+        """VERSION on a new connection, retried while the backlog is full (sanlock's is short).
+
+        A connect refused with EAGAIN means the daemon is slow to accept
+        under the flood, not that it died; only ``patience`` seconds of that
+        count as not answering.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.client.version()
+                return
+            except (SanlockError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _keep_fuzz_lockspace(self) -> None:
         """Workers may remove FUZZ (that is allowed): add it back so leases can be taken again."""
@@ -606,6 +631,8 @@ class Fuzz:
         for counts in self.finished:
             for name, value in asdict(counts).items():
                 setattr(report, name, getattr(report, name) + value)
+        if report.sessions == 0:
+            report.failures.append("no worker could connect (see the workers' refused count): nothing was tested")
         with contextlib.suppress(SanlockError, OSError):
             victim.close()
         return report
