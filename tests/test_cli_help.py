@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+from pathlib import Path
 
 import pytest
 from clitools import leased_command
@@ -78,6 +79,28 @@ def test_daemon_and_torture_help_mention_every_option(
     text = run_main(capsys, command, "--help")
     for flag in option_strings(parser):
         assert flag in text, f"leased {command} --help does not mention {flag}"
+
+
+def test_torture_fuzz_help_mentions_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = torture_cli.fuzz_parser()
+    assert_all_have_help(parser)
+    text = run_main(capsys, "torture", "--fuzz", "--help")
+    assert text.startswith("usage: leased torture --fuzz")
+    for flag in option_strings(parser):
+        assert flag in text, f"leased torture --fuzz --help does not mention {flag}"
+    assert "--fuzz" in run_main(capsys, "torture", "--help"), "torture --help points to the fuzz mode"
+
+
+def test_torture_fuzz_without_a_daemon_says_so(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*leased_command(), "torture", "--fuzz", "--workdir", str(tmp_path), "--run-dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("leased torture --fuzz: setting up the run failed:"), proc.stderr
 
 
 @pytest.mark.parametrize(
