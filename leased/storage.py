@@ -117,7 +117,8 @@ def _check_range(path: str, offset: int, length: int) -> None:
 class FileStorage:
     """:class:`Storage` on a real file or block device, opened for direct I/O."""
 
-    def __init__(self, path: str, *, writable: bool = True, direct: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, writable: bool = True, direct: bool = True) -> None:
+        path = os.fspath(path)  # os.open takes either; ``path`` and the messages keep a str
         self._path = path
         flags = (os.O_RDWR | os.O_SYNC) if writable else os.O_RDONLY
         self.direct = False

@@ -32,8 +32,8 @@ def open_storage() -> Iterator[type[FileStorage]]:
     opened: list[FileStorage] = []
 
     class Tracked(FileStorage):
-        def __init__(self, path: str | Path, **kwargs: bool) -> None:
-            super().__init__(str(path), **kwargs)
+        def __init__(self, path: str | os.PathLike[str], **kwargs: bool) -> None:
+            super().__init__(path, **kwargs)
             opened.append(self)
 
     yield Tracked
