@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
+from faulty_storage import Disk, FaultyStorage, Op
 
 from leased import delta_lease, paxos_lease
 from leased.clock import DEFAULT_CLOCK
@@ -15,6 +17,7 @@ from leased.constants import DBLOCK_FL_RELEASED, MBLOCK_SHARED
 from leased.errors import LeaseError, ResultCode
 from leased.geometry import Geometry
 from leased.host_status import HostStatusTable
+from leased.ondisk import Leader
 from leased.paxos_lease import LockspaceView, PaxosLease, ResourceArea
 from leased.storage import FileStorage
 from leased.timeouts import host_dead_seconds
@@ -231,61 +234,118 @@ async def test_live_owner_refuses_and_dead_owner_is_taken_over(
     assert taken_at - died_at >= host_dead_seconds(IO_TIMEOUT, W) - 2 * IO_TIMEOUT
 
 
+# Where another host's I/O is placed inside one acquire: the operation numbers
+# of a FaultyStorage handle on which an uncontended acquire runs (pinned by
+# test_faults.test_uncontended_acquire_does_four_reads_and_three_writes):
+# 0 area read, 1 phase-1 write, 2 phase-1 read, 3 phase-2 write, 4 phase-2
+# read, 5 the leader read again, 6 the commit write.
+PHASE2_READ = 4
+"""Our phase-2 block is on disk; we have not yet read the others' blocks back."""
+AFTER_BALLOT = 5
+"""Our ballot is complete; nothing of the commit has been read or written yet."""
+
+
+def faulty_handle(
+    path: Path, nursery: trio.Nursery, at_op: dict[int, Callable[[], Awaitable[object]]]
+) -> FaultyStorage:
+    """A host's own O_DIRECT handle on the lease file, running ``at_op`` hooks before chosen operations."""
+    return FaultyStorage(str(path), Disk(GEOMETRY.sector_size), nursery, at_op=at_op)
+
+
 async def test_exclusive_committed_for_us_by_another_host_still_respects_shared_holders(
-    lease_file: Path, open_storage: type[FileStorage], monkeypatch: pytest.MonkeyPatch
+    lease_file: Path, open_storage: type[FileStorage], nursery: trio.Nursery
 ) -> None:
     """Host 3 finished host 2's ballot and committed it: host 2 must still refuse while host 1 holds SH.
 
-    The commit on our behalf is injected at the ballot seam (a real leader
-    write naming host 2, by host 3), because reaching it through real
-    contention takes a race that ``leased torture`` found but a test cannot
-    schedule.  Before the fix the holders seen were "none" on this path and
-    the exclusive acquire succeeded over the shared holder.
+    Host 3's whole acquire runs between host 2's phase-2 write and its
+    phase-2 read (placed there by a hook on host 2's storage, a window real
+    contention reaches only by chance, as ``leased torture`` did): host 3
+    finds host 2's accepted proposal, carries it with a higher ballot and
+    commits the leader naming host 2.  Host 2's phase 2 then meets that
+    higher ballot, aborts, and finds the lease committed for it.  Before the
+    fix the holders seen were "none" on this path and the exclusive acquire
+    succeeded over the shared holder.
     """
     await make_areas(lease_file)
-    with trio.fail_after(10):
-        await paxos_lease.acquire(await resource(open_storage, lease_file), 1, 1, shared=True, io_timeout=IO_TIMEOUT)
+    committed_for_2: list[Leader] = []
 
-        async def committed_by_host_3(area: ResourceArea, cur: paxos_lease.Leader, host_id: int, generation: int,
-                                      next_lver: int, *args: object) -> paxos_lease.Leader:  # fmt: skip
-            leader = cur.sealed(
-                lver=next_lver, owner_id=host_id, owner_generation=generation, timestamp=12345, write_id=3
+    async def host_3_commits_host_2s_proposal() -> None:
+        assert host_2.ops[-1] == Op(PHASE2_READ, False, RES_OFFSET, GEOMETRY.align_size)
+        area_3 = await resource(open_storage, lease_file)
+        with pytest.raises(LeaseError) as other:
+            await paxos_lease.acquire(area_3, 3, 1, io_timeout=IO_TIMEOUT)
+        assert other.value.rc == ResultCode.ACQUIRE_OTHER, "host 3 committed host 2's value, not its own"
+        leader = await paxos_lease.read_leader(area_3, 3, IO_TIMEOUT)
+        assert (leader.lver, leader.owner_id, leader.owner_generation, leader.write_id) == (2, 2, 1, 3)
+        committed_for_2.append(leader)
+
+    host_2 = faulty_handle(lease_file, nursery, {PHASE2_READ: host_3_commits_host_2s_proposal})
+    try:
+        with trio.fail_after(10):
+            await paxos_lease.acquire(
+                await resource(open_storage, lease_file), 1, 1, shared=True, io_timeout=IO_TIMEOUT
             )
-            await paxos_lease._write_leader(area, leader, IO_TIMEOUT)
-            return leader
-
-        monkeypatch.setattr(paxos_lease, "_run_ballots", committed_by_host_3)
-        with pytest.raises(LeaseError) as refused:
-            await paxos_lease.acquire(await resource(open_storage, lease_file), 2, 1, io_timeout=IO_TIMEOUT)
+            area_2 = replace(await resource(open_storage, lease_file), storage=host_2)
+            with pytest.raises(LeaseError) as refused:
+                await paxos_lease.acquire(area_2, 2, 1, io_timeout=IO_TIMEOUT)
+    finally:
+        host_2.close()
+    assert committed_for_2, "host 3's commit was never placed in host 2's ballot"
     assert refused.value.rc == ResultCode.EAGAIN
 
 
 async def test_a_commit_never_sets_the_leader_back_to_an_older_instance(
-    lease_file: Path, open_storage: type[FileStorage], monkeypatch: pytest.MonkeyPatch
+    lease_file: Path, open_storage: type[FileStorage], nursery: trio.Nursery
 ) -> None:
     """Our ballot for lver N finished, but before our commit another host committed N and then N + 1.
 
-    Writing our commit for N then would put the leader back to N, and the
-    next acquirer would run instance N + 1 again over a live holder (seen in
-    a torture run with real sanlock).  The later commit is injected at the
-    ballot seam: a real leader write by host 3 between our phase 2 and our
-    commit, a window a test cannot schedule otherwise.
+    Host 3's ballot for N completes first and waits before its commit (a
+    hook on its storage).  Host 2's ballot then finds host 3's accepted
+    proposal and carries it through; right after host 2's ballot (a hook on
+    host 2's storage) host 3 commits N, releases it and commits N + 1 for
+    itself.  Writing our commit for N then would put the leader back to N,
+    and the next acquirer would run instance N + 1 again over a live holder
+    (seen in a torture run with real sanlock).  Host 2 ran a ballot for
+    another host's value, as the leased host in that run did.
     """
     await make_areas(lease_file)
-    real_ballots = paxos_lease._run_ballots
+    host_3_ballot_done, host_3_may_commit = trio.Event(), trio.Event()
+    host_3_leases: list[PaxosLease] = []
+    host_3_committed = trio.Event()
 
-    async def others_commit_meanwhile(area: ResourceArea, cur: paxos_lease.Leader, host_id: int, generation: int,
-                                      next_lver: int, *args: Any) -> Any:  # fmt: skip
-        outcome = await real_ballots(area, cur, host_id, generation, next_lver, *args)
-        later = cur.sealed(lver=next_lver + 1, owner_id=3, owner_generation=1, timestamp=54321, write_id=3)
-        await paxos_lease._write_leader(area, later, IO_TIMEOUT)
-        return outcome
+    async def host_3_waits_before_commit() -> None:
+        host_3_ballot_done.set()
+        await host_3_may_commit.wait()
 
-    monkeypatch.setattr(paxos_lease, "_run_ballots", others_commit_meanwhile)
-    with trio.fail_after(10):
-        area = await resource(open_storage, lease_file)
-        with pytest.raises(LeaseError) as refused:
-            await paxos_lease.acquire(area, 2, 1, io_timeout=IO_TIMEOUT)
-        assert refused.value.rc == ResultCode.ACQUIRE_OWNED
-        leader = await paxos_lease.read_leader(area, 2, IO_TIMEOUT)
+    async def host_3_commits_n_and_n_plus_1() -> None:
+        phase_2 = [(op.write, op.offset) for op in host_2.ops[PHASE2_READ - 1 : AFTER_BALLOT]]
+        assert phase_2 == [(True, area_2.host_offset(2)), (False, RES_OFFSET)], "host 2's ballot is complete"
+        host_3_may_commit.set()
+        await host_3_committed.wait()
+        (first,) = host_3_leases
+        await paxos_lease.release(first)
+        second = await paxos_lease.acquire(area_3, 3, 1, io_timeout=IO_TIMEOUT)
+        assert (first.lver, second.lver) == (1, 2)
+
+    host_3 = faulty_handle(lease_file, nursery, {AFTER_BALLOT: host_3_waits_before_commit})
+    host_2 = faulty_handle(lease_file, nursery, {AFTER_BALLOT: host_3_commits_n_and_n_plus_1})
+    area_3 = replace(await resource(open_storage, lease_file), storage=host_3)
+    area_2 = replace(await resource(open_storage, lease_file), storage=host_2)
+
+    async def host_3_acquires() -> None:
+        host_3_leases.append(await paxos_lease.acquire(area_3, 3, 1, io_timeout=IO_TIMEOUT))
+        host_3_committed.set()
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as hosts:
+                hosts.start_soon(host_3_acquires)
+                await host_3_ballot_done.wait()
+                with pytest.raises(LeaseError) as refused:
+                    await paxos_lease.acquire(area_2, 2, 1, io_timeout=IO_TIMEOUT)
+            assert refused.value.rc == ResultCode.ACQUIRE_OWNED
+            leader = await paxos_lease.read_leader(area_2, 2, IO_TIMEOUT)
+    finally:
+        host_2.close()
+        host_3.close()
     assert (leader.lver, leader.owner_id, leader.write_id) == (2, 3, 3), "the newer commit stays on disk"
