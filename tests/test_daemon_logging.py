@@ -204,7 +204,9 @@ def test_stderr_is_the_journal_under_systemd(tmp_path: Path) -> None:
     argv += ["--syslog-socket", str(tmp_path / "log.sock")]
     with datagram_listener(tmp_path / "log.sock") as syslog:
         try:
-            process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=theirs, stderr=theirs)
+            process = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=theirs.fileno(), stderr=theirs.fileno()
+            )
         finally:
             theirs.close()
         daemon = Daemon(argv, run_dir, tmp_path / "none.log", env, process)
