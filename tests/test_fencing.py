@@ -93,10 +93,20 @@ def test_failed_host_fences_its_holder_before_another_host_takes_over(tmp_path: 
                 text=True,
             )
         )
-        stack.callback(lambda: holder.poll() is None and holder.kill())
+
+        def kill_if_running() -> None:
+            if holder.poll() is None:
+                holder.kill()
+
+        stack.callback(kill_if_running)
         assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
         died_at: list[float] = []
-        threading.Thread(target=lambda: (holder.wait(), died_at.append(time.monotonic())), daemon=True).start()
+
+        def note_death() -> None:
+            holder.wait()
+            died_at.append(time.monotonic())
+
+        threading.Thread(target=note_death, daemon=True).start()
 
         with host_b.client().register() as reg:
             # B sees A alive: refused at once
