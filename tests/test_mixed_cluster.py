@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,10 @@ def seen_hosts(daemon: Daemon) -> set[int]:
         raise
 
 
+def sees_every_host(daemon: Daemon) -> bool:
+    return seen_hosts(daemon) >= {1, 2, 3}
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[LeaseFile, dict[int, Daemon]]]:
     lease_file = init_lease_file_direct(tmp_path / "leases", b"LS", [b"R1", b"R2"], io_timeout=1)
@@ -76,14 +81,14 @@ def test_exclusive_shared_and_release_across_leased_and_sanlock(
 
         # Every host comes to see every other host.
         for daemon in daemons.values():
-            wait_for(lambda daemon=daemon: seen_hosts(daemon) >= {1, 2, 3}, 30, "all hosts seen")
+            wait_for(partial(sees_every_host, daemon), 30, "all hosts seen")
 
         for holder in (1, 3, 2):
             lease = regs[holder].acquire(b"LS", b"R1", r1)
-            assert lease.lver >= 1
+            assert lease.lver is not None and lease.lver >= 1
             for other in daemons:
                 if other != holder:
-                    refused_until(lambda other=other: regs[other].acquire(b"LS", b"R1", r1), IDLIVE)
+                    refused_until(partial(regs[other].acquire, b"LS", b"R1", r1), IDLIVE)
             owners = daemons[holder].client().read_resource_owners(b"LS", b"R1", r1)[1]
             assert [o.host_id for o in owners] == [holder]
             regs[holder].release(b"LS", b"R1")

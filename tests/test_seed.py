@@ -193,7 +193,7 @@ async def test_locked_clients_from_many_threads_and_tasks_never_interleave(
                     held = {lease.resource for lease in reg.inquire()}
                     if index < len(RESOURCES):  # one owner thread per resource: acquire/release cycles
                         lease = reg.acquire(b"LS", name, disks[name])
-                        if lease.resource != name or lease.lver < 1:
+                        if lease.resource != name or lease.lver is None or lease.lver < 1:
                             problems.append(f"thread {index}: acquire reply {lease}")
                         reg.release(b"LS", name)
                     elif not held <= set(RESOURCES):
@@ -215,7 +215,7 @@ async def test_locked_clients_from_many_threads_and_tasks_never_interleave(
                     assert held <= set(RESOURCES)
                     if index < len(RESOURCES):
                         lease = await areg.acquire(b"LS", name, disks[name])
-                        assert lease.resource == name and lease.lver >= 1
+                        assert lease.resource == name and lease.lver is not None and lease.lver >= 1
                         await areg.release(b"LS", name)
 
             async with trio.open_nursery() as nursery:
