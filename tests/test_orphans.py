@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 from daemons import wait_for
-from test_race_classes import Setup, call, leader_timestamp, setup  # noqa: F401  (fixture)
+from inprocess import call
+from test_race_classes import Setup, leader_timestamp, setup  # noqa: F401  (fixture)
 
 from leased.client import Client, SanlockError
 from leased.errors import ResultCode
