@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 from clitools import leased
@@ -188,17 +189,45 @@ def mixed(tmp_path: Path) -> Iterator[tuple[LeaseFile, dict[str, Daemon]]]:
         yield lease_file, daemons
 
 
-def cluster_json(lease_file: LeaseFile, *extra: str) -> dict[str, object]:
+class HostJson(TypedDict):
+    host_id: int
+    name: str
+    state: str
+
+
+class HolderJson(TypedDict):
+    host_id: int
+    name: str
+
+
+class ResourceJson(TypedDict):
+    name: str
+    mode: str
+    holders: list[HolderJson]
+
+
+class LockspaceJson(TypedDict):
+    hosts: list[HostJson]
+    resources: list[ResourceJson]
+
+
+class ClusterJson(TypedDict):
+    """The fields of ``leased direct cluster --json`` (ClusterView.to_json) these tests read."""
+
+    lockspaces: list[LockspaceJson]
+
+
+def cluster_json(lease_file: LeaseFile, *extra: str) -> ClusterJson:
     result = leased("direct", "cluster", str(lease_file.path), *extra, "--json")
     assert result.returncode == 0, result.stderr
-    document: dict[str, object] = json.loads(result.stdout)
+    document: ClusterJson = json.loads(result.stdout)
     return document
 
 
-def hosts_live(lease_file: LeaseFile) -> dict[str, object] | None:
+def hosts_live(lease_file: LeaseFile) -> ClusterJson | None:
     """A two-read view in which both hosts were seen renewing, or None to try again."""
     document = cluster_json(lease_file, "--interval", "3")
-    (ls,) = document["lockspaces"]  # type: ignore[misc]
+    (ls,) = document["lockspaces"]
     states = {h["host_id"]: h["state"] for h in ls["hosts"]}
     return document if states == {1: "LIVE", 2: "LIVE"} else None
 
@@ -215,7 +244,7 @@ def test_cluster_names_holders_on_leased_and_sanlock_hosts(mixed: tuple[LeaseFil
         on_leased.acquire(b"LS", b"R2", lease_file.disks(b"R2"), shared=True)
 
         document = wait_for(lambda: hosts_live(lease_file), 60, "both hosts seen renewing on disk")
-        (ls,) = document["lockspaces"]  # type: ignore[misc]
+        (ls,) = document["lockspaces"]
         names = {h["host_id"]: h["name"] for h in ls["hosts"]}
         assert names == {1: "leased-host", 2: "sanlock-host"}
         resources = {r["name"]: r for r in ls["resources"]}
@@ -235,7 +264,7 @@ def test_cluster_names_holders_on_leased_and_sanlock_hosts(mixed: tuple[LeaseFil
         assert "EX" in r1_line and "1/" in r1_line and "leased-host" in r1_line
 
         on_leased.release(b"LS", b"R1")
-        after = {r["name"]: r for r in cluster_json(lease_file)["lockspaces"][0]["resources"]}  # type: ignore[index]
+        after = {r["name"]: r for r in cluster_json(lease_file)["lockspaces"][0]["resources"]}
         assert after["R1"]["mode"] == "free"
 
 
