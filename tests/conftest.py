@@ -1,4 +1,4 @@
-"""Shared fixtures: real lease files on disk, opened the way hosts open them."""
+"""Shared fixtures (real lease files on disk, opened the way hosts open them) and the run's test order."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from scheduling import UNKNOWN_SECONDS, load_durations, longest_first, store_durations
 
 from leased.storage import FileStorage
 from leased.torture.faultfs import FaultFS, FaultFSUnavailable, fault_fs
@@ -57,3 +58,40 @@ def faults(tmp_path: Path) -> Iterator[FaultFS]:
             yield fs
     except FaultFSUnavailable as exc:
         pytest.skip(f"fault filesystem unavailable: {exc}")
+
+
+# --------------------------------------------------------------------------
+# Test order and recorded durations (tests/scheduling.py says why)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store-durations",
+        action="store_true",
+        help="rewrite tests/durations.json with this run's durations (used to start the longest tests first)",
+    )
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    durations = load_durations()
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    items[:] = longest_first(
+        items,
+        lambda item: durations.get(item.nodeid, UNKNOWN_SECONDS),
+        lambda item: item.nodeid.partition("::")[0],
+        workers,
+    )
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Sum setup, call and teardown per test (in xdist's controller the workers' reports arrive here)."""
+    _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.getoption("store_durations") and not hasattr(session.config, "workerinput"):
+        store_durations({**load_durations(), **_measured})

@@ -141,6 +141,16 @@ def start_daemon(
         stop_daemon(daemon)
 
 
+def leased_shutdown_argv() -> list[str]:
+    """``leased client shutdown -f 1 -w 1``: stops a daemon even while it guards a lockspace.
+
+    SIGTERM does not: like sanlock, a daemon with a lockspace logs "ignore
+    shutdown, lockspace exists" and keeps running, and the test would then
+    wait out :func:`stop_daemon`'s timeout before its SIGKILL.
+    """
+    return [*local_daemons.leased_command(), "client", "shutdown", "-f", "1", "-w", "1"]
+
+
 @contextmanager
 def sanlock_daemon(tmp: Path, name: str = "sanlock", host_name: str | None = None) -> Iterator[Daemon]:
     """A private real sanlock 3.8.5: unprivileged, no watchdog, debug log to ``<tmp>/<name>-daemon.log``."""

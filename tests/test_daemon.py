@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from daemons import LeaseFile, init_lease_file_direct, start_daemon, wait_for
+from daemons import LeaseFile, init_lease_file_direct, leased_shutdown_argv, start_daemon, wait_for
 
 from leased.client import SanlockError
 from leased.errors import ResultCode
@@ -95,7 +95,7 @@ def test_another_uid_cannot_touch_our_leases(tmp_path: Path) -> None:
 
 
 def _cross_uid(lease_file: LeaseFile, open_dir: Path) -> None:
-    with start_daemon(argv("-U", "0", "-G", str(NOBODY)), open_dir / "run") as daemon:
+    with start_daemon(argv("-U", "0", "-G", str(NOBODY)), open_dir / "run", stop_argv=leased_shutdown_argv()) as daemon:
         os.chmod(daemon.run_dir, 0o755)
         client = daemon.client()
         client.add_lockspace(b"LS", 1, lease_file.path, 0, io_timeout=1)

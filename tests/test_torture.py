@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from daemons import wait_for
+from once import once_per_run
 
 from leased.torture.checker import check
 from leased.torture.harness import ALL_FAULTS
@@ -30,11 +31,15 @@ RUN_SECONDS = 90
 
 @pytest.fixture(scope="module")
 def torture_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CI-sized run for the whole test run (:func:`once.once_per_run`): four tests read it."""
     if os.geteuid() != 0:
         pytest.skip("the torture run needs root (daemons owning their sockets, FUSE mounts)")
     if sanlock_binary() is None:
         pytest.skip("sanlock is not installed")
-    workdir = tmp_path_factory.mktemp("torture")
+    return once_per_run(tmp_path_factory, "torture", _run_torture)
+
+
+def _run_torture(workdir: Path) -> None:
     argv = [
         *leased_command(),
         "torture",
@@ -60,7 +65,6 @@ def torture_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert proc.returncode == 0, (
         f"leased torture exited {proc.returncode}:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
     )
-    return workdir
 
 
 def test_ci_sized_run_passes_with_every_fault_kind(torture_run: Path) -> None:
