@@ -27,7 +27,7 @@ from functools import partial
 
 import trio
 
-from leased import delta_lease, faultpoints, paxos_lease
+from leased import delta_lease, paxos_lease
 from leased.clock import DEFAULT_CLOCK, disk_timestamp
 from leased.constants import MBLOCK_SHARED, REQ_FORCE, REQ_GRACEFUL, MiB
 from leased.errors import LeaseError, ResultCode, code_name
@@ -700,8 +700,8 @@ async def _prepare_and_commit(
                     lvb_enabled=lvb_enabled,
                 )
             )
-            faultpoints.check("acquire.prepare")
-        faultpoints.check("acquire.commit")
+            state.faultpoints.check("acquire.prepare")
+        state.faultpoints.check("acquire.commit")
     except (LeaseError, MemoryError) as exc:
         # Nothing was attached yet: give back what this call took; the client is as it was.
         await _give_back(state.leases, taken)
@@ -799,7 +799,7 @@ async def _release_token(state: DaemonState, client: ClientState, token: Token, 
     Anything that can fail before the detach leaves the token where it was:
     the client still holds the lease and may ask again.
     """
-    faultpoints.check("release.prepare")
+    state.faultpoints.check("release.prepare")
     state.leases.releasing.add(token.key)
     try:
         # Detach inside the disk turn: whether other local shared holders remain is decided
@@ -843,7 +843,7 @@ EXIT_RELEASE_ATTEMPTS = 5
 async def _let_go(state: DaemonState, client: ClientState, token: Token) -> None:
     """One lease of a closed client: persistent ones become orphans, the others are released."""
     if token.persistent and token.lockspace.usable:
-        faultpoints.check("orphan.move")
+        state.faultpoints.check("orphan.move")
         client.tokens.remove(token)
         token.orphan, token.client_id = True, 0
         log.info("pid %d exit: %s kept as an orphan", client.pid, _ls_name(token.key[1]))

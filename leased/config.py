@@ -31,8 +31,8 @@ Value: TypeAlias = int | str | tuple[str, ...]
 DEFAULT_CONFIG_PATH = "/etc/leased/leased.conf"
 CONFIG_ENV = "LEASED_CONFIG"
 
-NOT_SETTINGS = frozenset({CONFIG_ENV, "LEASED_TEST_FAULTPOINTS"})
-"""LEASED_* variables that are not settings: where the file is, and the test-only fault points (leased.faultpoints)."""
+NOT_SETTINGS = frozenset({CONFIG_ENV})
+"""LEASED_* variables that are not settings: where the file is."""
 ENV_PREFIX = "LEASED_"
 HOST_NAME_MAX = 48  # bytes of a host name in a delta lease (NAME_ID_SIZE)
 

@@ -48,10 +48,10 @@ from functools import partial
 
 import trio
 
-from leased import faultpoints
 from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, release_client, remove_lockspace
 from leased.connection import BadMessage, MessageReader, Request
 from leased.errors import LeaseError, ResultCode
+from leased.faultpoints import FaultPoints
 from leased.fencing import Fencer, ProcessFencer
 from leased.lockspace import EventChannel, JoinedLockspace, LockspaceState
 from leased.logsetup import LogSettings, LogSetupError, setup_logging
@@ -123,9 +123,12 @@ class Daemon:
         open_storage: Callable[[str], FileStorage] = FileStorage,
         fencer: Fencer | None = None,
         notifier: Notifier | None = None,
+        faultpoints: FaultPoints | None = None,
     ) -> None:
         self.config = config
         self.state = DaemonState(config)
+        if faultpoints is not None:
+            self.state.faultpoints = faultpoints
         self.open_storage = open_storage
         self.fencer: Fencer = fencer or ProcessFencer()
         self.notifier = notifier or Notifier()
@@ -528,9 +531,13 @@ async def run_daemon(
     *,
     notifier: Notifier | None = None,
     notes: Sequence[tuple[int, str]] = (),
+    faultpoints: FaultPoints | None = None,
 ) -> None:
-    """Run the daemon with its log sinks; ``notes`` (level, line) are logged once the sinks are up."""
-    daemon = Daemon(config, notifier=notifier)
+    """Run the daemon with its log sinks; ``notes`` (level, line) are logged once the sinks are up.
+
+    ``faultpoints`` is for the test-only entry point (leased.torture.armed_daemon).
+    """
+    daemon = Daemon(config, notifier=notifier, faultpoints=faultpoints)
     ring = LogRing(config.log_ring_bytes)
     daemon.state.log_ring = ring
     try:
@@ -539,8 +546,6 @@ async def run_daemon(
         raise DaemonError(str(exc)) from None
     for level, note in notes:
         log.log(level, "%s", note)
-    try:
-        faultpoints.arm_from_environment()
-    except faultpoints.FaultPointError as exc:
-        raise DaemonError(str(exc)) from None
+    if faultpoints is not None and faultpoints.armed:
+        log.warning("TEST FAULT POINTS ARMED: allocation failures will be injected: %s", faultpoints.armed)
     await daemon.serve()

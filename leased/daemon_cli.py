@@ -23,10 +23,13 @@ import pwd
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from leased import config
 from leased.config import ConfigError, Settings
+
+if TYPE_CHECKING:  # the daemon's parts load once options are parsed: `--help` stays fast
+    from leased.faultpoints import FaultPoints
 
 log = logging.getLogger("leased")
 
@@ -147,8 +150,14 @@ def _notes(settings: Settings) -> list[tuple[int, str]]:
     return notes
 
 
-def run(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
-    """``leased daemon ...``: serve until shutdown; exit status 0, or 1 with one line on error."""
+def run(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None, *, faultpoints: FaultPoints | None = None
+) -> int:
+    """``leased daemon ...``: serve until shutdown; exit status 0, or 1 with one line on error.
+
+    ``faultpoints`` arms allocation failures: only the test entry point
+    ``leased.torture.armed_daemon`` passes one.
+    """
     import trio
 
     from leased.daemon import DaemonError, run_daemon
@@ -210,7 +219,11 @@ def run(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
     notifier = Notifier.from_environ(environ)
     os.environ.pop("NOTIFY_SOCKET", None)  # killpath programs must not speak for us to systemd
     try:
-        trio.run(lambda: run_daemon(daemon_config, log_settings, notifier=notifier, notes=_notes(settings)))
+        trio.run(
+            lambda: run_daemon(
+                daemon_config, log_settings, notifier=notifier, notes=_notes(settings), faultpoints=faultpoints
+            )
+        )
     except DaemonError as exc:
         print(f"leased: {exc}", file=sys.stderr, flush=True)
         return 1

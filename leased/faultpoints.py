@@ -2,16 +2,22 @@
 
 The prepare-then-commit rule (acquire, release, moving leases to a new owner)
 only matters when something fails half way, and the failure that can strike
-anywhere is running out of memory.  In-process tests inject it through the
-daemon's ``open_storage`` seam; a daemon that runs as its own process (the
-torture harness's hosts) can only be reached through its environment:
+anywhere is running out of memory.  The points are a seam like the daemon's
+others (``open_storage``, the fencer): a :class:`FaultPoints` object given to
+the :class:`~leased.daemon.Daemon`, whose default arms nothing, so that a
+production daemon's check is one dictionary lookup that finds nothing.
+Nothing in the daemon reads the environment for them: in-process tests pass
+an armed object, and a daemon that runs as its own process (the torture
+harness's hosts, tests of the final release) is started through
+``python -m leased.torture.armed_daemon --faultpoints SPEC``, the test-only
+entry point that builds one from a spec such as
 
-    LEASED_TEST_FAULTPOINTS="acquire.prepare=0.02,release.prepare=0.02"
+    acquire.prepare=0.02,release.prepare=0.02
 
-arms each named point with a probability; ``point@N`` makes the first N
-checks of a point fail and no later one (a test's deterministic schedule).
-Unset (always, in production) the check is one dictionary lookup that finds nothing.  An armed daemon says so
-at start in its log, so nobody mistakes injected failures for real ones.
+``point=p`` arms a point with a probability (a bare ``point`` means 1);
+``point@N`` makes the first N checks of a point fail and no later one (a
+test's deterministic schedule).  An armed daemon says so at start in its
+log, so nobody mistakes injected failures for real ones.
 
 The points, each placed where the code has prepared something it has not yet
 committed, so the failure must leave the old owner exactly as it was:
@@ -25,12 +31,9 @@ committed, so the failure must leave the old owner exactly as it was:
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-
-ENV = "LEASED_TEST_FAULTPOINTS"
 
 POINTS = ("acquire.prepare", "acquire.commit", "release.prepare", "orphan.move")
 
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class FaultPointError(ValueError):
-    """The environment names an unknown point, a probability outside [0, 1] or a bad count."""
+    """A spec names an unknown point, a probability outside [0, 1] or a bad count."""
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Schedule:
 def _point(name: str) -> str:
     name = name.strip()
     if name not in POINTS:
-        raise FaultPointError(f"{ENV}: unknown fault point {name!r} (known: {', '.join(POINTS)})")
+        raise FaultPointError(f"unknown fault point {name!r} (known: {', '.join(POINTS)})")
     return name
 
 
@@ -64,7 +67,7 @@ def parse(spec: str) -> dict[str, Schedule]:
             name, _, count = item.partition("@")
             name = _point(name)
             if not count.strip().isdigit():
-                raise FaultPointError(f"{ENV}: {name}: count {count!r} is not a whole number")
+                raise FaultPointError(f"{name}: count {count!r} is not a whole number")
             table[name] = Schedule(failures_left=int(count))
             continue
         name, _, value = item.partition("=")
@@ -72,51 +75,55 @@ def parse(spec: str) -> dict[str, Schedule]:
         try:
             probability = float(value) if value else 1.0
         except ValueError:
-            raise FaultPointError(f"{ENV}: {name}: probability {value!r} is not a number") from None
+            raise FaultPointError(f"{name}: probability {value!r} is not a number") from None
         if not 0.0 <= probability <= 1.0:
-            raise FaultPointError(f"{ENV}: {name}: probability {probability} is outside [0, 1]")
+            raise FaultPointError(f"{name}: probability {probability} is outside [0, 1]")
         table[name] = Schedule(probability)
     return table
 
 
-_armed: dict[str, Schedule] = {}
-_hits: dict[str, int] = {}
+class FaultPoints:
+    """The armed points of one daemon and how often each fired; unarmed (the default) it never fails.
 
-
-def arm(table: Mapping[str, float | Schedule]) -> None:
-    """Replace the armed points (tests; the daemon calls :func:`arm_from_environment`).
-
-    A bare number is a probability.  Schedules are copied: their counts run
-    down here, not in the caller's table.
+    One object per daemon, never module state: two daemons in one process
+    (tests) do not arm each other.
     """
-    _armed.clear()
-    for name, schedule in table.items():
-        _armed[name] = replace(schedule) if isinstance(schedule, Schedule) else Schedule(schedule)
-    _hits.clear()
 
+    def __init__(self, table: Mapping[str, float | Schedule] | None = None, rng: random.Random | None = None) -> None:
+        self._armed: dict[str, Schedule] = {}
+        self._hits: dict[str, int] = {}
+        self._rng = rng or random.Random()
+        self.arm(table or {})
 
-def arm_from_environment() -> dict[str, Schedule]:
-    table = parse(os.environ.get(ENV, ""))
-    arm(table)
-    if table:
-        log.warning("TEST FAULT POINTS ARMED (%s): allocation failures will be injected: %s", ENV, table)
-    return table
+    def arm(self, table: Mapping[str, float | Schedule]) -> None:
+        """Replace the armed points and forget the hits.
 
+        A bare number is a probability.  Schedules are copied: their counts
+        run down here, not in the caller's table.
+        """
+        self._armed = {
+            name: replace(schedule) if isinstance(schedule, Schedule) else Schedule(schedule)
+            for name, schedule in table.items()
+        }
+        self._hits = {}
 
-def hits() -> dict[str, int]:
-    """How many failures each point injected so far."""
-    return dict(_hits)
+    @property
+    def armed(self) -> dict[str, Schedule]:
+        return {name: replace(schedule) for name, schedule in self._armed.items()}
 
+    def hits(self) -> dict[str, int]:
+        """How many failures each point injected so far."""
+        return dict(self._hits)
 
-def check(point: str) -> None:
-    """Raise MemoryError at ``point`` when it is armed and its schedule says so."""
-    schedule = _armed.get(point)
-    if schedule is None:
-        return
-    if schedule.failures_left:
-        schedule.failures_left -= 1
-    elif random.random() >= schedule.probability:
-        return
-    _hits[point] = _hits.get(point, 0) + 1
-    log.warning("fault point %s: injecting MemoryError", point)
-    raise MemoryError(f"injected allocation failure at {point}")
+    def check(self, point: str) -> None:
+        """Raise MemoryError at ``point`` when it is armed and its schedule says so."""
+        schedule = self._armed.get(point)
+        if schedule is None:
+            return
+        if schedule.failures_left:
+            schedule.failures_left -= 1
+        elif self._rng.random() >= schedule.probability:
+            return
+        self._hits[point] = self._hits.get(point, 0) + 1
+        log.warning("fault point %s: injecting MemoryError", point)
+        raise MemoryError(f"injected allocation failure at {point}")

@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from leased.faultpoints import FaultPoints
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.protocol import Killpath
 from leased.resource import LeaseTable, Token
@@ -145,6 +146,8 @@ class DaemonState:
     shutting_down: bool = False
     started: float = field(default_factory=time.monotonic)
     space_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    faultpoints: FaultPoints = field(default_factory=FaultPoints)
+    """Where tests inject allocation failures (leased.faultpoints); arms nothing unless the daemon was given one."""
 
     def registered_client(self, pid: int) -> ClientState | None:
         """The first registered, live client with ``pid`` (lowest slot, as sanlock does)."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from inprocess import InProcessDaemon, Seams, joined
 from scheduling import UNKNOWN_SECONDS, load_durations, longest_first, store_durations
 
 from leased.storage import FileStorage
@@ -40,6 +41,19 @@ def open_storage() -> Iterator[type[FileStorage]]:
     yield Tracked
     for storage in opened:
         storage.close()
+
+
+@pytest.fixture
+def daemon_seams() -> Seams:
+    """The in-process daemon's seams: the production parts.  A test module overrides this to wrap them."""
+    return Seams()
+
+
+@pytest.fixture
+async def joined_daemon(tmp_path: Path, daemon_seams: Seams) -> AsyncIterator[InProcessDaemon]:
+    """A real Daemon served in the test's trio loop, joined to LS on a fresh lease file (tests/inprocess.py)."""
+    async with joined(tmp_path, daemon_seams) as serving:
+        yield serving
 
 
 def require_sanlock() -> str:

@@ -1,14 +1,29 @@
-"""Helpers for tests that run a leased daemon inside the test's trio loop and talk raw wire bytes to it."""
+"""Tests that run a leased daemon inside the test's trio loop and talk raw wire bytes to it.
+
+The daemon is the real :class:`~leased.daemon.Daemon` on a real Unix socket in
+the test's tmp dir; what a test changes are its seams (:class:`Seams`: the
+storage opener, the fencer, the fault points), each the production part
+unless the test wraps it.  ``conftest.joined_daemon`` is the one fixture that
+serves it; a test module that needs other seams overrides the
+``daemon_seams`` fixture.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
 from leased import delta_lease, paxos_lease
+from leased.daemon import Daemon
+from leased.faultpoints import FaultPoints
+from leased.fencing import Fencer
 from leased.geometry import Geometry
-from leased.protocol import HEADER_SIZE, Header
+from leased.protocol import HEADER_SIZE, Cmd, Disk, Header, Lockspace
+from leased.state import DaemonConfig
 from leased.storage import FileStorage
 
 MiB = 1 << 20
@@ -46,3 +61,57 @@ async def read_reply(stream: trio.SocketStream) -> tuple[Header, bytes]:
 async def call(stream: trio.SocketStream, header: Header, body: bytes = b"") -> tuple[Header, bytes]:
     await stream.send_all(header.encode() + body)
     return await read_reply(stream)
+
+
+@dataclass
+class Seams:
+    """What a test may replace in an in-process daemon; the defaults are the production parts."""
+
+    open_storage: Callable[[str], FileStorage] = FileStorage
+    fencer: Fencer | None = None
+    faultpoints: FaultPoints = field(default_factory=FaultPoints)
+
+
+def new_daemon(tmp_path: Path, seams: Seams | None = None, host_name: str = "test-host") -> Daemon:
+    """A daemon (not yet serving) with its run dir in ``tmp_path`` and a 1 s watchdog fire timeout."""
+    seams = seams or Seams()
+    config = DaemonConfig(run_dir=str(tmp_path / "run"), our_host_name=host_name, watchdog_fire_timeout=1)
+    return Daemon(config, open_storage=seams.open_storage, fencer=seams.fencer, faultpoints=seams.faultpoints)
+
+
+@dataclass
+class InProcessDaemon:
+    """A serving in-process daemon joined to LS (host 1) on ``path`` (laid out by :func:`init_lease_file`)."""
+
+    daemon: Daemon
+    path: Path
+    seams: Seams
+
+    @property
+    def socket_path(self) -> str:
+        return self.daemon.config.socket_path
+
+    def disk(self, name: bytes) -> Disk:
+        return Disk(str(self.path), (RESOURCES.index(name) + 1) * MiB)
+
+
+async def add_lockspace(socket_path: str, path: Path) -> None:
+    """Join LS as host 1 through a one-shot ADD_LOCKSPACE, as a client would."""
+    body = Lockspace(b"LS", 1, 0, Disk(str(path), 0)).encode()
+    async with await trio.open_unix_socket(socket_path) as conn:
+        with trio.fail_after(20):
+            reply, _ = await call(conn, Header(Cmd.ADD_LOCKSPACE, length=HEADER_SIZE + len(body), data=1), body)
+    assert reply.result == 0, reply
+
+
+@asynccontextmanager
+async def joined(tmp_path: Path, seams: Seams) -> AsyncIterator[InProcessDaemon]:
+    """Serve a new daemon joined to LS; stop it through :meth:`Daemon.stop` at the end."""
+    path = tmp_path / "leases"
+    await init_lease_file(path)
+    daemon = new_daemon(tmp_path, seams)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.serve)
+        await add_lockspace(daemon.config.socket_path, path)
+        yield InProcessDaemon(daemon, path, seams)
+        daemon.stop()

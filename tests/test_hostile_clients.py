@@ -350,9 +350,8 @@ def test_finding_8_the_final_check_retries_injected_release_failures(tmp_path: P
     with ExitStack() as stack:
         daemon = stack.enter_context(
             start_daemon(
-                argv(),
+                leased_daemon_argv("hostile-host", watchdog_fire_timeout=5, faultpoints="release.prepare@3"),
                 tmp_path / "run",
-                env={"LEASED_TEST_FAULTPOINTS": "release.prepare@3"},
                 stop_argv=leased_shutdown_argv(),
             )
         )

@@ -13,7 +13,7 @@ import pytest
 import trio
 from daemons import wait_for
 from inprocess import call
-from test_race_classes import Setup, leader_timestamp, setup  # noqa: F401  (fixture)
+from test_race_classes import Setup, daemon_seams, leader_timestamp, setup  # noqa: F401  (fixtures)
 
 from leased.client import Client, SanlockError
 from leased.errors import ResultCode

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 import trio
-from inprocess import RESOURCES, call, init_lease_file
+from inprocess import RESOURCES, InProcessDaemon, Seams, call
 
 from leased import commands, delta_lease, faultpoints, paxos_lease
 from leased.clock import DEFAULT_CLOCK
-from leased.daemon import Daemon
 from leased.errors import LeaseError, ResultCode
+from leased.faultpoints import FaultPoints
 from leased.fencing import ProcessFencer
 from leased.geometry import Geometry
 from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
@@ -41,16 +41,16 @@ from leased.protocol import (
     REL_ORPHAN,
     TARGET_SELF,
     Cmd,
-    Disk,
     Header,
-    Lockspace,
     Options,
     Resource,
     parse_state,
 )
-from leased.state import ClientState, DaemonConfig
+from leased.state import ClientState
 from leased.storage import FileStorage
 from leased.timeouts import Timeouts
+from leased.torture import armed_daemon
+from leased.torture.local_daemons import leased_command
 
 MiB = 1 << 20
 
@@ -92,41 +92,28 @@ class RecordingFencer(ProcessFencer):
 
 
 @dataclass
-class Setup:
-    daemon: Daemon
-    path: Path
-    opener: FlakyOpener
-    fencer: RecordingFencer
+class Setup(InProcessDaemon):
+    """The joined in-process daemon with this module's recording seams at hand."""
 
-    @property
-    def socket_path(self) -> str:
-        return self.daemon.config.socket_path
-
-    def disk(self, name: bytes) -> Disk:
-        return Disk(str(self.path), (RESOURCES.index(name) + 1) * MiB)
+    opener: FlakyOpener = field(default_factory=FlakyOpener)
+    fencer: RecordingFencer = field(default_factory=RecordingFencer)
+    faultpoints: FaultPoints = field(default_factory=FaultPoints)
 
     def acquire_body(self, *names: bytes) -> bytes:
         return b"".join(Resource(b"LS", n, disks=(self.disk(n),)).encode() for n in names) + Options().encode()
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
-    path = tmp_path / "leases"
-    await init_lease_file(path, 4 * MiB)
-    opener, fencer = FlakyOpener(), RecordingFencer()
-    config = DaemonConfig(run_dir=str(tmp_path / "run"), our_host_name="race-host", watchdog_fire_timeout=1)
-    daemon = Daemon(config, open_storage=opener, fencer=fencer)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.serve)
-        s = Setup(daemon, path, opener, fencer)
-        ls = Lockspace(b"LS", 1, 0, Disk(str(path), 0)).encode()
-        conn = await trio.open_unix_socket(s.socket_path)
-        async with conn:
-            with trio.fail_after(20):
-                reply, _ = await call(conn, Header(Cmd.ADD_LOCKSPACE, length=HEADER_SIZE + len(ls), data=1), ls)
-        assert reply.result == 0
-        yield s
-        daemon.stop()
+def daemon_seams() -> Seams:
+    """The production parts, wrapped: opens that fail on demand, signals recorded, fault points to arm."""
+    return Seams(open_storage=FlakyOpener(), fencer=RecordingFencer())
+
+
+@pytest.fixture
+def setup(joined_daemon: InProcessDaemon) -> Setup:
+    seams = joined_daemon.seams
+    assert isinstance(seams.open_storage, FlakyOpener) and isinstance(seams.fencer, RecordingFencer)
+    return Setup(joined_daemon.daemon, joined_daemon.path, seams, seams.open_storage, seams.fencer, seams.faultpoints)
 
 
 async def leader_timestamp(setup: Setup, name: bytes) -> int:
@@ -339,13 +326,13 @@ async def test_race_c_renewal_restarts_with_a_fresh_handle_after_an_io_error(tmp
 
 # ---------------------------------------------------------------------------
 # Allocation failures at the named fault points (leased.faultpoints): the same
-# seam the torture harness arms in its daemons through the environment.
+# seam the torture harness arms in its daemon processes (leased.torture.armed_daemon).
 
 
 @pytest.fixture
-def fault_points() -> Iterator[Callable[[dict[str, float]], None]]:
-    yield faultpoints.arm
-    faultpoints.arm({})
+def fault_points(setup: Setup) -> Callable[[dict[str, float]], None]:
+    """Arm the daemon's own fault points (its ``faultpoints`` seam) for the rest of the test."""
+    return setup.faultpoints.arm
 
 
 async def registered_with(setup: Setup, *names: bytes) -> trio.SocketStream:
@@ -425,7 +412,7 @@ async def test_race_b_lease_of_a_closed_client_is_never_dropped_silently(
         await conn.aclose()
         while not setup.daemon.state.leases.orphans(b"LS", b"R1"):
             await trio.sleep(0.02)
-        assert faultpoints.hits()["release.prepare"] == commands.EXIT_RELEASE_ATTEMPTS
+        assert setup.faultpoints.hits()["release.prepare"] == commands.EXIT_RELEASE_ATTEMPTS
         assert await leader_timestamp(setup, b"R1") != 0
         fault_points({})
         other = await registered_with(setup, b"R2")
@@ -455,17 +442,39 @@ def test_fault_point_specs_are_checked() -> None:
             faultpoints.parse(bad)
 
 
+def test_the_armed_entry_point_refuses_a_bad_spec_and_the_daemon_has_no_switch(tmp_path: Path) -> None:
+    """Only leased.torture.armed_daemon arms fault points; the production command cannot be armed from outside."""
+    bad = subprocess.run(
+        [*armed_daemon.argv_prefix("acquire=0.1"), "-D"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith("leased: --faultpoints: unknown fault point 'acquire'")
+    env = {**os.environ, "SANLOCK_RUN_DIR": str(tmp_path), "LEASED_TEST_FAULTPOINTS": "release.prepare"}
+    old_switch = subprocess.run(
+        [*leased_command(), "daemon", "-D"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert old_switch.returncode == 1
+    assert old_switch.stderr == "leased: environment LEASED_TEST_FAULTPOINTS: no such setting\n"
+
+
 def test_a_counted_fault_point_fails_its_first_checks_then_goes_quiet() -> None:
     table = faultpoints.parse("release.prepare@2")
-    faultpoints.arm(table)
-    try:
-        for _ in range(2):
-            with pytest.raises(MemoryError):
-                faultpoints.check("release.prepare")
-        for _ in range(100):
-            faultpoints.check("release.prepare")
-        faultpoints.check("acquire.prepare")  # not armed
-        assert faultpoints.hits() == {"release.prepare": 2}
-        assert table["release.prepare"].failures_left == 2, "arming copied the schedule"
-    finally:
-        faultpoints.arm({})
+    points = faultpoints.FaultPoints(table)
+    for _ in range(2):
+        with pytest.raises(MemoryError):
+            points.check("release.prepare")
+    for _ in range(100):
+        points.check("release.prepare")
+    points.check("acquire.prepare")  # not armed
+    assert points.hits() == {"release.prepare": 2}
+    assert table["release.prepare"].failures_left == 2, "arming copied the schedule"
+
+
+def test_unarmed_fault_points_never_fail_and_daemons_do_not_share_them() -> None:
+    unarmed = faultpoints.FaultPoints()
+    for point in faultpoints.POINTS:
+        unarmed.check(point)
+    assert unarmed.hits() == {} and unarmed.armed == {}
+    armed = faultpoints.FaultPoints({"release.prepare": 1.0})
+    with pytest.raises(MemoryError):
+        armed.check("release.prepare")
+    faultpoints.FaultPoints().check("release.prepare")  # another daemon's points: not armed by the first's

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from inprocess import MiB, call, init_lease_file
+from inprocess import MiB, call, init_lease_file, new_daemon
 
 from leased import paxos_lease
 from leased.connection import MessageReader
 from leased.daemon import Daemon
 from leased.protocol import HEADER_SIZE, TARGET_SELF, Cmd, Disk, Header, Lockspace, Options, Resource
-from leased.state import DaemonConfig
 from leased.storage import FileStorage
 
 
@@ -47,11 +46,6 @@ async def join_and_hold_r1(daemon: Daemon, path: Path) -> trio.SocketStream:
     assert reply.result == 0
     assert await r1_owner(path) == 1
     return holder
-
-
-def new_daemon(tmp_path: Path) -> Daemon:
-    config = DaemonConfig(run_dir=str(tmp_path / "run"), our_host_name="rule-host", watchdog_fire_timeout=1)
-    return Daemon(config)
 
 
 def flatten(exc: BaseException) -> list[BaseException]:

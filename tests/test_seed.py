@@ -13,44 +13,28 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
-from inprocess import RESOURCES, init_lease_file, read_reply
+from inprocess import RESOURCES, InProcessDaemon, read_reply
 
 from leased import paxos_lease
-from leased.daemon import Daemon
 from leased.protocol import (
     HEADER_SIZE,
     TARGET_SELF,
     Cmd,
-    Disk,
     Header,
-    Lockspace,
     Options,
     Resource,
     parse_state,
 )
-from leased.state import DaemonConfig
 from leased.storage import FileStorage
 
 MiB = 1 << 20
 
 
-@dataclass
-class Setup:
-    daemon: Daemon
-    path: Path
-    socket_path: str
-
-    def disk(self, name: bytes) -> Disk:
-        return Disk(str(self.path), (RESOURCES.index(name) + 1) * MiB)
-
-
-def acquire_msg(setup: Setup, name: bytes) -> tuple[bytes, bytes]:
+def acquire_msg(setup: InProcessDaemon, name: bytes) -> tuple[bytes, bytes]:
     body = Resource(b"LS", name, disks=(setup.disk(name),)).encode() + Options().encode()
     header = Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=1, data2=TARGET_SELF)
     return header.encode(), body
@@ -61,14 +45,14 @@ def release_msg(name: bytes) -> tuple[bytes, bytes]:
     return Header(Cmd.RELEASE, length=HEADER_SIZE + len(body), data=1, data2=TARGET_SELF).encode(), body
 
 
-async def one_shot(setup: Setup, header: Header, body: bytes = b"") -> tuple[Header, bytes]:
+async def one_shot(setup: InProcessDaemon, header: Header, body: bytes = b"") -> tuple[Header, bytes]:
     stream = await trio.open_unix_socket(setup.socket_path)
     async with stream:
         await stream.send_all(header.encode() + body)
         return await read_reply(stream)
 
 
-async def held_by_us(setup: Setup) -> list[bytes]:
+async def held_by_us(setup: InProcessDaemon) -> list[bytes]:
     """What the daemon says this process holds, asked on a second connection."""
     reply, payload = await one_shot(setup, Header(Cmd.INQUIRE, data2=os.getpid()))
     assert reply.result == 0, reply
@@ -76,24 +60,12 @@ async def held_by_us(setup: Setup) -> list[bytes]:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
-    path = tmp_path / "leases"
-    await init_lease_file(path, 8 * MiB)
-    config = DaemonConfig(run_dir=str(tmp_path / "run"), our_host_name="seed-host", watchdog_fire_timeout=1)
-    daemon = Daemon(config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.serve)
-        s = Setup(daemon, path, config.socket_path)
-        ls = Lockspace(b"LS", 1, 0, Disk(str(path), 0)).encode()
-        with trio.fail_after(20):
-            reply, _ = await one_shot(s, Header(Cmd.ADD_LOCKSPACE, length=HEADER_SIZE + len(ls), data=1), ls)
-        assert reply.result == 0
-        yield s
-        daemon.stop()
+def setup(joined_daemon: InProcessDaemon) -> InProcessDaemon:
+    return joined_daemon
 
 
 async def test_race_a_interleaved_calls_keep_connection_leases_and_stream(
-    setup: Setup, caplog: pytest.LogCaptureFixture
+    setup: InProcessDaemon, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="leased")
     with trio.fail_after(30):
@@ -145,7 +117,9 @@ async def test_race_a_interleaved_calls_keep_connection_leases_and_stream(
             assert sorted(await held_by_us(setup)) == [b"R1", b"R2"]
 
 
-async def test_garbage_on_registered_connection_is_skipped(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+async def test_garbage_on_registered_connection_is_skipped(
+    setup: InProcessDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="leased")
     with trio.fail_after(30):
         conn = await trio.open_unix_socket(setup.socket_path)
@@ -172,7 +146,7 @@ async def test_garbage_on_registered_connection_is_skipped(setup: Setup, caplog:
 
 
 async def test_locked_clients_from_many_threads_and_tasks_never_interleave(
-    setup: Setup, caplog: pytest.LogCaptureFixture
+    setup: InProcessDaemon, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The fix: one lock per connection.  The same concurrent calls through Client and AsyncClient are all clean."""
     from concurrent.futures import ThreadPoolExecutor

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from leased.faultpoints import FaultPointError
+from leased.faultpoints import parse as parse_faultpoints
 from leased.torture.checker import check
 from leased.torture.history import read_history
 
@@ -73,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--faultpoints",
         default=None,
-        help="LEASED_TEST_FAULTPOINTS for the leased daemons ('' for none; default: every point at 1-2%%)",
+        help="allocation failures armed in the leased daemons, e.g. 'acquire.prepare=0.02,release.prepare@3' "
+        "('' for none; default: every point at 1-2%%)",
     )
     p.add_argument("--check", type=Path, default=None, help="only check an existing history file and report (alone)")
     return p
@@ -158,6 +161,11 @@ def run_torture_command(argv: Sequence[str]) -> int:
         p.error("at least one host is needed")
     if opts.leased_hosts < 0 or opts.sanlock_hosts < 0 or opts.clients < 1 or opts.resources < 1:
         p.error("host, client and resource counts must be positive")
+    if opts.faultpoints:
+        try:
+            parse_faultpoints(opts.faultpoints)
+        except FaultPointError as exc:
+            p.error(f"--faultpoints: {exc}")
     options = Options(
         workdir=opts.workdir.resolve(),
         duration=opts.duration,

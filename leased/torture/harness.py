@@ -21,8 +21,9 @@ keeps ``clients`` workers alive per host, and injects faults at random:
 ``rogue_vanish``       a worker exits half way through a message
 =====================  ======================================================
 
-and leased daemons run with ``LEASED_TEST_FAULTPOINTS`` so that acquire,
-release and ownership moves fail with MemoryError at their prepare points.
+and leased daemons run with fault points armed (``--faultpoints``, through
+:mod:`leased.torture.armed_daemon`) so that acquire, release and ownership
+moves fail with MemoryError at their prepare points.
 
 About ``daemon_kill``: without a watchdog nothing stops the workers of a dead
 daemon, so the harness plays the watchdog and kills them.  Killing them at
@@ -190,8 +191,9 @@ class Torture:
         host.run_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, SANLOCK_RUN_DIR=str(host.run_dir))
         if host.kind == "leased":
-            argv = leased_daemon_argv(host.name, watchdog_fire_timeout=self.options.wft)
-            env["LEASED_TEST_FAULTPOINTS"] = self.options.faultpoints
+            argv = leased_daemon_argv(
+                host.name, watchdog_fire_timeout=self.options.wft, faultpoints=self.options.faultpoints
+            )
         else:
             binary = sanlock_binary()
             if binary is None:

@@ -14,6 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from leased.torture import armed_daemon
+
 SANLOCK_PATH = "/usr/sbin/sanlock"
 
 SANLOCK_DAEMON_ENV = {"SANLOCK_PRIVILEGED": "0"}
@@ -37,9 +39,16 @@ def sanlock_binary() -> str | None:
     return None
 
 
-def leased_daemon_argv(host_name: str | None = None, *, watchdog_fire_timeout: int | None = None) -> list[str]:
-    """``leased daemon`` in the foreground, stderr only, no watchdog, root's socket."""
-    argv = [*leased_command(), "daemon", "-D", "-L", "-1", "-w", "0", "-U", "root", "-G", "root"]
+def leased_daemon_argv(
+    host_name: str | None = None, *, watchdog_fire_timeout: int | None = None, faultpoints: str | None = None
+) -> list[str]:
+    """``leased daemon`` in the foreground, stderr only, no watchdog, root's socket.
+
+    ``faultpoints`` (a spec, see :mod:`leased.faultpoints`) starts it through
+    the test entry point :mod:`leased.torture.armed_daemon` instead.
+    """
+    command = armed_daemon.argv_prefix(faultpoints) if faultpoints else [*leased_command(), "daemon"]
+    argv = [*command, "-D", "-L", "-1", "-w", "0", "-U", "root", "-G", "root"]
     if host_name:
         argv += ["-e", host_name]
     if watchdog_fire_timeout is not None:
