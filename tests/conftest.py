@@ -95,6 +95,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         lambda item: durations.get(item.nodeid, UNKNOWN_SECONDS),
         lambda item: item.nodeid.partition("::")[0],
         workers,
+        lambda item: item.get_closest_marker("late") is not None,
     )
 
 

@@ -49,9 +49,17 @@ def store_durations(durations: Mapping[str, float], path: Path = DURATIONS_FILE)
 
 
 def longest_first(
-    items: Sequence[_Item], seconds: Callable[[_Item], float], group: Callable[[_Item], str], workers: int
+    items: Sequence[_Item],
+    seconds: Callable[[_Item], float],
+    group: Callable[[_Item], str],
+    workers: int,
+    late: Callable[[_Item], bool] = lambda item: False,
 ) -> list[_Item]:
     """``items`` by group, the longest group first, each group in its own order; paired for the first hand-out.
+
+    ``late`` items go last whatever they cost: they read what an earlier test
+    made once for the whole run (tests/once.py), and taken early they would
+    hold a worker waiting for it.
 
     A group is a test module: pytest tears a module's fixtures down whenever
     the next test is from another module, so a module's tests stay together
@@ -59,6 +67,8 @@ def longest_first(
     module fixtures set up once per parameter).  Each worker then sets a
     module fixture up at most once per stretch of that module it runs.
     """
+    last = [item for item in items if late(item)]
+    items = [item for item in items if not late(item)]
     totals: dict[str, float] = {}
     first_seen: dict[str, int] = {}
     for index, item in enumerate(items):
@@ -67,7 +77,7 @@ def longest_first(
         first_seen.setdefault(key, index)
     ranked = sorted(items, key=lambda item: (-totals[group(item)], first_seen[group(item)]))  # stable
     if workers <= 1:
-        return ranked
+        return ranked + last
     head, tail = ranked[: 2 * workers], ranked[2 * workers :]
     by_length = sorted(head, key=seconds, reverse=True)
     paired: list[_Item] = []
@@ -76,4 +86,4 @@ def longest_first(
         partner = len(by_length) - 1 - index
         if partner != index:
             paired.append(by_length[partner])
-    return paired + tail
+    return paired + tail + last

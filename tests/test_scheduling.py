@@ -25,6 +25,13 @@ def test_the_first_hand_out_pairs_each_long_test_with_a_short_one() -> None:
     assert sorted(ranked) == sorted(SECONDS)
 
 
+def test_late_tests_go_last_whatever_they_cost() -> None:
+    late = {"b::1", "a::1"}
+    ranked = longest_first(list(SECONDS), SECONDS.__getitem__, lambda item: item[0], 2, late.__contains__)
+    assert ranked[-2:] == ["a::1", "b::1"], "collection order among the late ones"
+    assert ranked[:4] == ["c::1", "c::2", "d::1", "a::2"]
+
+
 def test_durations_round_trip_and_a_missing_file_is_no_durations(tmp_path: Path) -> None:
     path = tmp_path / "durations.json"
     assert load_durations(path) == {}

@@ -83,6 +83,7 @@ def test_ci_sized_run_passes_with_every_fault_kind(torture_run: Path) -> None:
     assert [r["r"] for r in finals] == ["R0", "R1", "R2"] and all(r["free"] for r in finals)
 
 
+@pytest.mark.late  # the run itself is made by test_ci_sized_run_..., scheduled first
 def test_the_same_history_with_a_planted_overlap_fails(torture_run: Path) -> None:
     """Another host 'holds' a lease exclusively inside a real exclusive interval of the run."""
     records = list(read_history(torture_run / "history.jsonl"))
@@ -103,6 +104,7 @@ def test_the_same_history_with_a_planted_overlap_fails(torture_run: Path) -> Non
     assert "intruder" in report.violations[0].detail
 
 
+@pytest.mark.late  # the run itself is made by test_ci_sized_run_..., scheduled first
 def test_the_same_history_with_a_planted_devcount_repeat_fails(torture_run: Path) -> None:
     records = list(read_history(torture_run / "history.jsonl"))
     last = max((r for r in records if r["k"] == "devcount"), key=lambda r: r["t"])
@@ -110,6 +112,7 @@ def test_the_same_history_with_a_planted_devcount_repeat_fails(torture_run: Path
     assert [v.rule for v in check(planted).violations] == ["devcount"]
 
 
+@pytest.mark.late  # the run itself is made by test_ci_sized_run_..., scheduled first
 def test_check_only_mode_reads_a_history(torture_run: Path) -> None:
     history = torture_run / "history.jsonl"
     proc = subprocess.run(
