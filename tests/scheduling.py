@@ -55,7 +55,7 @@ def longest_first(
     workers: int,
     late: Callable[[_Item], bool] = lambda item: False,
 ) -> list[_Item]:
-    """``items`` by group, the longest group first, each group in its own order; paired for the first hand-out.
+    """``items`` by group, the longest test's group first, each in its own order; paired for the first hand-out.
 
     ``late`` items go last whatever they cost: they read what an earlier test
     made once for the whole run (tests/once.py), and taken early they would
@@ -66,16 +66,19 @@ def longest_first(
     (in the order pytest collected them, which also keeps parametrized
     module fixtures set up once per parameter).  Each worker then sets a
     module fixture up at most once per stretch of that module it runs.
+    Groups are ranked by their longest test, not their total: a module of
+    many short tests spreads over the workers anyway, while one 90 s test
+    ends the run 90 s after it starts.
     """
     last = [item for item in items if late(item)]
     items = [item for item in items if not late(item)]
-    totals: dict[str, float] = {}
+    longest: dict[str, float] = {}
     first_seen: dict[str, int] = {}
     for index, item in enumerate(items):
         key = group(item)
-        totals[key] = totals.get(key, 0.0) + seconds(item)
+        longest[key] = max(longest.get(key, 0.0), seconds(item))
         first_seen.setdefault(key, index)
-    ranked = sorted(items, key=lambda item: (-totals[group(item)], first_seen[group(item)]))  # stable
+    ranked = sorted(items, key=lambda item: (-longest[group(item)], first_seen[group(item)]))  # stable
     if workers <= 1:
         return ranked + last
     head, tail = ranked[: 2 * workers], ranked[2 * workers :]

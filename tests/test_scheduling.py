@@ -1,4 +1,4 @@
-"""The run's test order (tests/scheduling.py): longest module first, modules kept together, long paired with short."""
+"""The run's test order (tests/scheduling.py): longest test's module first, modules kept together, long with short."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def test_the_first_hand_out_pairs_each_long_test_with_a_short_one() -> None:
     assert ranked[:4] == ["b::1", "c::2", "c::1", "d::1"]
     assert ranked[4:] == ["a::1", "a::2", "e::1"]
     assert sorted(ranked) == sorted(SECONDS)
+
+
+def test_the_module_of_the_longest_test_goes_first_however_much_the_others_add_up_to() -> None:
+    seconds = {"many::1": 3.0, "many::2": 3.0, "many::3": 3.0, "many::4": 3.0, "one::1": 10.0}
+    ranked = longest_first(list(seconds), seconds.__getitem__, lambda item: item.partition("::")[0], 1)
+    assert ranked[0] == "one::1"
 
 
 def test_late_tests_go_last_whatever_they_cost() -> None:
