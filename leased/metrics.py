@@ -15,8 +15,8 @@ This module owns two things and does no I/O:
   format requires, families in the order given.
 
 Rules: metric and label names are fixed strings chosen here and in the
-collector; label *values* (lockspace names) come from clients and disks and
-are always escaped, never trusted.
+collector (:func:`leased.status.metrics_families`); label *values* (lockspace
+names) come from clients and disks and are always escaped, never trusted.
 """
 
 from __future__ import annotations
