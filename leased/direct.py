@@ -6,10 +6,11 @@ functions the daemon uses (delta and paxos leases), and prints what sanlock
 work unchanged: results as ``<action> done <rc>`` on stdout, ``read_leader``
 field lines, and ``dump`` tables with sanlock's column widths.
 
-Where sanlock's direct mode has a defect, leased does the useful thing and the
-README says so: ``release`` really releases (sanlock's is a no-op on disk),
-``acquire`` honours ``:SH``, host_id 0 is refused instead of overwriting the
-request record, and ``dump`` never reads host blocks beyond the area.
+Where sanlock's direct mode has a defect, leased does the useful thing and
+docs/compatibility.md says so: ``release`` really releases (sanlock's is a
+no-op on disk), ``acquire`` honours ``:SH``, host_id 0 is refused instead of
+overwriting the request record, and ``dump`` never reads host blocks beyond
+the area.
 
 Actions are coroutines over blocking storage and :data:`BLOCKING_CLOCK`, so
 the CLI runs them with :func:`leased.clock.run_blocking` and never starts an

@@ -79,7 +79,7 @@ def test_verify_does_see_a_bad_drop_in(tmp_path: Path) -> None:
 
 
 def test_unit_keeps_the_properties_a_lease_daemon_needs() -> None:
-    """What the README promises operators: notify readiness, sanlock's run dir, never SIGKILLed, restarted."""
+    """What docs/operating.md promises operators: notify readiness, sanlock's run dir, never SIGKILLed, restarted."""
     settings: dict[str, list[str]] = {}
     for line in UNIT.read_text().splitlines():
         if "=" in line and not line.startswith("#"):

@@ -2,7 +2,7 @@
 
 The run is the real command line: daemons, workers and the faultfs mounts
 are real processes, faults are real signals and real failing I/O.  It lasts
-a few minutes; the README documents the long form.  The history it leaves is
+a few minutes; docs/torture.md documents the long form.  The history it leaves is
 then given a planted violation, which the checker must catch: a run that
 passes only means something if the same checker fails on a broken history.
 """
