@@ -411,6 +411,26 @@ def test_shared_leases_on_one_host(pool: Pool, py: Callable[[], Agent]) -> None:
     assert client.call("read_resource_owners", LS, name, disks) == []
 
 
+def acquire_once_released(agent: Agent, name: bytes, disks: list[tuple[str, int]], slkfd: int) -> None:
+    """Acquire ``name`` on ``slkfd`` once the daemon has finished releasing it for an exited or closed holder.
+
+    The disk shows the lease free, and the holder's registration is gone, a
+    moment before the daemon has finished that release; until then both
+    daemons answer EAGAIN, as sanlock 3.8's acquire_token does for a resource
+    still being released.  Any other answer fails the test.
+    """
+
+    def acquired() -> bool:
+        try:
+            return agent.call("acquire", LS, name, disks, slkfd=slkfd) is None
+        except SanlockFailure as exc:
+            if exc.errno == EAGAIN:
+                return False
+            raise
+
+    wait_for(acquired, 10, f"{name!r} acquired once its release finished")
+
+
 def test_acquire_on_behalf_of_registered_pid(pool: Pool, py: Callable[[], Agent]) -> None:
     holder, manager, name = py(), py(), pool.take()
     disks = pool.leases.disks(name)
@@ -428,7 +448,7 @@ def test_acquire_on_behalf_of_registered_pid(pool: Pool, py: Callable[[], Agent]
     wait_for(lambda: manager.call("read_resource_owners", LS, name, disks) == [], 10, "lease released at exit")
     wait_for(lambda: manager.errno("inquire", pid=holder.pid) == ESRCH, 10, "dead pid unregistered")
     own = manager.call("register")
-    assert manager.call("acquire", LS, name, disks, slkfd=own) is None
+    acquire_once_released(manager, name, disks, own)
     assert manager.call("inquire", slkfd=own)[0]["version"] == 3
 
 
@@ -440,18 +460,7 @@ def test_closing_the_registered_fd_releases(pool: Pool, py: Callable[[], Agent])
     assert client.eval(f"os.close({fd})") is None
     wait_for(lambda: client.call("read_resource_owners", LS, name, disks) == [], 10, "lease released on close")
     fd2 = client.call("register")
-
-    def acquired_again() -> bool:
-        # The disk shows the lease free a moment before the daemon has finished the release the close
-        # started; until then both daemons answer EAGAIN, as sanlock 3.8's acquire_token does.
-        try:
-            return client.call("acquire", LS, name, disks, slkfd=fd2) is None
-        except SanlockFailure as exc:
-            if exc.errno == EAGAIN:
-                return False
-            raise
-
-    wait_for(acquired_again, 10, "acquired again once the release finished")
+    acquire_once_released(client, name, disks, fd2)
     assert client.call("inquire", slkfd=fd2)[0]["version"] == 2
 
 
