@@ -14,7 +14,11 @@ Rules every handler keeps:
   acts on the client registered on this connection, or on the registered
   process named by ``data2``, and only if the requester may (same uid or
   root): a client touches only its own leases unless explicitly allowed;
-* moving leases to a client is prepare-then-commit (:mod:`leased.resource`).
+* moving leases to a client is prepare-then-commit (:mod:`leased.resource`);
+  the ownership transactions themselves (acquire, release, a closed
+  client's leases) are :mod:`leased.transactions`', whose outcomes and
+  :class:`~leased.errors.LeaseError` a handler turns into its reply and log
+  line here.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from leased.clock import DEFAULT_CLOCK, disk_timestamp
 from leased.constants import MBLOCK_SHARED, REQ_FORCE, REQ_GRACEFUL, MiB
 from leased.errors import LeaseError, ResultCode, code_name
 from leased.fencing import Fencer, ProcessFencer, escalate, restricted_signal
-from leased.geometry import Geometry, geometry_from_leader
+from leased.geometry import Geometry, geometry_from_leader, request_geometry
 from leased.host_status import HostRecord, HostState
 from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
 from leased.metrics import render
@@ -45,7 +49,6 @@ from leased.ondisk import (
     verify_delta_leader,
     verify_paxos_leader,
 )
-from leased.paxos_lease import ResourceArea
 from leased.protocol import (
     ACQUIRE_LVB,
     ACQUIRE_ORPHAN,
@@ -67,13 +70,8 @@ from leased.protocol import (
     RES_ALIGN2M,
     RES_ALIGN4M,
     RES_ALIGN8M,
-    RES_ALIGN_MASK,
-    RES_LVER,
-    RES_NUM_HOSTS,
-    RES_PERSISTENT,
     RES_SECTOR4K,
     RES_SECTOR512,
-    RES_SECTOR_MASK,
     RES_SHARED,
     RESOURCE_SIZE,
     SETEV_ALL_HOSTS,
@@ -100,12 +98,13 @@ from leased.protocol import (
     format_resource,
     split_resources,
 )
-from leased.resource import LeaseTable, Token, release_unless_shared_on
+from leased.resource import Token, release_unless_shared_on
 from leased.state import ClientState, DaemonState
 from leased.status import metrics_families, status_records
 from leased.storage import FileStorage
 from leased.tasks import Spawner
 from leased.timeouts import kill_grace_seconds
+from leased.transactions import CommitRefused, acquire_leases, open_lease_storage, release_token, resource_area
 
 log = logging.getLogger(__name__)
 
@@ -209,17 +208,6 @@ def target_client(cmd: Command) -> ClientState:
 # Geometry helpers
 
 
-def _geometry_from_flags(flags: int) -> Geometry | None:
-    """ALIGN/SECTOR bits of a resource or lockspace request; None when absent."""
-    align = {RES_ALIGN1M: 1, RES_ALIGN2M: 2, RES_ALIGN4M: 4, RES_ALIGN8M: 8}.get(flags & RES_ALIGN_MASK)
-    sector = {RES_SECTOR512: 512, RES_SECTOR4K: 4096}.get(flags & RES_SECTOR_MASK)
-    if align is None and sector is None:
-        return None
-    if align is None or sector is None:
-        raise LeaseError(ResultCode.EINVAL, f"flags 0x{flags:x} need both ALIGN and SECTOR bits")
-    return Geometry(sector, align * MiB)
-
-
 def _flags_of(geometry: Geometry) -> int:
     align = {1: RES_ALIGN1M, 2: RES_ALIGN2M, 4: RES_ALIGN4M, 8: RES_ALIGN8M}[geometry.align_size // MiB]
     return align | (RES_SECTOR512 if geometry.sector_size == 512 else RES_SECTOR4K)
@@ -231,12 +219,7 @@ async def _probe_geometry(storage: FileStorage, offset: int, timeout: int) -> tu
 
 
 def _open(cmd: Command, path: str, missing_rc: int = ResultCode.ENODEV) -> FileStorage:
-    if not path:
-        raise LeaseError(missing_rc, "empty path")
-    try:
-        return cmd.open_storage(path)
-    except LeaseError as exc:
-        raise LeaseError(missing_rc if exc.rc == ResultCode.ENOENT else exc.rc, exc.detail) from exc
+    return open_lease_storage(cmd.open_storage, path, missing_rc)
 
 
 # ---------------------------------------------------------------------------
@@ -582,17 +565,6 @@ async def cmd_renewal(cmd: Command) -> Reply:
 # Resource leases
 
 
-def _resource_area(token_storage: FileStorage, resource: Resource, lockspace: JoinedLockspace) -> ResourceArea:
-    disk = resource.disks[0]
-    geometry = _geometry_from_flags(resource.flags)
-    if geometry is None:
-        assert lockspace.lease is not None
-        geometry = lockspace.lease.area.geometry
-    return ResourceArea(
-        token_storage, disk.offset, encode_name(resource.lockspace), encode_name(resource.name), geometry
-    )
-
-
 async def cmd_acquire(cmd: Command) -> Reply:
     state, header = cmd.state, cmd.header
     resources, used = split_resources(cmd.body, header.data, with_disks=True)
@@ -631,121 +603,31 @@ async def cmd_acquire(cmd: Command) -> Reply:
     state.leases.reserve(keys)
     try:
         async with state.leases.disk_turn(keys):
-            return await _prepare_and_commit(cmd, target, resources, adopt, options, generation)
+            await acquire_leases(
+                state,
+                target,
+                resources,
+                adopt,
+                generation=generation,
+                open_storage=cmd.open_storage,
+                owner_name=options.owner_name,
+                owner_nowait=bool(header.cmd_flags & ACQUIRE_OWNER_NOWAIT),
+                lvb=bool(header.cmd_flags & ACQUIRE_LVB),
+            )
+    except CommitRefused as exc:
+        return _fail(cmd, exc.rc, exc.detail)
+    except MemoryError as exc:
+        return _fail(cmd, ResultCode.ENOMEM, str(exc) or type(exc).__name__)
+    except LeaseError as exc:
+        if exc.rc in CONTENTION_CODES:
+            _contention(cmd, exc.rc, exc.detail)
+            return cmd.reply(exc.rc)
+        return _fail(cmd, exc.rc, str(exc))
     finally:
         state.leases.unreserve(keys)
         target.cmd_active = 0
         target.cmd_last = Cmd.ACQUIRE
-
-
-async def _prepare_and_commit(
-    cmd: Command,
-    target: ClientState,
-    resources: list[Resource],
-    adopt: dict[tuple[bytes, bytes], Token],
-    options: Options,
-    generation: int,
-) -> Reply:
-    """The disk work of an acquire, then its commit point; the caller holds the disk turn of every key."""
-    state, header = cmd.state, cmd.header
-    taken: list[Token] = []
-    try:
-        for resource in resources:
-            key = (resource.lockspace, resource.name)
-            if key in adopt:
-                continue  # adopting an orphan needs no disk I/O; it is moved at the commit point
-            joined = state.leases.shared_hold(key) if resource.shared else None
-            if joined is not None:
-                # This host already holds it shared on disk (one mode block for all its local
-                # holders): join that hold without touching the disk.  A second paxos round here
-                # would rewrite our host sector, and a failed one would blank the mode block the
-                # other local holders rely on (found by leased torture).
-                lockspace, lease, lvb_enabled = joined.lockspace, joined.lease, False
-            else:
-                found = state.find_lockspace(resource.lockspace)
-                if found is None or not found.usable or found.lease is None:
-                    raise LeaseError(ResultCode.ENOSPC, f"lockspace {_ls_name(resource.lockspace)} not joined")
-                lockspace = found
-                storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
-                try:
-                    lease = await paxos_lease.acquire(
-                        _resource_area(storage, resource, lockspace),
-                        lockspace.host_id,
-                        lockspace.host_generation,
-                        shared=resource.shared,
-                        lver=resource.lver if resource.flags & RES_LVER else 0,
-                        view=lockspace.view(),
-                        num_hosts=resource.data32 if resource.flags & RES_NUM_HOSTS else None,
-                        owner_nowait=bool(header.cmd_flags & ACQUIRE_OWNER_NOWAIT),
-                        read_lvb_data=bool(header.cmd_flags & ACQUIRE_LVB),
-                        io_timeout=lockspace.io_timeout,
-                        clock=lockspace.clock,
-                    )
-                except BaseException:
-                    storage.close()
-                    raise
-                lvb_enabled = bool(header.cmd_flags & ACQUIRE_LVB)
-            # Held on disk from here on: into `taken` before anything else can fail, so a failure
-            # below (the fault point stands for any allocation) gives this lease back too.
-            taken.append(
-                Token(
-                    resource=Resource(
-                        resource.lockspace, resource.name, flags=resource.flags, num_disks=1, disks=resource.disks
-                    ),
-                    lockspace=lockspace,
-                    lease=lease,
-                    client_id=target.ci,
-                    client_generation=generation,
-                    persistent=bool(resource.flags & RES_PERSISTENT),
-                    lvb_enabled=lvb_enabled,
-                )
-            )
-            state.faultpoints.check("acquire.prepare")
-        state.faultpoints.check("acquire.commit")
-    except (LeaseError, MemoryError) as exc:
-        # Nothing was attached yet: give back what this call took; the client is as it was.
-        await _give_back(state.leases, taken)
-        rc = exc.rc if isinstance(exc, LeaseError) else ResultCode.ENOMEM
-        if rc in CONTENTION_CODES:
-            _contention(cmd, rc, exc.detail if isinstance(exc, LeaseError) else str(exc))
-            return cmd.reply(rc)
-        return _fail(cmd, rc, str(exc) or type(exc).__name__)
-    except BaseException:
-        await _give_back(state.leases, taken)
-        raise
-
-    # commit: the target must still be the same live process
-    if target.dead or target.generation != generation:
-        await _give_back(state.leases, taken)
-        return _fail(cmd, ResultCode.ENOTTY, f"target pid {target.pid} exited during acquire")
-    for orphan in adopt.values():
-        if not orphan.orphan or orphan not in state.leases.held.get(orphan.key, []):
-            await _give_back(state.leases, taken)
-            return _fail(cmd, ResultCode.ENOENT, f"orphan {_ls_name(orphan.key[1])} went away during the acquire")
-    state.leases.attach(taken)
-    target.tokens.extend(taken)
-    for orphan in adopt.values():
-        orphan.orphan, orphan.client_id, orphan.client_generation = False, target.ci, generation
-        target.tokens.append(orphan)
-        log.info("adopted orphan %s:%s for pid %d", _ls_name(orphan.key[0]), _ls_name(orphan.key[1]), target.pid)
-    if options.owner_name or not target.name or target.name == str(target.pid).encode():
-        target.name = options.owner_name
-    for token in taken:
-        log.info(
-            "acquired %s:%s lver %d for pid %d", _ls_name(token.key[0]), _ls_name(token.key[1]), token.lver, target.pid
-        )
     return cmd.reply(0)
-
-
-async def _give_back(table: LeaseTable, taken: list[Token]) -> None:
-    """Release on disk what a failed acquire took before its commit point; not cancellable half way.
-
-    The acquire holds the disk turn of these keys; shared holds other local
-    clients rely on stay on disk.
-    """
-    with trio.CancelScope(shield=True):
-        for token in taken:
-            await release_unless_shared_on(table, token)
 
 
 async def cmd_release(cmd: Command) -> Reply:
@@ -788,68 +670,9 @@ async def cmd_release(cmd: Command) -> Reply:
         log.error("cmd_release ci %d pid %d no resource %s", target.ci, target.pid, _ls_name(name))
         result = ResultCode.EPERM
     for token in chosen:
-        rc = await _release_token(state, target, token, rename=rename)
+        rc = await release_token(state, target, token, rename=rename)
         result = result or rc
     return cmd.reply(result)
-
-
-async def _release_token(state: DaemonState, client: ClientState, token: Token, *, rename: bytes | None = None) -> int:
-    """Detach a token from its client and the table, then release it on disk.
-
-    Anything that can fail before the detach leaves the token where it was:
-    the client still holds the lease and may ask again.
-    """
-    state.faultpoints.check("release.prepare")
-    state.leases.releasing.add(token.key)
-    try:
-        # Detach inside the disk turn: whether other local shared holders remain is decided
-        # there, so of two holders releasing at once exactly one (the last) writes the disk.
-        async with state.leases.disk_turn([token.key]):
-            if token in client.tokens:
-                client.tokens.remove(token)
-            if token not in state.leases.held.get(token.key, []):
-                return 0  # already let go by another path (the client's exit) while we waited
-            state.leases.detach(token)
-            return await release_unless_shared_on(state.leases, token, rename=rename)
-    finally:
-        if not state.leases.held.get(token.key):
-            state.leases.releasing.discard(token.key)
-
-
-async def release_client(state: DaemonState, client: ClientState) -> None:
-    """A registered connection closed: its process is gone; release its leases (wire spec §7.2)."""
-    client.dead = True
-    for token in list(client.tokens):
-        for attempt in range(1, EXIT_RELEASE_ATTEMPTS + 1):
-            try:
-                await _let_go(state, client, token)
-                break
-            except MemoryError:
-                name = _ls_name(token.key[1])
-                log.error("pid %d exit: %s: allocation failure (attempt %d)", client.pid, name, attempt)
-                await trio.sleep(0.05 * attempt)
-        else:
-            # Never drop a lease silently: keep it visible and releasable (release -o) as an orphan.
-            if token in client.tokens:
-                client.tokens.remove(token)
-            token.orphan, token.client_id = True, 0
-            log.critical("pid %d exit: %s could not be released; kept as an orphan", client.pid, _ls_name(token.key[1]))
-
-
-EXIT_RELEASE_ATTEMPTS = 5
-"""Tries per lease to let go of a closed client's lease (allocation failure) before keeping it as an orphan."""
-
-
-async def _let_go(state: DaemonState, client: ClientState, token: Token) -> None:
-    """One lease of a closed client: persistent ones become orphans, the others are released."""
-    if token.persistent and token.lockspace.usable:
-        state.faultpoints.check("orphan.move")
-        client.tokens.remove(token)
-        token.orphan, token.client_id = True, 0
-        log.info("pid %d exit: %s kept as an orphan", client.pid, _ls_name(token.key[1]))
-        return
-    rc = await _release_token(state, client, token)
-    log.info("pid %d exit: released %s rc %d", client.pid, _ls_name(token.key[1]), rc)
 
 
 async def cmd_inquire(cmd: Command) -> Reply:
@@ -941,7 +764,7 @@ async def cmd_request(cmd: Command) -> Reply:
     try:
         storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
         try:
-            area = _resource_area(storage, resource, lockspace)
+            area = resource_area(storage, resource, lockspace)
             owner = await paxos_lease.write_request(
                 area,
                 resource.lver,
@@ -969,7 +792,7 @@ MAX_LEADER_IO_TIMEOUT = 0xFFFF
 async def cmd_write_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     try:
-        geometry = _geometry_from_flags(ls.flags) or Geometry(512, MiB)
+        geometry = request_geometry(ls.flags) or Geometry(512, MiB)
         storage = _open(cmd, ls.disk.path)
         try:
             io_timeout = cmd.header.data2 or cmd.state.config.io_timeout
@@ -989,7 +812,7 @@ async def cmd_read_lockspace(cmd: Command) -> Reply:
     try:
         storage = _open(cmd, ls.disk.path)
         try:
-            geometry = _geometry_from_flags(ls.flags)
+            geometry = request_geometry(ls.flags)
             if geometry is None:
                 geometry, _ = await _probe_geometry(storage, ls.disk.offset, cmd.state.config.io_timeout)
             host_id = ls.host_id or 1
@@ -1010,7 +833,7 @@ async def cmd_read_lockspace(cmd: Command) -> Reply:
 async def cmd_write_resource(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
     try:
-        geometry = _geometry_from_flags(resource.flags) or Geometry(512, MiB)
+        geometry = request_geometry(resource.flags) or Geometry(512, MiB)
         storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
         try:
             await paxos_lease.init_resource(
@@ -1042,7 +865,7 @@ async def _read_resource_leader(
     """
     storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
     try:
-        wanted = _geometry_from_flags(resource.flags)
+        wanted = request_geometry(resource.flags)
         leader = Leader.decode(await storage.read(resource.disks[0].offset, 4096, cmd.state.config.io_timeout))
         try:
             probed: Geometry | None = geometry_from_leader(leader.sector_size, leader.flags)

@@ -48,7 +48,7 @@ from functools import partial
 
 import trio
 
-from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, release_client, remove_lockspace
+from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, remove_lockspace
 from leased.connection import BadMessage, MessageReader, Request
 from leased.errors import LeaseError, ResultCode
 from leased.faultpoints import FaultPoints
@@ -60,6 +60,7 @@ from leased.protocol import RESTRICT_ALL, Cmd
 from leased.state import ClientState, DaemonConfig, DaemonState, LogRing, client_limit
 from leased.storage import FileStorage
 from leased.tasks import Spawner, nursery_spawner
+from leased.transactions import release_client
 
 log = logging.getLogger(__name__)
 

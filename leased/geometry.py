@@ -3,7 +3,8 @@
 A lockspace or resource area is exactly one *align size* long and is cut into
 sectors of the geometry's sector size (on-disk spec §1).  Only five pairs are
 valid; the pair in use is recorded in every leader (``sector_size`` plus one
-``LFL_ALIGN_*`` flag), which is how readers discover it.
+``LFL_ALIGN_*`` flag), which is how readers discover it; a client's request
+names it with the wire's ALIGN/SECTOR flags.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ from leased.constants import (
     MiB,
 )
 from leased.errors import LeaseError, ResultCode
+from leased.protocol import (
+    RES_ALIGN1M,
+    RES_ALIGN2M,
+    RES_ALIGN4M,
+    RES_ALIGN8M,
+    RES_ALIGN_MASK,
+    RES_SECTOR4K,
+    RES_SECTOR512,
+    RES_SECTOR_MASK,
+)
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,17 @@ def geometry_from_leader(sector_size: int, flags: int) -> Geometry:
     if align_size is None:
         raise LeaseError(ResultCode.ADDLS_SIZES, f"invalid align flags 0x{flags:x}")
     return Geometry(sector_size, align_size)
+
+
+def request_geometry(flags: int) -> Geometry | None:
+    """ALIGN/SECTOR bits of a resource or lockspace request (the wire's ``RES_*`` flags); None when absent."""
+    align = {RES_ALIGN1M: 1, RES_ALIGN2M: 2, RES_ALIGN4M: 4, RES_ALIGN8M: 8}.get(flags & RES_ALIGN_MASK)
+    sector = {RES_SECTOR512: 512, RES_SECTOR4K: 4096}.get(flags & RES_SECTOR_MASK)
+    if align is None and sector is None:
+        return None
+    if align is None or sector is None:
+        raise LeaseError(ResultCode.EINVAL, f"flags 0x{flags:x} need both ALIGN and SECTOR bits")
+    return Geometry(sector, align * MiB)
 
 
 def parse_align(text: str) -> int:

@@ -11,7 +11,9 @@ in hand attaches the tokens to the client in one step.  A failure before that
 point releases what this call took and leaves the client, and every other
 client, exactly as they were (the HAProxy takeover race).  Tokens carry the
 client's generation at commit time, so a late completion for a client that
-died and whose slot or pid was reused is recognised and discarded.
+died and whose slot or pid was reused is recognised and discarded.  The
+transactions that make these moves for a client (acquire, release, a closed
+client's leases) are :mod:`leased.transactions`'.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import pytest
 import trio
 from inprocess import RESOURCES, InProcessDaemon, Seams, call
 
-from leased import commands, delta_lease, faultpoints, paxos_lease
+from leased import commands, delta_lease, faultpoints, paxos_lease, transactions
 from leased.clock import DEFAULT_CLOCK
 from leased.errors import LeaseError, ResultCode
 from leased.faultpoints import FaultPoints
@@ -412,7 +412,7 @@ async def test_race_b_lease_of_a_closed_client_is_never_dropped_silently(
         await conn.aclose()
         while not setup.daemon.state.leases.orphans(b"LS", b"R1"):
             await trio.sleep(0.02)
-        assert setup.faultpoints.hits()["release.prepare"] == commands.EXIT_RELEASE_ATTEMPTS
+        assert setup.faultpoints.hits()["release.prepare"] == transactions.EXIT_RELEASE_ATTEMPTS
         assert await leader_timestamp(setup, b"R1") != 0
         fault_points({})
         other = await registered_with(setup, b"R2")
