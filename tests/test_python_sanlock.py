@@ -411,8 +411,8 @@ def test_shared_leases_on_one_host(pool: Pool, py: Callable[[], Agent]) -> None:
     assert client.call("read_resource_owners", LS, name, disks) == []
 
 
-def acquire_once_released(agent: Agent, name: bytes, disks: list[tuple[str, int]], slkfd: int) -> None:
-    """Acquire ``name`` on ``slkfd`` once the daemon has finished releasing it for an exited or closed holder.
+def acquire_once_released(agent: Agent, name: bytes, disks: list[tuple[str, int]], slkfd: int) -> object:
+    """Acquire ``name`` on ``slkfd`` once the daemon has finished releasing it; what ``sanlock.acquire`` returned.
 
     The disk shows the lease free, and the holder's registration is gone, a
     moment before the daemon has finished that release; until then both
@@ -420,15 +420,16 @@ def acquire_once_released(agent: Agent, name: bytes, disks: list[tuple[str, int]
     still being released.  Any other answer fails the test.
     """
 
-    def acquired() -> bool:
+    def acquired() -> tuple[object] | None:
         try:
-            return agent.call("acquire", LS, name, disks, slkfd=slkfd) is None
+            return (agent.call("acquire", LS, name, disks, slkfd=slkfd),)
         except SanlockFailure as exc:
             if exc.errno == EAGAIN:
-                return False
+                return None
             raise
 
-    wait_for(acquired, 10, f"{name!r} acquired once its release finished")
+    (result,) = wait_for(acquired, 10, f"{name!r} acquired once its release finished")
+    return result
 
 
 def test_acquire_on_behalf_of_registered_pid(pool: Pool, py: Callable[[], Agent]) -> None:
@@ -448,7 +449,7 @@ def test_acquire_on_behalf_of_registered_pid(pool: Pool, py: Callable[[], Agent]
     wait_for(lambda: manager.call("read_resource_owners", LS, name, disks) == [], 10, "lease released at exit")
     wait_for(lambda: manager.errno("inquire", pid=holder.pid) == ESRCH, 10, "dead pid unregistered")
     own = manager.call("register")
-    acquire_once_released(manager, name, disks, own)
+    assert acquire_once_released(manager, name, disks, own) is None
     assert manager.call("inquire", slkfd=own)[0]["version"] == 3
 
 
@@ -460,7 +461,7 @@ def test_closing_the_registered_fd_releases(pool: Pool, py: Callable[[], Agent])
     assert client.eval(f"os.close({fd})") is None
     wait_for(lambda: client.call("read_resource_owners", LS, name, disks) == [], 10, "lease released on close")
     fd2 = client.call("register")
-    acquire_once_released(client, name, disks, fd2)
+    assert acquire_once_released(client, name, disks, fd2) is None
     assert client.call("inquire", slkfd=fd2)[0]["version"] == 2
 
 
