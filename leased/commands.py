@@ -19,30 +19,34 @@ Rules every handler keeps:
   client's leases) are :mod:`leased.transactions`', whose outcomes and
   :class:`~leased.errors.LeaseError` a handler turns into its reply and log
   line here.
+
+What a command leaves running in the background (joining and leaving a
+lockspace, fencing a failed one, examining other hosts' requests and
+delivering their events) is :mod:`leased.lifecycle`'s policy: a handler
+checks the request, calls in there with the seams and its spawner, and
+answers.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 import trio
 
 from leased import delta_lease, paxos_lease
 from leased.clock import DEFAULT_CLOCK, disk_timestamp
-from leased.constants import MBLOCK_SHARED, REQ_FORCE, REQ_GRACEFUL, MiB
+from leased.constants import MBLOCK_SHARED, MiB
 from leased.errors import LeaseError, ResultCode, code_name
-from leased.fencing import Fencer, ProcessFencer, escalate, restricted_signal
+from leased.fencing import Fencer, ProcessFencer
 from leased.geometry import Geometry, geometry_from_leader, request_geometry
-from leased.host_status import HostRecord, HostState
+from leased.host_status import HostState
+from leased.lifecycle import begin_removal, examine_held, forget_lockspace, new_lockspace
 from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
 from leased.metrics import render
 from leased.ondisk import (
     Leader,
-    bitmap_test,
     decode_host_sector,
     encode_name,
     names_equal,
@@ -94,7 +98,6 @@ from leased.protocol import (
     Resource,
     StateRecord,
     StateType,
-    encode_event_cb,
     format_resource,
     split_resources,
 )
@@ -103,7 +106,6 @@ from leased.state import ClientState, DaemonState
 from leased.status import metrics_families, status_records
 from leased.storage import FileStorage
 from leased.tasks import Spawner
-from leased.timeouts import kill_grace_seconds
 from leased.transactions import CommitRefused, acquire_leases, open_lease_storage, release_token, resource_area
 
 log = logging.getLogger(__name__)
@@ -256,23 +258,13 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
     io_timeout = cmd.header.data or state.config.io_timeout
     if io_timeout > 255:
         return _fail(cmd, ResultCode.EINVAL, f"io_timeout {io_timeout} above 255 (stored in one byte on disk)")
-    joined = JoinedLockspace(
-        key=lockspace_key(ls.name, ls.host_id, ls.disk.path, ls.disk.offset),
-        io_timeout=io_timeout,
-        timeouts=state.config.timeouts(io_timeout),
-        host_name=state.config.our_host_name.encode(),
-        open_storage=lambda path: _open(cmd, path),
-        history_size=state.config.renewal_history_size,
-        set_bitmap_seconds=state.config.set_bitmap_seconds,
-        space_id=next(state.space_ids),
-        on_join_failure=lambda failed: _forget_lockspace(state, failed),
-        on_failure=lambda failed: cmd.spawn(
-            f"fence lockspace {_ls_name(failed.name)}", partial(fence_lockspace, state, failed, cmd.fencer)
-        ),
-        on_scan=lambda scanned, generation, changed: cmd.spawn(
-            f"examine requests in {_ls_name(scanned.name)}",
-            partial(examine_requests, state, scanned, generation, changed, cmd.fencer),
-        ),
+    joined = new_lockspace(
+        state,
+        lockspace_key(ls.name, ls.host_id, ls.disk.path, ls.disk.offset),
+        io_timeout,
+        open_storage=cmd.open_storage,
+        spawn=cmd.spawn,
+        fencer=cmd.fencer,
     )
     state.lockspaces = [x for x in state.lockspaces if not (x.state is LockspaceState.FAILED and _matches(x, ls))]
     state.lockspaces.append(joined)
@@ -289,20 +281,9 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
         return cmd.reply(0)
     await joined.joined.wait()
     if joined.state is not LockspaceState.JOINED:
-        _forget_lockspace(state, joined)
+        forget_lockspace(state, joined)
         return _fail(cmd, joined.add_result or ResultCode.ERROR, f"add_lockspace {_ls_name(ls.name)} failed")
     return cmd.reply(0)
-
-
-def _forget_lockspace(state: DaemonState, lockspace: JoinedLockspace) -> None:
-    """Drop a lockspace whose join failed: sync or async, a failed add leaves no record behind.
-
-    (A hostile client could otherwise grow the lockspace list, and STATUS,
-    by one record per failed ADD_ASYNC.)  Guarded: rem_lockspace may have
-    dropped it first.
-    """
-    if lockspace in state.lockspaces:
-        state.lockspaces.remove(lockspace)
 
 
 def _inq_result(state: DaemonState, ls: Lockspace) -> int:
@@ -335,156 +316,10 @@ async def cmd_rem_lockspace(cmd: Command) -> Reply:
     tokens = state.leases.in_lockspace(target)
     if cmd.header.cmd_flags & REM_UNUSED and tokens:
         return cmd.reply(ResultCode.EBUSY)
-    if target.state is LockspaceState.ADDING:
-        target.cancel_scope.cancel()
-    target.state = LockspaceState.REMOVING
-    cmd.spawn(f"remove lockspace {_ls_name(target.name)}", partial(remove_lockspace, state, target, cmd.fencer))
+    begin_removal(state, target, cmd.spawn, cmd.fencer)
     if not cmd.header.cmd_flags & REM_ASYNC:
         await target.removed.wait()
     return cmd.reply(0)
-
-
-async def remove_lockspace(state: DaemonState, lockspace: JoinedLockspace, fencer: Fencer) -> None:
-    """Kill every holder of a lease in the lockspace (SIGKILL, wire spec §5.4), wait, leave."""
-    await _stop_holders(state, lockspace, fencer, fail_time=0, grace=0, immediate=True)
-    await lockspace.leave()
-    if lockspace in state.lockspaces:
-        state.lockspaces.remove(lockspace)
-
-
-async def _stop_holders(
-    state: DaemonState, lockspace: JoinedLockspace, fencer: Fencer, *, fail_time: float, grace: float, immediate: bool
-) -> None:
-    """Run the kill escalation on the lockspace's lease holders, then drop its leases without disk writes."""
-    holders = {t.client_id for t in state.leases.in_lockspace(lockspace)}
-    clients = [(state.clients[ci], state.clients[ci].generation) for ci in sorted(holders) if ci in state.clients]
-    if not immediate:
-        log.error(
-            "lockspace %s failed: fencing %d lease holders (grace %ds)", _ls_name(lockspace.name), len(clients), grace
-        )
-    await escalate(
-        fencer,
-        clients,
-        fail_time=fail_time,
-        grace=grace,
-        immediate=immediate,
-        clock=lockspace.clock,
-        still_holding=lambda client: any(t.lockspace is lockspace for t in client.tokens),
-    )
-    for token in state.leases.in_lockspace(lockspace):
-        state.leases.detach(token)
-        token.lease.area.storage.close()
-
-
-async def fence_lockspace(state: DaemonState, lockspace: JoinedLockspace, fencer: Fencer) -> None:
-    """Our host id can no longer be renewed: stop every lease holder in it before others may take over.
-
-    No lease of this lockspace is released on disk (their owners must look
-    dead to other hosts); once no holder is left the lockspace is dropped
-    without releasing the host id.
-    """
-    assert lockspace.lease is not None
-    fail_time = lockspace.lease.last_success + 8 * lockspace.io_timeout
-    grace = kill_grace_seconds(state.config.watchdog_fire_timeout, state.config.kill_grace_seconds)
-    await _stop_holders(state, lockspace, fencer, fail_time=fail_time, grace=grace, immediate=False)
-    lockspace.cancel_scope.cancel()
-    if lockspace.lease is not None:
-        lockspace.lease.area.storage.close()
-    if lockspace in state.lockspaces:
-        state.lockspaces.remove(lockspace)
-    lockspace.removed.set()
-    log.error("lockspace %s removed after failure; its leases stay owned on disk", _ls_name(lockspace.name))
-
-
-async def examine_requests(
-    state: DaemonState, lockspace: JoinedLockspace, generation: int, changed: list[int], fencer: Fencer
-) -> None:
-    """React to other hosts that flagged us in their bitmap (on-disk spec §5.5, §7.10).
-
-    A late scan result of a lockspace that was removed (and maybe re-added
-    since) carries the old generation and is discarded.
-    """
-    current = state.find_lockspace(lockspace.name)
-    if current is not lockspace or current.generation != generation:
-        log.debug("stale scan result of lockspace %s generation %d discarded", _ls_name(lockspace.name), generation)
-        return
-    table = lockspace.table
-    if table is None:
-        return
-    now = lockspace.clock.now()
-    keep = lockspace.set_bitmap_seconds or 6 * lockspace.io_timeout
-    flagged = []
-    for host_id in changed:
-        record = table.hosts.get(host_id)
-        if record is None or host_id == lockspace.host_id or not record.bitmap:
-            continue
-        if not bitmap_test(record.bitmap, lockspace.host_id):
-            continue
-        if record.write_generation:
-            _deliver_event(lockspace, host_id, record)
-        if now - lockspace.examined.get(host_id, -keep - 1) <= keep:
-            continue
-        lockspace.examined[host_id] = now
-        flagged.append(host_id)
-    if not flagged:
-        return
-    log.info("request from host_id %s in lockspace %s", flagged, _ls_name(lockspace.name))
-    for token in list(state.leases.in_lockspace(lockspace)):
-        await examine_token(state, token, fencer)
-
-
-def _deliver_event(lockspace: JoinedLockspace, sender: int, record: HostRecord) -> None:
-    """Write another host's event for us to every event channel of the lockspace, once."""
-    triple = (record.owner_generation, record.write_id, record.write_generation, record.write_timestamp)
-    if lockspace.delivered.get(sender) == triple:
-        return
-    lockspace.delivered[sender] = triple
-    event = HostEvent(lockspace.host_id, record.write_id, record.write_generation, record.write_timestamp)
-    payload = encode_event_cb(event, sender, record.owner_generation)
-    lockspace.event_channels = [ch for ch in lockspace.event_channels if not ch.ended.is_set() and ch.deliver(payload)]
-    log.info("event from host %d: event %d data %d", sender, record.write_generation, record.write_timestamp)
-
-
-async def examine_token(state: DaemonState, token: Token, fencer: Fencer) -> None:
-    """Act on the request record of one held lease: FORCE kills, GRACEFUL asks (§7.10).
-
-    An examine may come late: the token it was started for can have been
-    released (and the resource re-acquired, with a new lver) meanwhile.  A
-    token no longer held is stale and is discarded; judging the new lease by
-    the old token's lver would kill a process for a request it already
-    satisfies.
-    """
-    if token not in state.leases.held.get(token.key, []):
-        log.debug("examine %s: stale token %d discarded", _ls_name(token.resource.name), token.token_id)
-        return
-    try:
-        request = await paxos_lease.read_request(token.lease.area, token.lockspace.io_timeout)
-    except LeaseError as exc:
-        log.error("examine %s: %s", _ls_name(token.resource.name), exc)
-        return
-    if not request.force_mode or not request.lver or request.lver <= token.lver:
-        return
-    if token not in state.leases.held.get(token.key, []):
-        log.debug(
-            "examine %s: token %d released while reading its request", _ls_name(token.resource.name), token.token_id
-        )
-        return
-    client = state.clients.get(token.client_id)
-    if client is None or client.dead or client.generation != token.client_generation:
-        log.debug("examine %s: holder gone or stale", _ls_name(token.resource.name))
-        return
-    log.info(
-        "examine %s lver %d: request lver %d mode %d for pid %d",
-        _ls_name(token.resource.name),
-        token.lver,
-        request.lver,
-        request.force_mode,
-        client.pid,
-    )
-    if request.force_mode == REQ_FORCE:
-        fencer.send_signal(client, restricted_signal(client, signal.SIGKILL))
-    elif request.force_mode == REQ_GRACEFUL and (client.killpath is None or not fencer.run_killpath(client)):
-        fencer.send_signal(client, restricted_signal(client, signal.SIGTERM))
 
 
 async def cmd_get_lockspaces(cmd: Command) -> Reply:
@@ -1082,9 +917,7 @@ async def cmd_examine(cmd: Command) -> Reply:
     else:
         resource = Resource.decode(cmd.body)
         name, resource_name = resource.lockspace, resource.name
-    for token in list(cmd.state.leases.tokens()):
-        if token.key[0] == name and resource_name in (None, token.key[1]):
-            await examine_token(cmd.state, token, cmd.fencer)
+    await examine_held(cmd.state, name, resource_name, cmd.fencer)
     return cmd.reply(0)
 
 

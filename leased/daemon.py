@@ -48,11 +48,12 @@ from functools import partial
 
 import trio
 
-from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, remove_lockspace
+from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported
 from leased.connection import BadMessage, MessageReader, Request
 from leased.errors import LeaseError, ResultCode
 from leased.faultpoints import FaultPoints
 from leased.fencing import Fencer, ProcessFencer
+from leased.lifecycle import remove_lockspace
 from leased.lockspace import EventChannel, JoinedLockspace, LockspaceState
 from leased.logsetup import LogSettings, LogSetupError, setup_logging
 from leased.notify import Notifier

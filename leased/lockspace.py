@@ -15,7 +15,8 @@ Rules:
   a removed-and-re-added lockspace is recognised as stale and discarded;
 * a lockspace whose renewals fail for 8N (or that finds its sector
   overwritten) is ``failed``: no new leases, and fencing of its lease holders
-  starts (:mod:`leased.fencing` hooks in through ``on_failure``).
+  starts (:mod:`leased.lifecycle` hooks :mod:`leased.fencing` in through
+  ``on_failure``).
 """
 
 from __future__ import annotations

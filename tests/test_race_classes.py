@@ -29,7 +29,7 @@ import pytest
 import trio
 from inprocess import RESOURCES, InProcessDaemon, Seams, call
 
-from leased import commands, delta_lease, faultpoints, paxos_lease, transactions
+from leased import delta_lease, faultpoints, lifecycle, paxos_lease, transactions
 from leased.clock import DEFAULT_CLOCK
 from leased.errors import LeaseError, ResultCode
 from leased.faultpoints import FaultPoints
@@ -235,7 +235,7 @@ async def test_race_d_late_examine_of_a_released_lease_is_discarded(setup: Setup
                 old.lease.area.storage.close()
                 old.lease.area = replace(old.lease.area, storage=gated)
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(commands.examine_token, state, old, setup.fencer)
+                    nursery.start_soon(lifecycle.examine_token, state, old, setup.fencer)
                     await gated.reading.wait()
                     # Meanwhile the holder releases R1 and takes it again: lver 2 meets the request.
                     await do("release R1")
@@ -243,8 +243,8 @@ async def test_race_d_late_examine_of_a_released_lease_is_discarded(setup: Setup
                     (current,) = state.leases.held[(b"LS", b"R1")]
                     assert (old.lver, current.lver) == (1, 2)
                     gated.gate.set()  # the examine of the old token completes late
-                await commands.examine_token(state, old, setup.fencer)  # and one that starts late
-                await commands.examine_token(state, current, setup.fencer)
+                await lifecycle.examine_token(state, old, setup.fencer)  # and one that starts late
+                await lifecycle.examine_token(state, current, setup.fencer)
             assert setup.fencer.sent == []
             assert holder.poll() is None, "the holder must not have been killed"
         finally:
