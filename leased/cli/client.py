@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from leased import direct
-from leased.cli_options import Action, Option, UsageError, action_help, build_parser, command_help
+from leased.cli.options import Action, Option, UsageError, action_help, build_parser, command_help
 from leased.client import Client, SanlockError, StatusRecord
 from leased.constants import MiB
 from leased.errors import LeaseError, ResultCode, code_name

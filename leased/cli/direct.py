@@ -1,47 +1,28 @@
-"""The ``leased`` command line, shaped like ``sanlock``'s.
+"""``leased direct <action>``: sanlock's direct options and output.
 
 ``leased direct <action>`` takes sanlock's options and prints sanlock's
 output on stdout, so a ``leased`` binary can stand where scripts expect
 ``sanlock``.  On failure the same ``<action> done <rc>`` line appears, the exit
 status is 1, and one extra line on stderr says what went wrong and where.
 No traceback ever reaches the user: :class:`~leased.errors.LeaseError` and
-``OSError`` are turned into that line at this one boundary.
+``OSError`` are turned into that line at this one boundary.  The operations
+themselves are :mod:`leased.direct`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from leased import cluster, direct
-from leased.cli_options import Action, Option, UsageError, action_help, build_parser, command_help
+from leased.cli.entry import USAGE
+from leased.cli.options import Action, Option, UsageError, action_help, build_parser, command_help
 from leased.clock import run_blocking
 from leased.errors import LeaseError, ResultCode, code_name, rc_from_oserror
 from leased.timeouts import DEFAULT_IO_TIMEOUT
-
-log = logging.getLogger("leased")
-
-USAGE = """\
-leased <command> <action> ...
-
-leased direct init -s LOCKSPACE | -r RESOURCE [-Z 512|4096 -A 1M|2M|4M|8M] [-o SEC] [-n NUM] [-z 0|1]
-leased direct read_leader -s LOCKSPACE | -r RESOURCE
-leased direct dump <path>[:<offset>[:<size>]] [-f 0|1|2] [-Z 512|4096 -A 1M|2M|4M|8M]
-leased direct acquire_id|renew_id|release_id -s LOCKSPACE [-o SEC] [-e HOST_NAME]
-leased direct acquire|release -r RESOURCE -i HOST_ID -g GENERATION
-leased direct cluster <path>[:<offset>[:<size>]] ... [--interval SEC] [--json]
-leased daemon [options]                  (leased daemon --help)
-leased client <action> [options]         (leased client --help)
-leased torture --workdir DIR [options]   (leased torture --help)
-
-LOCKSPACE = <lockspace_name>:<host_id>:<path>:<offset>
-RESOURCE = <lockspace_name>:<resource_name>:<path>:<offset>[:<lver>|:SH]
-Names are at most 48 bytes; a ':' inside a path is written '\\:'.
-"""
 
 DIRECT_SUMMARY = """\
 Lease operations straight on storage, with no daemon (as 'sanlock direct').
@@ -353,38 +334,3 @@ def _direct_cluster(opts: argparse.Namespace) -> int:
         _complain(f"no lockspace or resource lease found at {', '.join(opts.targets)}")
         return 1
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    if not args or args[0] in ("help", "--help", "-h"):
-        sys.stdout.write(USAGE)
-        return 0 if args else 1
-    command, rest = args[0], args[1:]
-    try:
-        if command == "direct":
-            return run_direct(rest)
-        if command == "daemon":
-            from leased import daemon_cli
-
-            return daemon_cli.run(rest)
-        if command == "client":
-            from leased.client_cli import run_client
-
-            return run_client(rest)
-        if command == "torture":
-            from leased.torture.cli import run_torture_command
-
-            return run_torture_command(rest)
-        _say(f'client action "{command}" is unknown')
-        return 1
-    except KeyboardInterrupt:
-        _complain("interrupted")
-        return 130
-    except BrokenPipeError:
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
