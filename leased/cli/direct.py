@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from leased import cluster, direct
+from leased.cli import specs
 from leased.cli.entry import USAGE
 from leased.cli.options import Action, Option, UsageError, action_help, build_parser, command_help
 from leased.clock import run_blocking
@@ -227,7 +228,7 @@ def run_direct(argv: Sequence[str]) -> int:
 
 
 def _align(opts: argparse.Namespace) -> int:
-    align = direct.parse_align(opts.align)
+    align = specs.parse_align_option(opts.align)
     if align and (opts.sector_size, align) not in {(512, 1 << 20)} | {(4096, a << 20) for a in (1, 2, 4, 8)}:
         raise CliError(
             f"Invalid sector_size/align_size combination ({opts.sector_size}/{align})\n"
@@ -249,16 +250,20 @@ def _direct_action(opts: argparse.Namespace) -> int:
             raise SystemExit(1) from None
         if opts.lockspace:
             _run(
-                direct.init_lockspace, direct.parse_lockspace(opts.lockspace), opts.sector_size, align, opts.io_timeout
+                direct.init_lockspace,
+                specs.parse_lockspace_spec(opts.lockspace),
+                opts.sector_size,
+                align,
+                opts.io_timeout,
             )
         else:
-            resource = direct.parse_resource(opts.resource)
+            resource = specs.parse_resource_spec(opts.resource)
             _run(direct.init_resource, resource, opts.sector_size, align, opts.num_hosts, bool(opts.clear))
         return 0
     if action in ("acquire_id", "renew_id", "release_id"):
         if not opts.lockspace:
             raise LeaseError(ResultCode.EINVAL, f"{action} needs -s LOCKSPACE")
-        lockspace = direct.parse_lockspace(opts.lockspace)
+        lockspace = specs.parse_lockspace_spec(opts.lockspace)
         if action == "acquire_id":
             _run(direct.acquire_id, lockspace, opts.host_name or direct.default_host_name(), io_timeout)
         elif action == "renew_id":
@@ -268,7 +273,7 @@ def _direct_action(opts: argparse.Namespace) -> int:
         return 0
     if not opts.resource:
         raise LeaseError(ResultCode.EINVAL, f"{action} needs -r RESOURCE")
-    resource = direct.parse_resource(opts.resource)
+    resource = specs.parse_resource_spec(opts.resource)
     if action == "acquire":
         _run(direct.acquire, resource, opts.host_id, opts.generation, io_timeout)
     else:
@@ -279,9 +284,9 @@ def _direct_action(opts: argparse.Namespace) -> int:
 def _direct_read_leader(opts: argparse.Namespace) -> int:
     try:
         if opts.lockspace:
-            rc, leader, detail = _run(direct.read_lockspace_leader, direct.parse_lockspace(opts.lockspace))
+            rc, leader, detail = _run(direct.read_lockspace_leader, specs.parse_lockspace_spec(opts.lockspace))
         elif opts.resource:
-            rc, leader, detail = _run(direct.read_resource_leader, direct.parse_resource(opts.resource))
+            rc, leader, detail = _run(direct.read_resource_leader, specs.parse_resource_spec(opts.resource))
         else:
             raise LeaseError(ResultCode.EINVAL, "read_leader needs -s LOCKSPACE or -r RESOURCE")
     except LeaseError as exc:
@@ -301,7 +306,7 @@ def _direct_dump(opts: argparse.Namespace) -> int:
     try:
         align = _align(opts) if opts.align else 0
         status, lines = _run(
-            direct.dump, direct.parse_dump_target(opts.targets[0]), opts.force_level, opts.sector_size, align
+            direct.dump, specs.parse_dump_target(opts.targets[0]), opts.force_level, opts.sector_size, align
         )
     except CliError as exc:
         _say(str(exc))
@@ -319,7 +324,7 @@ def _direct_cluster(opts: argparse.Namespace) -> int:
     if not opts.targets:
         _complain("cluster needs PATH[:OFFSET[:SIZE]] (the lockspace area, and the resource areas)")
         return 1
-    targets = [direct.parse_dump_target(text) for text in opts.targets]
+    targets = [specs.parse_dump_target(text) for text in opts.targets]
     try:
         view = cluster.cluster_view(_run(direct.cluster_scans, targets, opts.interval))
     except LeaseError as exc:
