@@ -19,8 +19,7 @@ from typing import Any
 
 from leased import cluster, direct
 from leased.cli import specs
-from leased.cli.entry import USAGE
-from leased.cli.options import Action, Option, UsageError, action_help, build_parser, command_help
+from leased.cli.options import LEASED_USAGE, Action, Option, UsageError, action_help, build_parser, command_help
 from leased.clock import run_blocking
 from leased.errors import LeaseError, ResultCode, code_name, rc_from_oserror
 from leased.timeouts import DEFAULT_IO_TIMEOUT
@@ -170,7 +169,7 @@ def _direct_parser() -> argparse.ArgumentParser:
         Option("action", "action", "what to do", "?"),
         Option("targets", "targets", "dump, cluster: PATH[:OFFSET[:SIZE]]", "*"),
     )
-    return build_parser("leased direct", USAGE, DIRECT_OPTIONS, positionals)
+    return build_parser("leased direct", LEASED_USAGE, DIRECT_OPTIONS, positionals)
 
 
 def _run(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
@@ -188,7 +187,7 @@ def _complain(detail: str) -> None:
 def run_direct(argv: Sequence[str]) -> int:
     """``leased direct ...``: returns the exit status."""
     if not argv:
-        sys.stdout.write(USAGE)
+        sys.stdout.write(LEASED_USAGE)
         return 1
     try:
         opts = _direct_parser().parse_intermixed_args(argv)

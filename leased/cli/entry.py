@@ -1,4 +1,4 @@
-"""The ``leased`` entry point: the top-level usage and the dispatch to a command.
+"""The ``leased`` entry point: the dispatch to a command.
 
 Each command's module is imported only when that command runs, so
 ``leased --help`` and ``leased client ...`` load neither trio nor the daemon.
@@ -14,23 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-USAGE = """\
-leased <command> <action> ...
-
-leased direct init -s LOCKSPACE | -r RESOURCE [-Z 512|4096 -A 1M|2M|4M|8M] [-o SEC] [-n NUM] [-z 0|1]
-leased direct read_leader -s LOCKSPACE | -r RESOURCE
-leased direct dump <path>[:<offset>[:<size>]] [-f 0|1|2] [-Z 512|4096 -A 1M|2M|4M|8M]
-leased direct acquire_id|renew_id|release_id -s LOCKSPACE [-o SEC] [-e HOST_NAME]
-leased direct acquire|release -r RESOURCE -i HOST_ID -g GENERATION
-leased direct cluster <path>[:<offset>[:<size>]] ... [--interval SEC] [--json]
-leased daemon [options]                  (leased daemon --help)
-leased client <action> [options]         (leased client --help)
-leased torture --workdir DIR [options]   (leased torture --help)
-
-LOCKSPACE = <lockspace_name>:<host_id>:<path>:<offset>
-RESOURCE = <lockspace_name>:<resource_name>:<path>:<offset>[:<lver>|:SH]
-Names are at most 48 bytes; a ':' inside a path is written '\\:'.
-"""
+from leased.cli.options import LEASED_USAGE
 
 
 def _say(line: str) -> None:
@@ -45,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     if not args or args[0] in ("help", "--help", "-h"):
-        sys.stdout.write(USAGE)
+        sys.stdout.write(LEASED_USAGE)
         return 0 if args else 1
     command, rest = args[0], args[1:]
     try:
