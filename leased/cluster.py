@@ -109,7 +109,12 @@ class ResourceView:
 
 
 @dataclass(frozen=True)
-class LockspaceView:
+class ClusterLockspace:
+    """One lockspace of a :class:`ClusterView`: its hosts, and the resources read under its name.
+
+    A report of what the disk says, not :class:`leased.paxos_lease.LockspaceView` (what a paxos
+    acquire judges another owner by)."""
+
     name: str
     path: str
     offset: int
@@ -121,7 +126,7 @@ class LockspaceView:
 
 @dataclass(frozen=True)
 class ClusterView:
-    lockspaces: tuple[LockspaceView, ...]
+    lockspaces: tuple[ClusterLockspace, ...]
     unmatched_resources: tuple[ResourceView, ...] = ()
     """Resources whose lockspace was not among the areas read (their owners' names are unknown)."""
     problems: tuple[str, ...] = ()
@@ -323,7 +328,7 @@ def cluster_view(scans: Sequence[Scan], watchdog_fire_timeout: int = DEFAULT_WAT
         space = delta.name.split(b"\0", 1)[0]
         own = resources.get(space, []) if by_name.get(space, (None,))[0] is delta else []
         views.append(
-            LockspaceView(
+            ClusterLockspace(
                 name=name_text(delta.name),
                 path=delta.image.path,
                 offset=delta.image.offset,

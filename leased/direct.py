@@ -14,7 +14,8 @@ the area.
 
 Actions are coroutines over blocking storage and :data:`BLOCKING_CLOCK`, so
 the CLI runs them with :func:`leased.clock.run_blocking` and never starts an
-event loop.  Printing and exit codes belong to the CLI.
+event loop.  Printing and exit codes belong to the CLI (:mod:`leased.cli.direct`),
+and so does reading the arguments' text (:mod:`leased.cli.specs`).
 """
 
 from __future__ import annotations
@@ -80,71 +81,9 @@ class ResourceArg:
     shared: bool = False
 
 
-def split_escaped(text: str, sep: str = ":") -> list[str]:
-    r"""Split on ``sep``; a backslash makes the next character literal (``a\:b``)."""
-    parts, current, chars = [], [], iter(text)
-    for ch in chars:
-        if ch == "\\":
-            current.append(next(chars, ""))
-        elif ch == sep:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return parts
-
-
-def _number(text: str) -> int:
-    """atoll-like: leading digits, 0 when there are none; ``M`` multiplies by MiB."""
-    digits = ""
-    for ch in text.strip():
-        if ch.isdigit() or (ch == "-" and not digits):
-            digits += ch
-        else:
-            break
-    value = int(digits) if digits not in ("", "-") else 0
-    return value * MiB if "M" in text else value
-
-
-def _check_name(name: str, what: str) -> None:
-    if not name:
-        raise LeaseError(ResultCode.EINVAL, f"empty {what} name")
-    if len(name.encode()) > NAME_ID_SIZE:
-        raise LeaseError(ResultCode.ENAMETOOLONG, f"{what} name longer than {NAME_ID_SIZE} bytes: {name!r}")
-
-
-def parse_lockspace(text: str) -> LockspaceArg:
-    parts = split_escaped(text)
-    if len(parts) < 4:
-        raise LeaseError(ResultCode.EINVAL, f"lockspace {text!r} is not NAME:HOST_ID:PATH:OFFSET")
-    _check_name(parts[0], "lockspace")
-    if not parts[2]:
-        raise LeaseError(ResultCode.EINVAL, f"lockspace {text!r} has no path")
-    return LockspaceArg(parts[0], _number(parts[1]), parts[2], _number(parts[3]))
-
-
-def parse_resource(text: str) -> ResourceArg:
-    parts = split_escaped(text)
-    if len(parts) < 4:
-        raise LeaseError(ResultCode.EINVAL, f"resource {text!r} is not LOCKSPACE:RESOURCE:PATH:OFFSET[:LVER|:SH]")
-    _check_name(parts[0], "lockspace")
-    _check_name(parts[1], "resource")
-    if not parts[2]:
-        raise LeaseError(ResultCode.EINVAL, f"resource {text!r} has no path")
-    extra = parts[4] if len(parts) > 4 else ""
-    shared = extra.upper() == "SH"
-    return ResourceArg(parts[0], parts[1], parts[2], _number(parts[3]), 0 if shared else _number(extra), shared)
-
-
 def default_host_name() -> str:
     """sanlock's default: ``<uuid4>.<nodename>``, kept to 47 bytes."""
     return f"{uuid.uuid4()}.{socket.gethostname()}"[: NAME_ID_SIZE - 1]
-
-
-def parse_align(text: str) -> int:
-    """``-A``: exactly 1M, 2M, 4M or 8M, anything else is 0 (as in sanlock)."""
-    return {"1M": 1, "2M": 2, "4M": 4, "8M": 8}.get(text, 0) * MiB
 
 
 def choose_geometry(storage: FileStorage, sector_size: int, align_size: int) -> Geometry:
@@ -288,13 +227,6 @@ class DumpTarget:
     path: str
     offset: int
     size: int
-
-
-def parse_dump_target(text: str) -> DumpTarget:
-    parts = split_escaped(text)
-    offset = _number(parts[1]) if len(parts) > 1 else 0
-    size = _number(parts[2]) if len(parts) > 2 else 0
-    return DumpTarget(parts[0], offset, size)
 
 
 async def dump(target: DumpTarget, force_level: int, sector_size: int, align_size: int) -> tuple[int, list[str]]:

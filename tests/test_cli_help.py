@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 from clitools import leased_command
 
-from leased import cli, client_cli, daemon_cli
-from leased.cli_options import Action
+from leased import cli
+from leased.cli import client as client_cli
+from leased.cli import daemon as daemon_cli
+from leased.cli import direct as direct_cli
+from leased.cli.options import Action
 from leased.torture import cli as torture_cli
 
 
@@ -39,7 +42,7 @@ def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 
 COMMANDS: dict[str, tuple[argparse.ArgumentParser, tuple[Action, ...]]] = {
-    "direct": (cli._direct_parser(), cli.DIRECT_ACTION_TABLE),
+    "direct": (direct_cli._direct_parser(), direct_cli.DIRECT_ACTION_TABLE),
     "client": (client_cli._parser(), client_cli.ACTION_TABLE),
 }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from leased import daemon_cli
+from leased.cli import daemon as daemon_cli
 from leased.faultpoints import FaultPointError, FaultPoints, parse
 
 USAGE = "usage: python -m leased.torture.armed_daemon --faultpoints SPEC [leased daemon options]"

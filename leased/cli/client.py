@@ -15,10 +15,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from leased import direct
-from leased.cli_options import Action, Option, UsageError, action_help, build_parser, command_help
+from leased.cli import specs
+from leased.cli.options import Action, Option, UsageError, action_help, build_parser, command_help
 from leased.client import Client, SanlockError, StatusRecord
 from leased.constants import MiB
+from leased.direct import LockspaceArg, ResourceArg
 from leased.errors import LeaseError, ResultCode, code_name
 from leased.protocol import RES_SHARED, Resource, StateType, escape_path, format_resource
 
@@ -318,16 +319,16 @@ def _status_line(record: StatusRecord) -> tuple[str, str]:
     return "p", f"? {state.type}"
 
 
-def _lockspace(opts: argparse.Namespace) -> direct.LockspaceArg:
+def _lockspace(opts: argparse.Namespace) -> LockspaceArg:
     if not opts.lockspace:
         raise UsageError(f"{opts.action} needs -s LOCKSPACE")
-    return direct.parse_lockspace(opts.lockspace)
+    return specs.parse_lockspace_spec(opts.lockspace)
 
 
-def _resource(opts: argparse.Namespace) -> direct.ResourceArg:
+def _resource(opts: argparse.Namespace) -> ResourceArg:
     if not opts.resource:
         raise UsageError(f"{opts.action} needs -r RESOURCE")
-    return direct.parse_resource(opts.resource)
+    return specs.parse_resource_spec(opts.resource)
 
 
 def _pid(opts: argparse.Namespace) -> int:
@@ -465,7 +466,7 @@ def _run(client: Client, opts: argparse.Namespace) -> int:
 
 
 def _init(client: Client, opts: argparse.Namespace) -> int:
-    align = direct.parse_align(opts.align) or MiB
+    align = specs.parse_align_option(opts.align) or MiB
     sector = opts.sector_size or 512
     _say("init")
     if opts.lockspace:

@@ -18,6 +18,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+LEASED_USAGE = """\
+leased <command> <action> ...
+
+leased direct init -s LOCKSPACE | -r RESOURCE [-Z 512|4096 -A 1M|2M|4M|8M] [-o SEC] [-n NUM] [-z 0|1]
+leased direct read_leader -s LOCKSPACE | -r RESOURCE
+leased direct dump <path>[:<offset>[:<size>]] [-f 0|1|2] [-Z 512|4096 -A 1M|2M|4M|8M]
+leased direct acquire_id|renew_id|release_id -s LOCKSPACE [-o SEC] [-e HOST_NAME]
+leased direct acquire|release -r RESOURCE -i HOST_ID -g GENERATION
+leased direct cluster <path>[:<offset>[:<size>]] ... [--interval SEC] [--json]
+leased daemon [options]                  (leased daemon --help)
+leased client <action> [options]         (leased client --help)
+leased torture --workdir DIR [options]   (leased torture --help)
+
+LOCKSPACE = <lockspace_name>:<host_id>:<path>:<offset>
+RESOURCE = <lockspace_name>:<resource_name>:<path>:<offset>[:<lver>|:SH]
+Names are at most 48 bytes; a ':' inside a path is written '\\:'.
+"""
+"""``leased --help``; also the usage line of ``leased direct``, whose actions it lists."""
+
 
 class UsageError(Exception):
     """A command line that cannot be parsed: reported as one line, exit status 1."""

@@ -1,47 +1,28 @@
-"""The ``leased`` command line, shaped like ``sanlock``'s.
+"""``leased direct <action>``: sanlock's direct options and output.
 
 ``leased direct <action>`` takes sanlock's options and prints sanlock's
 output on stdout, so a ``leased`` binary can stand where scripts expect
 ``sanlock``.  On failure the same ``<action> done <rc>`` line appears, the exit
 status is 1, and one extra line on stderr says what went wrong and where.
 No traceback ever reaches the user: :class:`~leased.errors.LeaseError` and
-``OSError`` are turned into that line at this one boundary.
+``OSError`` are turned into that line at this one boundary.  The operations
+themselves are :mod:`leased.direct`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from leased import cluster, direct
-from leased.cli_options import Action, Option, UsageError, action_help, build_parser, command_help
+from leased.cli import specs
+from leased.cli.options import LEASED_USAGE, Action, Option, UsageError, action_help, build_parser, command_help
 from leased.clock import run_blocking
 from leased.errors import LeaseError, ResultCode, code_name, rc_from_oserror
 from leased.timeouts import DEFAULT_IO_TIMEOUT
-
-log = logging.getLogger("leased")
-
-USAGE = """\
-leased <command> <action> ...
-
-leased direct init -s LOCKSPACE | -r RESOURCE [-Z 512|4096 -A 1M|2M|4M|8M] [-o SEC] [-n NUM] [-z 0|1]
-leased direct read_leader -s LOCKSPACE | -r RESOURCE
-leased direct dump <path>[:<offset>[:<size>]] [-f 0|1|2] [-Z 512|4096 -A 1M|2M|4M|8M]
-leased direct acquire_id|renew_id|release_id -s LOCKSPACE [-o SEC] [-e HOST_NAME]
-leased direct acquire|release -r RESOURCE -i HOST_ID -g GENERATION
-leased direct cluster <path>[:<offset>[:<size>]] ... [--interval SEC] [--json]
-leased daemon [options]                  (leased daemon --help)
-leased client <action> [options]         (leased client --help)
-leased torture --workdir DIR [options]   (leased torture --help)
-
-LOCKSPACE = <lockspace_name>:<host_id>:<path>:<offset>
-RESOURCE = <lockspace_name>:<resource_name>:<path>:<offset>[:<lver>|:SH]
-Names are at most 48 bytes; a ':' inside a path is written '\\:'.
-"""
 
 DIRECT_SUMMARY = """\
 Lease operations straight on storage, with no daemon (as 'sanlock direct').
@@ -188,7 +169,7 @@ def _direct_parser() -> argparse.ArgumentParser:
         Option("action", "action", "what to do", "?"),
         Option("targets", "targets", "dump, cluster: PATH[:OFFSET[:SIZE]]", "*"),
     )
-    return build_parser("leased direct", USAGE, DIRECT_OPTIONS, positionals)
+    return build_parser("leased direct", LEASED_USAGE, DIRECT_OPTIONS, positionals)
 
 
 def _run(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
@@ -206,7 +187,7 @@ def _complain(detail: str) -> None:
 def run_direct(argv: Sequence[str]) -> int:
     """``leased direct ...``: returns the exit status."""
     if not argv:
-        sys.stdout.write(USAGE)
+        sys.stdout.write(LEASED_USAGE)
         return 1
     try:
         opts = _direct_parser().parse_intermixed_args(argv)
@@ -246,7 +227,7 @@ def run_direct(argv: Sequence[str]) -> int:
 
 
 def _align(opts: argparse.Namespace) -> int:
-    align = direct.parse_align(opts.align)
+    align = specs.parse_align_option(opts.align)
     if align and (opts.sector_size, align) not in {(512, 1 << 20)} | {(4096, a << 20) for a in (1, 2, 4, 8)}:
         raise CliError(
             f"Invalid sector_size/align_size combination ({opts.sector_size}/{align})\n"
@@ -268,16 +249,20 @@ def _direct_action(opts: argparse.Namespace) -> int:
             raise SystemExit(1) from None
         if opts.lockspace:
             _run(
-                direct.init_lockspace, direct.parse_lockspace(opts.lockspace), opts.sector_size, align, opts.io_timeout
+                direct.init_lockspace,
+                specs.parse_lockspace_spec(opts.lockspace),
+                opts.sector_size,
+                align,
+                opts.io_timeout,
             )
         else:
-            resource = direct.parse_resource(opts.resource)
+            resource = specs.parse_resource_spec(opts.resource)
             _run(direct.init_resource, resource, opts.sector_size, align, opts.num_hosts, bool(opts.clear))
         return 0
     if action in ("acquire_id", "renew_id", "release_id"):
         if not opts.lockspace:
             raise LeaseError(ResultCode.EINVAL, f"{action} needs -s LOCKSPACE")
-        lockspace = direct.parse_lockspace(opts.lockspace)
+        lockspace = specs.parse_lockspace_spec(opts.lockspace)
         if action == "acquire_id":
             _run(direct.acquire_id, lockspace, opts.host_name or direct.default_host_name(), io_timeout)
         elif action == "renew_id":
@@ -287,7 +272,7 @@ def _direct_action(opts: argparse.Namespace) -> int:
         return 0
     if not opts.resource:
         raise LeaseError(ResultCode.EINVAL, f"{action} needs -r RESOURCE")
-    resource = direct.parse_resource(opts.resource)
+    resource = specs.parse_resource_spec(opts.resource)
     if action == "acquire":
         _run(direct.acquire, resource, opts.host_id, opts.generation, io_timeout)
     else:
@@ -298,9 +283,9 @@ def _direct_action(opts: argparse.Namespace) -> int:
 def _direct_read_leader(opts: argparse.Namespace) -> int:
     try:
         if opts.lockspace:
-            rc, leader, detail = _run(direct.read_lockspace_leader, direct.parse_lockspace(opts.lockspace))
+            rc, leader, detail = _run(direct.read_lockspace_leader, specs.parse_lockspace_spec(opts.lockspace))
         elif opts.resource:
-            rc, leader, detail = _run(direct.read_resource_leader, direct.parse_resource(opts.resource))
+            rc, leader, detail = _run(direct.read_resource_leader, specs.parse_resource_spec(opts.resource))
         else:
             raise LeaseError(ResultCode.EINVAL, "read_leader needs -s LOCKSPACE or -r RESOURCE")
     except LeaseError as exc:
@@ -320,7 +305,7 @@ def _direct_dump(opts: argparse.Namespace) -> int:
     try:
         align = _align(opts) if opts.align else 0
         status, lines = _run(
-            direct.dump, direct.parse_dump_target(opts.targets[0]), opts.force_level, opts.sector_size, align
+            direct.dump, specs.parse_dump_target(opts.targets[0]), opts.force_level, opts.sector_size, align
         )
     except CliError as exc:
         _say(str(exc))
@@ -338,7 +323,7 @@ def _direct_cluster(opts: argparse.Namespace) -> int:
     if not opts.targets:
         _complain("cluster needs PATH[:OFFSET[:SIZE]] (the lockspace area, and the resource areas)")
         return 1
-    targets = [direct.parse_dump_target(text) for text in opts.targets]
+    targets = [specs.parse_dump_target(text) for text in opts.targets]
     try:
         view = cluster.cluster_view(_run(direct.cluster_scans, targets, opts.interval))
     except LeaseError as exc:
@@ -353,38 +338,3 @@ def _direct_cluster(opts: argparse.Namespace) -> int:
         _complain(f"no lockspace or resource lease found at {', '.join(opts.targets)}")
         return 1
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    if not args or args[0] in ("help", "--help", "-h"):
-        sys.stdout.write(USAGE)
-        return 0 if args else 1
-    command, rest = args[0], args[1:]
-    try:
-        if command == "direct":
-            return run_direct(rest)
-        if command == "daemon":
-            from leased import daemon_cli
-
-            return daemon_cli.run(rest)
-        if command == "client":
-            from leased.client_cli import run_client
-
-            return run_client(rest)
-        if command == "torture":
-            from leased.torture.cli import run_torture_command
-
-            return run_torture_command(rest)
-        _say(f'client action "{command}" is unknown')
-        return 1
-    except KeyboardInterrupt:
-        _complain("interrupted")
-        return 130
-    except BrokenPipeError:
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
