@@ -104,7 +104,7 @@ from leased.protocol import (
 from leased.resource import Token, release_unless_shared_on
 from leased.state import ClientState, DaemonState
 from leased.status import metrics_families, status_records
-from leased.storage import FileStorage
+from leased.storage import FileStorage, Storage
 from leased.tasks import Spawner
 from leased.transactions import CommitRefused, acquire_leases, open_lease_storage, release_token, resource_area
 
@@ -127,7 +127,7 @@ class Command:
     body: bytes
     spawn: Spawner
     """Starts the background tasks a command leaves running (join, fencing, removal), each contained."""
-    open_storage: Callable[[str], FileStorage] = field(default=FileStorage)
+    open_storage: Callable[[str], Storage] = field(default=FileStorage)
     fencer: Fencer = field(default_factory=ProcessFencer)
 
     def reply(self, result: int, *, data2: int = 0, payload: bytes = b"", close: bool = False) -> Reply:
@@ -215,12 +215,12 @@ def _flags_of(geometry: Geometry) -> int:
     return align | (RES_SECTOR512 if geometry.sector_size == 512 else RES_SECTOR4K)
 
 
-async def _probe_geometry(storage: FileStorage, offset: int, timeout: int) -> tuple[Geometry, Leader]:
+async def _probe_geometry(storage: Storage, offset: int, timeout: int) -> tuple[Geometry, Leader]:
     leader = Leader.decode(await storage.read(offset, 4096, timeout))
     return geometry_from_leader(leader.sector_size, leader.flags), leader
 
 
-def _open(cmd: Command, path: str, missing_rc: int = ResultCode.ENODEV) -> FileStorage:
+def _open(cmd: Command, path: str, missing_rc: int = ResultCode.ENODEV) -> Storage:
     return open_lease_storage(cmd.open_storage, path, missing_rc)
 
 
@@ -690,7 +690,7 @@ async def cmd_write_resource(cmd: Command) -> Reply:
 
 async def _read_resource_leader(
     cmd: Command, resource: Resource, *, geometry_first: bool
-) -> tuple[Leader, Geometry, FileStorage]:
+) -> tuple[Leader, Geometry, Storage]:
     """Read and verify a resource leader for READ_RESOURCE(_OWNERS).
 
     ``geometry_first``: READ_RESOURCE_OWNERS compares the caller's ALIGN/SECTOR

@@ -59,7 +59,7 @@ from leased.logsetup import LogSettings, LogSetupError, setup_logging
 from leased.notify import Notifier
 from leased.protocol import RESTRICT_ALL, Cmd
 from leased.state import ClientState, DaemonConfig, DaemonState, LogRing, client_limit
-from leased.storage import FileStorage
+from leased.storage import FileStorage, Storage
 from leased.tasks import Spawner, nursery_spawner
 from leased.transactions import release_client
 
@@ -122,7 +122,7 @@ class Daemon:
         self,
         config: DaemonConfig,
         *,
-        open_storage: Callable[[str], FileStorage] = FileStorage,
+        open_storage: Callable[[str], Storage] = FileStorage,
         fencer: Fencer | None = None,
         notifier: Notifier | None = None,
         faultpoints: FaultPoints | None = None,

@@ -48,7 +48,7 @@ from leased.ondisk import (
     verify_delta_leader,
     verify_paxos_leader,
 )
-from leased.storage import BlockingFileStorage, FileStorage
+from leased.storage import BlockingFileStorage, FileStorage, Storage
 from leased.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_WATCHDOG_FIRE_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def _zero_leader() -> Leader:
     return Leader.decode(bytes(LEADER_RECORD_SIZE))
 
 
-async def _probe_leader(storage: FileStorage, offset: int, magic: int) -> Leader:
+async def _probe_leader(storage: Storage, offset: int, magic: int) -> Leader:
     """Read the first 4 KiB at ``offset``; discovery fails unless the magic is ``magic``."""
     leader = Leader.decode(await storage.read(offset, 4096, DEFAULT_IO_TIMEOUT))
     if leader.magic != magic:

@@ -67,7 +67,7 @@ from leased.ondisk import bitmap_test
 from leased.protocol import HostEvent, encode_event_cb
 from leased.resource import Token
 from leased.state import DaemonState
-from leased.storage import FileStorage
+from leased.storage import Storage
 from leased.tasks import Spawner
 from leased.timeouts import kill_grace_seconds
 from leased.transactions import open_lease_storage
@@ -88,7 +88,7 @@ def new_lockspace(
     key: LockspaceKey,
     io_timeout: int,
     *,
-    open_storage: Callable[[str], FileStorage],
+    open_storage: Callable[[str], Storage],
     spawn: Spawner,
     fencer: Fencer,
 ) -> JoinedLockspace:

@@ -38,7 +38,7 @@ from leased.host_status import HostState, HostStatusTable
 from leased.metrics import LatencyHistogram
 from leased.ondisk import bitmap_set, encode_name
 from leased.paxos_lease import LockspaceView
-from leased.storage import FileStorage
+from leased.storage import FileStorage, Storage
 from leased.timeouts import (
     Timeouts,
     id_renewal_fail_seconds,
@@ -169,7 +169,7 @@ class JoinedLockspace:
     timeouts: Timeouts
     host_name: bytes
     clock: Clock = DEFAULT_CLOCK
-    open_storage: Callable[[str], FileStorage] = FileStorage
+    open_storage: Callable[[str], Storage] = FileStorage
     state: LockspaceState = LockspaceState.ADDING
     generation: int = field(default_factory=lambda: next(_generations))
     lease: HostIdLease | None = None

@@ -61,11 +61,11 @@ from leased.paxos_lease import ResourceArea
 from leased.protocol import RES_LVER, RES_NUM_HOSTS, RES_PERSISTENT, Resource
 from leased.resource import Key, LeaseTable, Token, release_unless_shared_on
 from leased.state import ClientState, DaemonState
-from leased.storage import FileStorage
+from leased.storage import Storage
 
 log = logging.getLogger(__name__)
 
-OpenStorage = Callable[[str], FileStorage]
+OpenStorage = Callable[[str], Storage]
 """The daemon's ``open_storage`` seam: a lease file's path to an open storage handle."""
 
 
@@ -73,7 +73,7 @@ def _name(name: bytes) -> str:
     return name.decode(errors="replace")
 
 
-def open_lease_storage(open_storage: OpenStorage, path: str, missing_rc: int = ResultCode.ENODEV) -> FileStorage:
+def open_lease_storage(open_storage: OpenStorage, path: str, missing_rc: int = ResultCode.ENODEV) -> Storage:
     """Open lease storage through the seam; a missing file is ``missing_rc`` (commands differ on it)."""
     if not path:
         raise LeaseError(missing_rc, "empty path")
@@ -83,7 +83,7 @@ def open_lease_storage(open_storage: OpenStorage, path: str, missing_rc: int = R
         raise LeaseError(missing_rc if exc.rc == ResultCode.ENOENT else exc.rc, exc.detail) from exc
 
 
-def resource_area(token_storage: FileStorage, resource: Resource, lockspace: JoinedLockspace) -> ResourceArea:
+def resource_area(token_storage: Storage, resource: Resource, lockspace: JoinedLockspace) -> ResourceArea:
     """Where a requested resource lives on disk: the request's geometry, else its lockspace's."""
     disk = resource.disks[0]
     geometry = request_geometry(resource.flags)

@@ -24,7 +24,7 @@ from leased.fencing import Fencer
 from leased.geometry import Geometry
 from leased.protocol import HEADER_SIZE, Cmd, Disk, Header, Lockspace
 from leased.state import DaemonConfig
-from leased.storage import FileStorage
+from leased.storage import FileStorage, Storage
 
 MiB = 1 << 20
 RESOURCES = (b"R1", b"R2", b"R3")
@@ -67,7 +67,7 @@ async def call(stream: trio.SocketStream, header: Header, body: bytes = b"") -> 
 class Seams:
     """What a test may replace in an in-process daemon; the defaults are the production parts."""
 
-    open_storage: Callable[[str], FileStorage] = FileStorage
+    open_storage: Callable[[str], Storage] = FileStorage
     fencer: Fencer | None = None
     faultpoints: FaultPoints = field(default_factory=FaultPoints)
 
