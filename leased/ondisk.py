@@ -15,7 +15,7 @@ and a message naming the field.  Nothing in this module does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Self
 
 import crc32c
 from construct import Bytes, Int16ul, Int32ul, Int64ul, Padding, Struct
@@ -140,16 +140,17 @@ request_record = Struct(
 )
 
 
+@dataclass(frozen=True)
 class _Record:
     """Shared encode/decode between a frozen dataclass and its schema."""
 
     SCHEMA: ClassVar[Struct]
 
     @classmethod
-    def decode(cls, data: bytes, offset: int = 0) -> Any:
+    def decode(cls, data: bytes, offset: int = 0) -> Self:
         size = sizeof(cls.SCHEMA)
         parsed = parse_exact(cls.SCHEMA, bytes(data[offset : offset + size]))
-        return cls(**{f.name: parsed[f.name] for f in fields(cast(Any, cls))})
+        return cls(**{f.name: parsed[f.name] for f in fields(cls)})
 
     def encode(self) -> bytes:
         return build(self.SCHEMA, vars(self))
@@ -180,11 +181,6 @@ class Leader(_Record):
     write_id: int
     write_generation: int
     write_timestamp: int
-
-    @classmethod
-    def decode(cls, data: bytes, offset: int = 0) -> Leader:
-        result: Leader = super().decode(data, offset)
-        return result
 
     def compute_checksum(self) -> int:
         return sanlock_checksum(self.encode()[:LEADER_CHECKSUM_LEN])
@@ -218,11 +214,6 @@ class Dblock(_Record):
     checksum: int = 0
     flags: int = 0
 
-    @classmethod
-    def decode(cls, data: bytes, offset: int = 0) -> Dblock:
-        result: Dblock = super().decode(data, offset)
-        return result
-
     def compute_checksum(self) -> int:
         return sanlock_checksum(self.encode()[:DBLOCK_CHECKSUM_LEN])
 
@@ -247,11 +238,6 @@ class ModeBlock(_Record):
     flags: int = 0
     generation: int = 0
 
-    @classmethod
-    def decode(cls, data: bytes, offset: int = 0) -> ModeBlock:
-        result: ModeBlock = super().decode(data, offset)
-        return result
-
 
 @dataclass(frozen=True)
 class RequestRecord(_Record):
@@ -263,11 +249,6 @@ class RequestRecord(_Record):
     version: int = REQ_DISK_VERSION
     lver: int = 0
     force_mode: int = 0
-
-    @classmethod
-    def decode(cls, data: bytes, offset: int = 0) -> RequestRecord:
-        result: RequestRecord = super().decode(data, offset)
-        return result
 
 
 BLANK_DBLOCK = Dblock()
