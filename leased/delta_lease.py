@@ -18,7 +18,7 @@ have landed.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from leased.clock import DEFAULT_CLOCK, Clock, disk_timestamp
 from leased.constants import (
@@ -189,13 +189,14 @@ def needs_takeover_wait(current: Leader, host_name: bytes) -> bool:
 
 def acquire_record(base: Leader, host_id: int, host_name: bytes, io_timeout: int, now: int) -> Leader:
     """The record an acquire writes over ``base`` (§5.1 step 7)."""
-    return base.sealed(
+    return replace(
+        base,
         timestamp=now,
         io_timeout=io_timeout & 0xFF,
         owner_id=host_id,
         owner_generation=base.owner_generation + 1,
         resource_name=overwrite_name(base.resource_name, host_name),
-    )
+    ).sealed()
 
 
 def check_renewal(on_disk: Leader, lease: HostIdLease) -> None:
@@ -219,13 +220,14 @@ def check_renewal(on_disk: Leader, lease: HostIdLease) -> None:
 def renewal_record(on_disk: Leader, io_timeout: int, now: int, event: tuple[int, int, int]) -> Leader:
     """The record a renewal writes (§5.2 steps 5-7)."""
     generation, value, data = event
-    return on_disk.sealed(
+    return replace(
+        on_disk,
         io_timeout=io_timeout & 0xFF if on_disk.io_timeout != io_timeout else on_disk.io_timeout,
         timestamp=now,
         write_id=generation,
         write_generation=value,
         write_timestamp=data,
-    )
+    ).sealed()
 
 
 # ---------------------------------------------------------------------------
@@ -310,7 +312,7 @@ async def renew_host_id(
 
 async def release_host_id(lease: HostIdLease) -> None:
     """Leave the lockspace cleanly: rewrite our record with timestamp 0 (§5.3)."""
-    record = lease.record.sealed(timestamp=0)
+    record = replace(lease.record, timestamp=0).sealed()
     await lease.area.storage.write(
         lease.area.host_offset(lease.host_id), leader_sector(record, lease.area.geometry.sector_size), lease.io_timeout
     )

@@ -15,7 +15,7 @@ and a message naming the field.  Nothing in this module does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import crc32c
 from construct import Bytes, Int16ul, Int32ul, Int64ul, Padding, Struct
@@ -185,10 +185,9 @@ class Leader(_Record):
     def compute_checksum(self) -> int:
         return sanlock_checksum(self.encode()[:LEADER_CHECKSUM_LEN])
 
-    def sealed(self, **changes: Any) -> Leader:
-        """A copy with ``changes`` applied and the checksum recomputed."""
-        updated = replace(self, **changes)
-        return replace(updated, checksum=updated.compute_checksum())
+    def sealed(self) -> Self:
+        """A copy with the checksum recomputed (change fields first with :func:`dataclasses.replace`)."""
+        return replace(self, checksum=self.compute_checksum())
 
     @property
     def space(self) -> str:
@@ -217,9 +216,9 @@ class Dblock(_Record):
     def compute_checksum(self) -> int:
         return sanlock_checksum(self.encode()[:DBLOCK_CHECKSUM_LEN])
 
-    def sealed(self, **changes: Any) -> Dblock:
-        updated = replace(self, **changes)
-        return replace(updated, checksum=updated.compute_checksum())
+    def sealed(self) -> Self:
+        """A copy with the checksum recomputed (change fields first with :func:`dataclasses.replace`)."""
+        return replace(self, checksum=self.compute_checksum())
 
     def is_blank(self) -> bool:
         """A never-written block: accepted without a checksum check (§2)."""

@@ -222,7 +222,8 @@ def commit_record(
     flags = cur.flags
     if chosen.inp == host_id:
         flags = flags | LFL_SHORT_HOLD if shared else flags & ~LFL_SHORT_HOLD
-    return cur.sealed(
+    return replace(
+        cur,
         lver=next_lver,
         owner_id=chosen.inp,
         owner_generation=chosen.inp2,
@@ -232,7 +233,7 @@ def commit_record(
         write_timestamp=now,
         num_hosts=num_hosts if num_hosts else cur.num_hosts,
         flags=flags,
-    )
+    ).sealed()
 
 
 def roundup_pow2(value: int) -> int:
@@ -450,10 +451,10 @@ async def _ballot(
     _, blocks = await _read_blocks(area, num_hosts, length, io_timeout, ResultCode.DBLOCK_READ)
     best, shared = scan_blocks(blocks, next_lver, mbal)
     if best is not None:
-        block = block.sealed(inp=best.inp, inp2=best.inp2, inp3=best.inp3)
+        block = replace(block, inp=best.inp, inp2=best.inp2, inp3=best.inp3).sealed()
     else:
-        block = block.sealed(inp=host_id, inp2=generation, inp3=disk_timestamp(clock))
-    block = block.sealed(bal=mbal)
+        block = replace(block, inp=host_id, inp2=generation, inp3=disk_timestamp(clock)).sealed()
+    block = replace(block, bal=mbal).sealed()
     try:
         await _write_host_sector(area, host_id, block, our_mode, io_timeout, ResultCode.DBLOCK_WRITE)
         _, blocks = await _read_blocks(area, num_hosts, length, io_timeout, ResultCode.DBLOCK_READ)
@@ -735,16 +736,15 @@ async def _release_leader(lease: PaxosLease, clock: Clock, resource_name: bytes 
         )
     if current != lease.leader:
         raise LeaseError(ResultCode.RELEASE_OWNER, f"{area.where()} leader changed since acquire")
-    changes: dict[str, object] = dict(
+    released = replace(
+        current,
         timestamp=0,
         write_id=lease.host_id,
         write_generation=lease.generation,
         write_timestamp=disk_timestamp(clock),
         flags=current.flags & ~LFL_SHORT_HOLD,
-    )
-    if resource_name is not None:
-        changes["resource_name"] = resource_name
-    released = current.sealed(**changes)
+        resource_name=current.resource_name if resource_name is None else resource_name,
+    ).sealed()
     await _write_leader(area, released, lease.io_timeout)
     lease.leader = released
 

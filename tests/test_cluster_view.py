@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import TypedDict
 
@@ -41,9 +42,9 @@ def lockspace_image(hosts: dict[int, tuple[str, int, int]], name: str = "LS", io
         area[(host_id - 1) * SECTOR : host_id * SECTOR] = leader_sector(base, SECTOR)
     for host_id, (host_name, generation, timestamp) in hosts.items():
         record = acquire_record(
-            base.sealed(owner_generation=generation - 1), host_id, host_name.encode(), io_timeout, 1
+            replace(base, owner_generation=generation - 1).sealed(), host_id, host_name.encode(), io_timeout, 1
         )
-        record = record.sealed(timestamp=timestamp)
+        record = replace(record, timestamp=timestamp).sealed()
         area[(host_id - 1) * SECTOR : host_id * SECTOR] = leader_sector(record, SECTOR)
     return AreaImage(PATH, 0, bytes(area))
 
@@ -63,21 +64,21 @@ def resource_image(
     area = bytearray(GEOMETRY.align_size)
     leader = new_resource_leader(space, name, GEOMETRY)
     if owner is not None:
-        leader = leader.sealed(
-            owner_id=owner[0], owner_generation=owner[1], lver=lver, timestamp=100, write_id=owner[0]
-        )
+        leader = replace(
+            leader, owner_id=owner[0], owner_generation=owner[1], lver=lver, timestamp=100, write_id=owner[0]
+        ).sealed()
     else:
-        leader = leader.sealed(lver=lver)
+        leader = replace(leader, lver=lver).sealed()
     area[:SECTOR] = leader_sector(leader, SECTOR)
     record = RequestRecord(REQ_DISK_MAGIC, REQ_DISK_VERSION, request[0], request[1])
     area[SECTOR : SECTOR + len(record.encode())] = record.encode()
     if owner is not None:
         flags = DBLOCK_FL_RELEASED if released_by_owner else 0
-        block = Dblock(mbal=1, bal=1, inp=owner[0], inp2=owner[1], inp3=100, lver=lver).sealed(flags=flags)
+        block = replace(Dblock(mbal=1, bal=1, inp=owner[0], inp2=owner[1], inp3=100, lver=lver), flags=flags).sealed()
         start = (2 + owner[0] - 1) * SECTOR
         area[start : start + SECTOR] = host_sector(block, ModeBlock(), SECTOR)
     for host_id, generation in (shared or {}).items():
-        block = Dblock(mbal=1, bal=1, inp=host_id, lver=lver).sealed(flags=DBLOCK_FL_RELEASED)
+        block = replace(Dblock(mbal=1, bal=1, inp=host_id, lver=lver), flags=DBLOCK_FL_RELEASED).sealed()
         start = (2 + host_id - 1) * SECTOR
         area[start : start + SECTOR] = host_sector(block, ModeBlock(MBLOCK_SHARED, generation), SECTOR)
     return AreaImage(PATH, offset, bytes(area))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,7 @@ async def test_renewal_detects_overwritten_owner(lease_file: Path, open_storage:
     await make_lockspace(lease_file)
     with trio.fail_after(20):
         lease = await join(open_storage, lease_file, 3, "mine")
-        intruder = lease.record.sealed(resource_name=b"thief".ljust(48, b"\0"))
+        intruder = replace(lease.record, resource_name=b"thief".ljust(48, b"\0")).sealed()
         await lease.area.storage.write(lease.area.host_offset(3), leader_sector(intruder, 512), IO_TIMEOUT)
         with pytest.raises(LeaseError) as info:
             await delta_lease.renew_host_id(lease, watchdog_fire_timeout=W)

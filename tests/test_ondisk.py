@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -95,18 +97,26 @@ def test_vector_b_fresh_resource_leader() -> None:
 
 
 def test_vectors_after_acquire_and_release() -> None:
-    delta = new_lockspace_leader("TS", Geometry(512, MiB), 10).sealed(
+    delta = replace(
+        new_lockspace_leader("TS", Geometry(512, MiB), 10),
         owner_id=1,
         owner_generation=1,
         timestamp=1197,
         resource_name=encode_name("eacbc6e3-232d-429a-937d-7c8af2440afd.vm"),
-    )
+    ).sealed()
     assert delta.checksum == 0xB445B8D3
-    acquired = new_resource_leader("TS", "RA", Geometry(512, MiB)).sealed(
-        owner_id=1, owner_generation=1, lver=1, timestamp=1204, write_id=1, write_generation=1, write_timestamp=1204
-    )
+    acquired = replace(
+        new_resource_leader("TS", "RA", Geometry(512, MiB)),
+        owner_id=1,
+        owner_generation=1,
+        lver=1,
+        timestamp=1204,
+        write_id=1,
+        write_generation=1,
+        write_timestamp=1204,
+    ).sealed()
     assert acquired.checksum == 0x8C83D2CE
-    released = acquired.sealed(timestamp=0, write_timestamp=1214)
+    released = replace(acquired, timestamp=0, write_timestamp=1214).sealed()
     assert released.checksum == 0x5A0BC0E9
 
 
@@ -139,13 +149,13 @@ def test_blank_dblock_accepted_without_checksum_and_torn_one_rejected() -> None:
 @pytest.mark.parametrize(
     ("mutate", "rc"),
     [
-        (dict(magic=0), ResultCode.LEADER_MAGIC),
-        (dict(version=0x00040004), ResultCode.LEADER_VERSION),
-        (dict(space_name=encode_name("OTHER")), ResultCode.LEADER_LOCKSPACE),
+        (lambda leader: replace(leader, magic=0), ResultCode.LEADER_MAGIC),
+        (lambda leader: replace(leader, version=0x00040004), ResultCode.LEADER_VERSION),
+        (lambda leader: replace(leader, space_name=encode_name("OTHER")), ResultCode.LEADER_LOCKSPACE),
     ],
 )
-def test_delta_verification_codes(mutate: dict[str, object], rc: int) -> None:
-    leader = new_lockspace_leader("LS", Geometry(512, MiB), 10).sealed(**mutate)
+def test_delta_verification_codes(mutate: Callable[[Leader], Leader], rc: int) -> None:
+    leader = mutate(new_lockspace_leader("LS", Geometry(512, MiB), 10)).sealed()
     with pytest.raises(LeaseError) as info:
         verify_delta_leader(leader, encode_name("LS"), "test")
     assert info.value.rc == rc
@@ -163,13 +173,13 @@ def test_delta_bad_checksum_is_reported_with_both_values() -> None:
 @pytest.mark.parametrize(
     ("mutate", "host_id", "rc"),
     [
-        (dict(magic=0x11282016), 1, ResultCode.LEADER_MAGIC),
-        (dict(resource_name=encode_name("X")), 1, ResultCode.LEADER_RESOURCE),
-        (dict(num_hosts=5), 6, ResultCode.LEADER_NUMHOSTS),
+        (lambda leader: replace(leader, magic=0x11282016), 1, ResultCode.LEADER_MAGIC),
+        (lambda leader: replace(leader, resource_name=encode_name("X")), 1, ResultCode.LEADER_RESOURCE),
+        (lambda leader: replace(leader, num_hosts=5), 6, ResultCode.LEADER_NUMHOSTS),
     ],
 )
-def test_paxos_verification_codes(mutate: dict[str, object], host_id: int, rc: int) -> None:
-    leader = new_resource_leader("LS", "R", Geometry(512, MiB)).sealed(**mutate)
+def test_paxos_verification_codes(mutate: Callable[[Leader], Leader], host_id: int, rc: int) -> None:
+    leader = mutate(new_resource_leader("LS", "R", Geometry(512, MiB))).sealed()
     with pytest.raises(LeaseError) as info:
         verify_paxos_leader(leader, encode_name("LS"), encode_name("R"), host_id, "test")
     assert info.value.rc == rc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from leased.constants import LFL_ALIGN_1M, LFL_SHORT_HOLD, MBLOCK_SHARED
@@ -68,7 +70,9 @@ def test_scan_skips_blocks_with_bad_checksums() -> None:
 
 
 def test_commit_record_sets_owner_and_short_hold_only_for_ourselves() -> None:
-    cur = new_resource_leader("LS", "R", Geometry(512, MiB)).sealed(lver=4, owner_id=2, owner_generation=1, timestamp=9)
+    cur = replace(
+        new_resource_leader("LS", "R", Geometry(512, MiB)), lver=4, owner_id=2, owner_generation=1, timestamp=9
+    ).sealed()
     ours = Dblock(mbal=2001, bal=2001, inp=1, inp2=3, inp3=77, lver=5)
     shared = commit_record(cur, 5, ours, host_id=1, generation=3, now=80, shared=True, num_hosts=None)
     assert (shared.lver, shared.owner_id, shared.owner_generation, shared.timestamp) == (5, 1, 3, 77)
