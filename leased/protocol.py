@@ -14,9 +14,10 @@ decoded with ``surrogateescape`` so any byte string round-trips.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Any, Final
+from typing import Final
 
 from construct import Bytes, Int32ul, Int64ul, Padding, Struct
 
@@ -296,8 +297,16 @@ class Header:
 _HEADER_FIELDS = ("magic", "version", "cmd", "cmd_flags", "length", "seq", "data", "data2")
 
 
-def _fields(container: Any) -> dict[str, Any]:
-    return {key: value for key, value in container.items() if not key.startswith("_")}
+def _fields(container: Mapping[str, object]) -> dict[str, int]:
+    """The fields of a parsed integer-only struct, without construct's private ``_``-keys."""
+    ints: dict[str, int] = {}
+    for key, value in container.items():
+        if key.startswith("_"):
+            continue
+        if not isinstance(value, int):
+            raise TypeError(f"field {key!r} is {type(value).__name__}, not int")
+        ints[key] = value
+    return ints
 
 
 @dataclass(frozen=True)
