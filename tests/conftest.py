@@ -18,7 +18,7 @@ from leased.torture.faultfs import FaultFS, FaultFSUnavailable, fault_fs
 MiB = 1 << 20
 
 # Timings belong in bench/, not in a pass/fail test: hypothesis's default 200 ms deadline per example
-# and its too_slow health check fail a correct test when sixteen workers share two cores.
+# and its too_slow health check fail a correct test when twelve workers share two cores.
 settings.register_profile("leased", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("leased")
 

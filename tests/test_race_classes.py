@@ -91,13 +91,24 @@ class RecordingFencer(ProcessFencer):
         return super().send_signal(client, signum)
 
 
-@dataclass
 class Setup(InProcessDaemon):
-    """The joined in-process daemon with this module's recording seams at hand."""
+    """The joined in-process daemon, with this module's wrapped seams (``daemon_seams`` below) at hand."""
 
-    opener: FlakyOpener = field(default_factory=FlakyOpener)
-    fencer: RecordingFencer = field(default_factory=RecordingFencer)
-    faultpoints: FaultPoints = field(default_factory=FaultPoints)
+    @property
+    def opener(self) -> FlakyOpener:
+        opener = self.seams.open_storage
+        assert isinstance(opener, FlakyOpener), "daemon_seams wraps the opener"
+        return opener
+
+    @property
+    def fencer(self) -> RecordingFencer:
+        fencer = self.seams.fencer
+        assert isinstance(fencer, RecordingFencer), "daemon_seams wraps the fencer"
+        return fencer
+
+    @property
+    def faultpoints(self) -> FaultPoints:
+        return self.seams.faultpoints
 
     def acquire_body(self, *names: bytes) -> bytes:
         return b"".join(Resource(b"LS", n, disks=(self.disk(n),)).encode() for n in names) + Options().encode()
@@ -111,9 +122,7 @@ def daemon_seams() -> Seams:
 
 @pytest.fixture
 def setup(joined_daemon: InProcessDaemon) -> Setup:
-    seams = joined_daemon.seams
-    assert isinstance(seams.open_storage, FlakyOpener) and isinstance(seams.fencer, RecordingFencer)
-    return Setup(joined_daemon.daemon, joined_daemon.path, seams, seams.open_storage, seams.fencer, seams.faultpoints)
+    return Setup(joined_daemon.daemon, joined_daemon.path, joined_daemon.seams)
 
 
 async def leader_timestamp(setup: Setup, name: bytes) -> int:
