@@ -24,7 +24,6 @@ import logging
 import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from leased import cluster, delta_lease, paxos_lease
 from leased.clock import BLOCKING_CLOCK, Clock, disk_timestamp
@@ -39,6 +38,7 @@ from leased.constants import (
 )
 from leased.errors import LeaseError, ResultCode
 from leased.geometry import Geometry, geometry_from_leader, legacy_geometry
+from leased.locations import DumpTarget, LockspaceArg, ResourceArg
 from leased.ondisk import (
     Leader,
     RequestRecord,
@@ -57,28 +57,6 @@ DISCOVERY_FAILED = -1
 """sanlock's rc when no leader of the expected kind is found at the offset."""
 
 DUMP_PROBES = 1024
-
-
-@dataclass(frozen=True)
-class LockspaceArg:
-    """``-s NAME:HOST_ID:PATH:OFFSET``."""
-
-    name: str
-    host_id: int
-    path: str
-    offset: int
-
-
-@dataclass(frozen=True)
-class ResourceArg:
-    """``-r LOCKSPACE:RESOURCE:PATH:OFFSET[:LVER|:SH]``."""
-
-    lockspace: str
-    name: str
-    path: str
-    offset: int
-    lver: int = 0
-    shared: bool = False
 
 
 def default_host_name() -> str:
@@ -220,13 +198,6 @@ def _text(field: bytes) -> str:
 DUMP_HEADER = "{:>8} {:>36} {:>48} {:>10} {:>4} {:>4} {}".format(
     "offset", "lockspace", "resource", "timestamp", "own", "gen", "lver"
 )
-
-
-@dataclass(frozen=True)
-class DumpTarget:
-    path: str
-    offset: int
-    size: int
 
 
 async def dump(target: DumpTarget, force_level: int, sector_size: int, align_size: int) -> tuple[int, list[str]]:

@@ -19,8 +19,8 @@ from leased.cli import specs
 from leased.cli.options import Action, Option, UsageError, action_help, build_parser, command_help
 from leased.client import Client, SanlockError, StatusRecord
 from leased.constants import MiB
-from leased.direct import LockspaceArg, ResourceArg
 from leased.errors import LeaseError, ResultCode, code_name
+from leased.locations import LockspaceArg, ResourceArg
 from leased.protocol import RES_SHARED, Resource, StateType, escape_path, format_resource
 
 CLIENT_USAGE = """\

@@ -4,7 +4,7 @@
 sanlock's command line writes them (``NAME:HOST_ID:PATH:OFFSET``,
 ``LOCKSPACE:NAME:PATH:OFFSET[:LVER|:SH]``, a backslash escaping a ``:`` in a
 path), and numbers as sanlock's ``atoll`` reads them.  The values they make
-are :mod:`leased.direct`'s argument types, which the direct operations take.
+are :mod:`leased.locations`' argument types, which the direct operations take.
 A bad argument raises :class:`~leased.errors.LeaseError` (EINVAL, or
 ENAMETOOLONG for a name past 48 bytes), which each command line reports as
 its own result.
@@ -16,8 +16,8 @@ is a different thing: it parses the resource strings of the wire protocol.
 from __future__ import annotations
 
 from leased.constants import NAME_ID_SIZE, MiB
-from leased.direct import DumpTarget, LockspaceArg, ResourceArg
 from leased.errors import LeaseError, ResultCode
+from leased.locations import DumpTarget, LockspaceArg, ResourceArg
 
 
 def split_escaped(text: str, sep: str = ":") -> list[str]:
