@@ -8,7 +8,7 @@ daemon to every event channel registered for the lockspace.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -72,9 +72,9 @@ def test_set_event_errors_on_leased(hosts: tuple[LeaseFile, dict[str, Daemon]]) 
     _, daemons = hosts
     client = daemons["leased"].client()
 
-    def rc(call: object) -> int:
+    def rc(call: Callable[[], object]) -> int:
         try:
-            call()  # type: ignore[operator]
+            call()
         except SanlockError as exc:
             return exc.rc
         return 0

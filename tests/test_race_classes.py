@@ -223,11 +223,12 @@ async def test_race_d_late_examine_of_a_released_lease_is_discarded(setup: Setup
         text=True,
     ) as holder:
         assert holder.stdin is not None and holder.stdout is not None
+        to_holder, from_holder = holder.stdin, holder.stdout
 
         async def do(line: str) -> None:
-            holder.stdin.write(line + "\n")  # type: ignore[union-attr]
-            holder.stdin.flush()  # type: ignore[union-attr]
-            assert await trio.to_thread.run_sync(holder.stdout.readline) == "done\n"  # type: ignore[union-attr]
+            to_holder.write(line + "\n")
+            to_holder.flush()
+            assert await trio.to_thread.run_sync(from_holder.readline) == "done\n"
 
         try:
             with trio.fail_after(30):

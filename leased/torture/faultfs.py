@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="faultfs: %(levelname)s %(name)s: %(message)s")
 
-    import mfusepy  # type: ignore[import-untyped]  # here only: the test process never loads libfuse
+    import mfusepy  # here only: the test process never loads libfuse (typed by stubs/mfusepy.pyi)
 
     faults = _Faults()
     # Blocked before any thread starts, so every thread (libfuse's too) inherits the mask and only sigwait sees it.
