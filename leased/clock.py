@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ DEFAULT_CLOCK = MonotonicClock()
 BLOCKING_CLOCK = BlockingClock()
 
 
-def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
+def run_blocking(coro: Coroutine[object, None, T]) -> T:
     """Run a coroutine that never suspends (blocking storage and clock) to completion.
 
     The lease drivers are async so the daemon can run them under trio; the

@@ -32,7 +32,7 @@ def parse_exact(schema: Construct, raw: bytes) -> Any:
     return compiled.parse(raw)
 
 
-def build(schema: Construct, values: Any) -> bytes:
+def build(schema: Construct, values: object) -> bytes:
     return bytes(_entry(schema)[1].build(values))
 
 

@@ -194,7 +194,7 @@ def _typed(fields: dict[str, str]) -> dict[str, int | str]:
 _LOCKSPACE_STATES = {"spaces": "joined", "add": "adding", "rem": "removing"}
 
 
-def status_document(records: Sequence[StatusRecord]) -> dict[str, Any]:
+def status_document(records: Sequence[StatusRecord]) -> dict[str, object]:
     """``status --json``: the STATUS records as one document, for tools rather than eyes.
 
     The same records ``status`` prints, with the fields a tool asks about

@@ -41,10 +41,9 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -109,7 +108,7 @@ class WorkerSpec:
     flood_bytes: int = 4 * MiB
 
 
-def run_worker(spec: WorkerSpec, report: Any, stop: list[bool]) -> WorkerCounts:
+def run_worker(spec: WorkerSpec, report: Callable[[WorkerCounts], object], stop: list[bool]) -> WorkerCounts:
     """Keep up to ``max_open`` connections busy with planned streams until ``stop[0]``."""
     factory = MessageFactory(random.Random(spec.seed), spec.vocabulary, flood_bytes=spec.flood_bytes)
     rng = random.Random(spec.seed ^ 0x5EED)

@@ -61,7 +61,7 @@ class History:
         self.host = host
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
-    def record(self, event: str, /, **fields: Any) -> float:
+    def record(self, event: str, /, **fields: object) -> float:
         """Append one record of kind ``event`` now; returns its timestamp."""
         now = time.monotonic()
         line = json.dumps({"t": now, "k": event, "p": os.getpid(), "h": self.host, **fields}, separators=(",", ":"))
