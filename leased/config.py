@@ -145,7 +145,7 @@ KEYS: tuple[Key, ...] = (
         "use_watchdog",
         _flag,
         1,
-        "use the watchdog through wdmd (accepted; leased drives no watchdog yet, see the README)",
+        "use the watchdog through wdmd (accepted; leased drives no watchdog yet: docs/operating.md)",
         option="-w",
         metavar="0|1",
     ),
@@ -233,7 +233,7 @@ KEYS: tuple[Key, ...] = (
         _integer(0),
         0,
         "most client connections (and registered processes) at once; past it a new connection is "
-        "logged and closed (0: derived from RLIMIT_NOFILE, see the README)",
+        "logged and closed (0: (RLIMIT_NOFILE - 64) / 3, at least 8)",
         option="--max-clients",
         metavar="NUM",
         sanlock_conf=False,

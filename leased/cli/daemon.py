@@ -158,13 +158,6 @@ def run(
     ``faultpoints`` arms allocation failures: only the test entry point
     ``leased.torture.armed_daemon`` passes one.
     """
-    import trio
-
-    from leased.daemon import DaemonError, run_daemon
-    from leased.logsetup import LogSettings
-    from leased.notify import Notifier
-    from leased.state import DaemonConfig
-
     environ = os.environ if environ is None else environ
     try:
         opts = _parser().parse_args(argv)
@@ -185,6 +178,14 @@ def run(
             extra = [("config", path, file_state), ("run_dir", run_dir, run_dir_origin)]
             sys.stdout.write("\n".join(config.show(settings, extra)) + "\n")
             return 0
+        # Only now the daemon's parts: --help and --show-config never load trio or the lease code.
+        import trio
+
+        from leased.daemon import DaemonError, run_daemon
+        from leased.logsetup import LogSettings
+        from leased.notify import Notifier
+        from leased.state import DaemonConfig
+
         daemon_config = DaemonConfig(
             run_dir=run_dir,
             our_host_name=settings.text("our_host_name") or "",
