@@ -10,7 +10,9 @@ top-level commands, to check the exit status a shell sees.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,25 @@ def test_bad_options_are_one_line(argv: list[str], capsys: pytest.CaptureFixture
     assert cli.main(argv) == 1
     _, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("leased: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("option", ["--help", "--show-config"])
+def test_daemon_help_and_show_config_load_no_daemon_code(option: str, tmp_path: Path) -> None:
+    """Asking the daemon what it would do must not pay for (or depend on) trio and the lease code."""
+    program = (
+        "import sys\n"
+        "from leased.cli import main\n"
+        f"rc = main(['daemon', {option!r}])\n"
+        "print(rc, sorted(m for m in sys.modules if m == 'trio' or m.startswith(('leased.daemon', 'leased.state'))))\n"
+    )
+    (tmp_path / "leased.conf").write_text("# empty: every key at its default\n")
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SANLOCK_RUN_DIR": str(tmp_path), "LEASED_CONFIG": str(tmp_path / "leased.conf")},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 []"
