@@ -150,7 +150,8 @@ class _Record:
     def decode(cls, data: bytes, offset: int = 0) -> Self:
         size = sizeof(cls.SCHEMA)
         parsed = parse_exact(cls.SCHEMA, bytes(data[offset : offset + size]))
-        return cls(**{f.name: parsed[f.name] for f in fields(cls)})
+        values = parsed.fields()
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
     def encode(self) -> bytes:
         return build(self.SCHEMA, vars(self))

@@ -14,7 +14,6 @@ decoded with ``surrogateescape`` so any byte string round-trips.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Final
@@ -22,7 +21,7 @@ from typing import Final
 from construct import Bytes, Int32ul, Int64ul, Padding, Struct
 
 from leased.errors import LeaseError, ResultCode
-from leased.schema import build, parse_exact
+from leased.schema import Parsed, build, parse_exact
 
 SM_MAGIC: Final = 0x04282010
 SM_PROTO: Final = 0x00000001
@@ -272,7 +271,7 @@ class Header:
 
     @classmethod
     def decode(cls, raw: bytes) -> Header:
-        return cls(**_fields(parse_exact(sm_header, raw)))
+        return cls(**parse_exact(sm_header, raw).numbers())
 
     def encode(self) -> bytes:
         values = {name: to_unsigned(getattr(self, name)) for name in _HEADER_FIELDS}
@@ -297,18 +296,6 @@ class Header:
 _HEADER_FIELDS = ("magic", "version", "cmd", "cmd_flags", "length", "seq", "data", "data2")
 
 
-def _fields(container: Mapping[str, object]) -> dict[str, int]:
-    """The fields of a parsed integer-only struct, without construct's private ``_``-keys."""
-    ints: dict[str, int] = {}
-    for key, value in container.items():
-        if key.startswith("_"):
-            continue
-        if not isinstance(value, int):
-            raise TypeError(f"field {key!r} is {type(value).__name__}, not int")
-        ints[key] = value
-    return ints
-
-
 @dataclass(frozen=True)
 class Disk:
     path: str
@@ -318,8 +305,14 @@ class Disk:
 
     @classmethod
     def decode(cls, raw: bytes) -> Disk:
-        parsed = parse_exact(sanlk_disk, raw)
-        return cls(unpack_path(parsed.path), parsed.offset, parsed.pad1, parsed.pad2)
+        return cls.from_parsed(parse_exact(sanlk_disk, raw))
+
+    @classmethod
+    def from_parsed(cls, parsed: Parsed) -> Disk:
+        """From a parsed ``sanlk_disk``, on its own or inside another struct (``sanlk_lockspace``)."""
+        return cls(
+            unpack_path(parsed.raw("path")), parsed.number("offset"), parsed.number("pad1"), parsed.number("pad2")
+        )
 
     def encode(self) -> bytes:
         return bytes(
@@ -344,13 +337,13 @@ class Resource:
     def decode(cls, raw: bytes, disks: tuple[Disk, ...] = ()) -> Resource:
         parsed = parse_exact(sanlk_resource, raw[:RESOURCE_SIZE])
         return cls(
-            unpack_name(parsed.lockspace_name),
-            unpack_name(parsed.name),
-            parsed.lver,
-            parsed.data64,
-            parsed.data32,
-            parsed.flags,
-            parsed.num_disks,
+            unpack_name(parsed.raw("lockspace_name")),
+            unpack_name(parsed.raw("name")),
+            parsed.number("lver"),
+            parsed.number("data64"),
+            parsed.number("data32"),
+            parsed.number("flags"),
+            parsed.number("num_disks"),
             disks,
         )
 
@@ -386,7 +379,7 @@ class Options:
     @classmethod
     def decode(cls, raw: bytes) -> Options:
         parsed = parse_exact(sanlk_options, raw)
-        return cls(unpack_name(parsed.owner_name), parsed.flags, parsed.len)
+        return cls(unpack_name(parsed.raw("owner_name")), parsed.number("flags"), parsed.number("len"))
 
     def encode(self) -> bytes:
         return bytes(build(sanlk_options, dict(owner_name=pack_name(self.owner_name), flags=self.flags, len=self.len)))
@@ -402,12 +395,11 @@ class Lockspace:
     @classmethod
     def decode(cls, raw: bytes) -> Lockspace:
         parsed = parse_exact(sanlk_lockspace, raw[:LOCKSPACE_SIZE])
-        disk = parsed.host_id_disk
         return cls(
-            unpack_name(parsed.name),
-            parsed.host_id,
-            parsed.flags,
-            Disk(unpack_path(disk.path), disk.offset, disk.pad1, disk.pad2),
+            unpack_name(parsed.raw("name")),
+            parsed.number("host_id"),
+            parsed.number("flags"),
+            Disk.from_parsed(parsed.struct("host_id_disk")),
         )
 
     def encode(self) -> bytes:
@@ -435,7 +427,7 @@ class Host:
 
     @classmethod
     def decode(cls, raw: bytes) -> Host:
-        return cls(**_fields(parse_exact(sanlk_host, raw)))
+        return cls(**parse_exact(sanlk_host, raw).numbers())
 
     def encode(self) -> bytes:
         return bytes(build(sanlk_host, vars(self)))
@@ -450,7 +442,7 @@ class HostEvent:
 
     @classmethod
     def decode(cls, raw: bytes) -> HostEvent:
-        return cls(**_fields(parse_exact(sanlk_host_event, raw)))
+        return cls(**parse_exact(sanlk_host_event, raw).numbers())
 
     def encode(self) -> bytes:
         return bytes(build(sanlk_host_event, vars(self)))
@@ -485,7 +477,12 @@ class StateRecord:
     def decode_head(cls, raw: bytes) -> tuple[StateRecord, int]:
         """The fixed part and the text length that follows it."""
         parsed = parse_exact(sanlk_state, raw)
-        return cls(parsed.type, to_signed(parsed.data32), parsed.data64, unpack_name(parsed.name)), parsed.str_len
+        return cls(
+            parsed.number("type"),
+            to_signed(parsed.number("data32")),
+            parsed.number("data64"),
+            unpack_name(parsed.raw("name")),
+        ), parsed.number("str_len")
 
 
 @dataclass(frozen=True)
@@ -496,7 +493,7 @@ class Killpath:
     @classmethod
     def decode(cls, raw: bytes) -> Killpath:
         parsed = parse_exact(killpath_payload, raw)
-        return cls(unpack_path(parsed.path[:127]), unpack_path(parsed.args[:127]))
+        return cls(unpack_path(parsed.raw("path")[:127]), unpack_path(parsed.raw("args")[:127]))
 
     def encode(self) -> bytes:
         path = self.path.encode()[:127].ljust(128, b"\0")
