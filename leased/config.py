@@ -145,7 +145,7 @@ KEYS: tuple[Key, ...] = (
         "use_watchdog",
         _flag,
         1,
-        "use the watchdog through wdmd (accepted; leased drives no watchdog yet: docs/operating.md)",
+        "arm wdmd (/run/wdmd/wdmd.sock) for every lockspace joined; without it a join fails (-203)",
         option="-w",
         metavar="0|1",
     ),

@@ -62,6 +62,7 @@ from leased.state import ClientState, DaemonConfig, DaemonState, LogRing, client
 from leased.storage import FileStorage, Storage
 from leased.tasks import Spawner, nursery_spawner
 from leased.transactions import release_client
+from leased.watchdog import Watchdog, WdmdWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +127,15 @@ class Daemon:
         fencer: Fencer | None = None,
         notifier: Notifier | None = None,
         faultpoints: FaultPoints | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.config = config
         self.state = DaemonState(config)
         if faultpoints is not None:
             self.state.faultpoints = faultpoints
+        if watchdog is None and config.use_watchdog:
+            watchdog = WdmdWatchdog(config.watchdog_fire_timeout)
+        self.state.watchdog = watchdog if config.use_watchdog else None
         self.open_storage = open_storage
         self.fencer: Fencer = fencer or ProcessFencer()
         self.notifier = notifier or Notifier()

@@ -108,6 +108,7 @@ def new_lockspace(
         history_size=state.config.renewal_history_size,
         set_bitmap_seconds=state.config.set_bitmap_seconds,
         space_id=next(state.space_ids),
+        watchdog=state.watchdog,
         on_join_failure=lambda failed: forget_lockspace(state, failed),
         on_failure=lambda failed: spawn(
             f"fence lockspace {_ls_name(failed.name)}", partial(fence_lockspace, state, failed, fencer)
@@ -188,6 +189,9 @@ async def fence_lockspace(state: DaemonState, lockspace: JoinedLockspace, fencer
     fail_time = lockspace.lease.last_success + 8 * lockspace.io_timeout
     grace = kill_grace_seconds(state.config.watchdog_fire_timeout, state.config.kill_grace_seconds)
     await _stop_holders(state, lockspace, fencer, fail_time=fail_time, grace=grace, immediate=False)
+    # Every holder is gone, so the host need not be reset for this lockspace (sanlock's order too);
+    # a holder that never dies keeps us above, and wdmd lets the watchdog fire.
+    await lockspace.disarm_watchdog()
     lockspace.cancel_scope.cancel()
     if lockspace.lease is not None:
         lockspace.lease.area.storage.close()

@@ -46,6 +46,8 @@ from leased.timeouts import (
     id_renewal_warn_seconds,
     renewal_read_extend_seconds,
 )
+from leased.watchdog import Watchdog, WatchdogLink
+from leased.wdmd import client_name
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,9 @@ class JoinedLockspace:
     renewals_ok: int = 0
     renewals_failed: int = 0
     last_renewal_seconds: float = 0.0
+    watchdog: Watchdog | None = None
+    """With ``-w 1``: the join connects first and arms it after the acquire; each renewal pushes the expiry."""
+    _watchdog_link: WatchdogLink | None = None
 
     @property
     def name(self) -> bytes:
@@ -305,6 +310,9 @@ class JoinedLockspace:
     async def _join(self) -> None:
         storage = self.open_storage(self.key.path)
         try:
+            if self.watchdog is not None:
+                # Connect first, as sanlock does: without wdmd the join fails now, before any disk write.
+                self._watchdog_link = await self.watchdog.connect()
             area = await delta_lease.discover_lockspace(storage, self.key.offset, self.name, self.io_timeout)
             self.lease = await delta_lease.acquire_host_id(
                 area,
@@ -316,7 +324,9 @@ class JoinedLockspace:
             )
         except BaseException:
             storage.close()
+            self._drop_watchdog()
             raise
+        await self._arm_watchdog()
         self.table = HostStatusTable(
             area.space_name, area.geometry, self.host_id, self.io_timeout, self.timeouts.watchdog_fire_timeout
         )
@@ -327,6 +337,7 @@ class JoinedLockspace:
             self.lease, clock=self.clock, watchdog_fire_timeout=self.timeouts.watchdog_fire_timeout
         )
         self.table.observe(snapshot, self.clock.now())
+        await self._pet_watchdog()
         log.info(
             "lockspace %s joined host_id %d generation %d",
             self.name.decode(errors="replace"),
@@ -419,6 +430,7 @@ class JoinedLockspace:
                 await self.clock.sleep(0.5)
                 continue
             self._record(lease.last_success, started)
+            await self._pet_watchdog()
             changed = self.table.observe(snapshot, self.clock.now())
             if self.on_scan is not None:
                 self.on_scan(self, self.generation, changed)
@@ -459,6 +471,45 @@ class JoinedLockspace:
         assert read.data is not None
         return read.data
 
+    # -- the watchdog ---------------------------------------------------
+
+    def _expiry(self) -> tuple[int, int]:
+        """(last renewal, when wdmd must stop petting): a host that cannot renew is reset by host_dead_seconds."""
+        assert self.lease is not None
+        return self.lease.last_success, self.lease.last_success + id_renewal_fail_seconds(self.io_timeout)
+
+    async def _arm_watchdog(self) -> None:
+        """After the acquire, before any lease can be granted in this lockspace; a failure undoes the join."""
+        link = self._watchdog_link
+        if link is None:
+            return
+        try:
+            await link.arm(client_name(self.name, self.host_id), *self._expiry())
+        except LeaseError:
+            self._watchdog_link = None
+            assert self.lease is not None
+            try:
+                await delta_lease.release_host_id(self.lease)
+            except LeaseError as exc:
+                log.error("release of host id %d after a watchdog failure: %s", self.host_id, exc)
+            raise
+
+    async def _pet_watchdog(self) -> None:
+        if self._watchdog_link is not None and self.state is not LockspaceState.REMOVING:
+            await self._watchdog_link.renewed(*self._expiry())
+
+    def _drop_watchdog(self) -> None:
+        if self._watchdog_link is not None:
+            self._watchdog_link.close()
+            self._watchdog_link = None
+
+    async def disarm_watchdog(self) -> None:
+        """Nothing of this lockspace needs the host reset any more: no lease holder runs, or it is leaving."""
+        link, self._watchdog_link = self._watchdog_link, None
+        if link is not None:
+            with trio.CancelScope(shield=True):  # a half-done disarm would reset a healthy host
+                await link.disarm()
+
     def _record(self, timestamp: int, started: float, error: bool = False) -> None:
         seconds = self.clock.now() - started
         if self.history_size > 0:  # -H 0 keeps no history (a slice [:-0] would keep it all)
@@ -486,6 +537,7 @@ class JoinedLockspace:
         """Stop renewing and release the host id on disk if the last renewal succeeded (§5.3)."""
         self.state = LockspaceState.REMOVING
         self.cancel_scope.cancel()
+        await self.disarm_watchdog()
         lease = self.lease
         if lease is not None and lease.last_write_ok and not self.renewal_fail:
             try:

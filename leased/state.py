@@ -21,6 +21,7 @@ from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.protocol import Killpath
 from leased.resource import LeaseTable, Token
 from leased.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_WATCHDOG_FIRE_TIMEOUT, Timeouts
+from leased.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ class DaemonState:
     space_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     faultpoints: FaultPoints = field(default_factory=FaultPoints)
     """Where tests inject allocation failures (leased.faultpoints); arms nothing unless the daemon was given one."""
+    watchdog: Watchdog | None = None
+    """wdmd for every lockspace joined (``use_watchdog``), or None with ``-w 0``."""
 
     def registered_client(self, pid: int) -> ClientState | None:
         """The first registered, live client with ``pid`` (lowest slot, as sanlock does)."""

@@ -1,7 +1,7 @@
 """Where the real daemon's log lines go: log file, syslog, journal, log_dump, and -Q.
 
 Each test starts the real ``leased daemon`` and makes it log at known
-priorities: a refused ``add_lockspace`` (err), the ``use_watchdog 1`` notice
+priorities: a refused ``add_lockspace`` (err), the ``use_watchdog 0`` notice
 (warning), the start line (info), a registered client going away (debug).
 Lines are looked for after the call that logs them has returned (the sinks
 write synchronously), or after ``log_dump`` shows them; never after a sleep.
@@ -26,7 +26,7 @@ LEASED = str(Path(sys.executable).parent / "leased")
 DEADLINE = 30.0
 
 ERR_LINE = "empty name, host_id 0 or empty path"  # add_lockspace refused: logged at err
-WARNING_LINE = "use_watchdog 1: no watchdog device"  # -w 1: logged at warning
+WARNING_LINE = "use_watchdog 0: no watchdog"  # -w 0: logged at warning
 INFO_LINE = "leased daemon started"
 DEBUG_LINE = "client_pid_dead"  # a registered connection closed
 
@@ -38,7 +38,7 @@ def base_env() -> dict[str, str]:
 
 @contextmanager
 def daemon_with(tmp_path: Path, *args: str) -> Iterator[Daemon]:
-    argv = [LEASED, "daemon", "-w", "1", "-U", "root", "-G", "root", *args]
+    argv = [LEASED, "daemon", "-w", "0", "-U", "root", "-G", "root", *args]
     with start_daemon(argv, tmp_path / "run", env=base_env(), log_path=tmp_path / "stderr.log") as daemon:
         yield daemon
 
@@ -200,7 +200,7 @@ def test_stderr_is_the_journal_under_systemd(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     env = base_env() | {"SANLOCK_RUN_DIR": str(run_dir), "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
-    argv = [LEASED, "daemon", "-w", "1", "-U", "root", "-G", "root", "-L", "-1", "-S", "4"]
+    argv = [LEASED, "daemon", "-w", "0", "-U", "root", "-G", "root", "-L", "-1", "-S", "4"]
     argv += ["--syslog-socket", str(tmp_path / "log.sock")]
     with datagram_listener(tmp_path / "log.sock") as syslog:
         try:

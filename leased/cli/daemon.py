@@ -143,9 +143,13 @@ def _notes(settings: Settings) -> list[tuple[int, str]]:
         )
         for key, setting in settings.ignored()
     ]
-    if settings.integer("use_watchdog"):
+    if not settings.integer("use_watchdog"):
         notes.append(
-            (logging.WARNING, "use_watchdog 1: no watchdog device is driven yet; lease safety relies on killing")
+            (
+                logging.WARNING,
+                "use_watchdog 0: no watchdog: if this daemon dies or hangs, its lease holders keep running "
+                "while other hosts take their leases",
+            )
         )
     return notes
 
