@@ -68,7 +68,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Generic, NamedTuple, TypeAlias, TypedDict, TypeVar
 
 from leased.errors import LeaseError, ResultCode
-from leased.host_status import HostState
 from leased.protocol import (
     ACQUIRE_LVB,
     ACQUIRE_ORPHAN,
@@ -78,6 +77,7 @@ from leased.protocol import (
     DISK_SIZE,
     HEADER_SIZE,
     HOST_SIZE,
+    HOST_STATE_MASK,
     INQ_WAIT,
     KILLPATH_PID,
     LOCKSPACE_SIZE,
@@ -112,6 +112,7 @@ from leased.protocol import (
     Header,
     Host,
     HostEvent,
+    HostState,
     Killpath,
     Lockspace,
     Options,
@@ -207,7 +208,7 @@ class HostInfo:
     def state(self) -> HostState | None:
         """The host state from GET_HOSTS; None where the daemon reports none (read_resource_owners)."""
         try:
-            return HostState(self.flags & 0xF)
+            return HostState(self.flags & HOST_STATE_MASK)
         except ValueError:
             return None
 
