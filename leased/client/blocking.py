@@ -115,6 +115,11 @@ class _SyncConnection:
             self.sock.close()
             raise _transport_error(exc, f"connect to {path}") from exc
 
+    @classmethod
+    def open(cls, path: str, timeout: float | None) -> _SyncConnection:
+        """Connect to ``path``; the same call as the trio shell's, so the two shells' methods read alike."""
+        return cls(path, timeout)
+
     def close(self) -> None:
         # shutdown first: it wakes a thread blocked in recv/send on this socket
         # without freeing the fd number under it; close once that call is done.
@@ -338,7 +343,7 @@ class Client:
 
     def _one_shot(self, label: str, exchange: _Exchange[_T]) -> _T:
         try:
-            conn = _SyncConnection(self.path, self.timeout)
+            conn = _SyncConnection.open(self.path, self.timeout)
         except BaseException:
             exchange.close()
             raise
@@ -351,7 +356,7 @@ class Client:
 
     def register(self) -> Registration:
         """Open and register a connection for this process (use it as a context manager)."""
-        conn = _SyncConnection(self.path, self.timeout)
+        conn = _SyncConnection.open(self.path, self.timeout)
         try:
             conn.run("register", _register())
         except BaseException:
@@ -451,7 +456,8 @@ class Client:
         sector: int | None = None,
     ) -> tuple[ResourceInfo, list[HostInfo]]:
         """The lease as on disk and its owners: the exclusive one first, then shared holders."""
-        return self._one_shot("read_resource_owners", _read_resource_owners(lockspace, resource, disks, align, sector))
+        exchange = _read_resource_owners(lockspace, resource, disks, align, sector)
+        return self._one_shot("read_resource_owners", exchange)
 
     def set_lvb(self, lockspace: Name, resource: Name, data: bytes) -> None:
         """Set the value block of a lease held here with ``lvb=True``; it is written to disk on release."""
@@ -475,7 +481,8 @@ class Client:
         max_hosts: int = 0,
     ) -> None:
         """Initialise a lockspace area (io_timeout 0: the daemon's 10 s)."""
-        self._one_shot("write_lockspace", _write_lockspace(name, path, offset, io_timeout, align, sector, max_hosts))
+        exchange = _write_lockspace(name, path, offset, io_timeout, align, sector, max_hosts)
+        self._one_shot("write_lockspace", exchange)
 
     def read_lockspace(
         self,
@@ -517,7 +524,7 @@ class Client:
 
     def reg_event(self, name: Name) -> EventChannel:
         """A channel on which the daemon delivers events other hosts set for us in lockspace ``name``."""
-        conn = _SyncConnection(self.path, self.timeout)
+        conn = _SyncConnection.open(self.path, self.timeout)
         try:
             conn.run("reg_event", _reg_event(name))
         except BaseException:

@@ -204,6 +204,7 @@ class AsyncRegistration:
 
     @property
     def broken(self) -> str | None:
+        """Why the connection went out of step and refuses calls (None while usable)."""
         return self._conn.broken.reason if self._conn is not None else None
 
     async def _run(self, label: str, exchange: _Exchange[_T]) -> _T:
@@ -216,27 +217,41 @@ class AsyncRegistration:
     async def acquire(
         self, lockspace: Name, resource: Name, disks: Sequence[DiskLike], **options: Unpack[AcquireOptions]
     ) -> AcquiredLease:
+        """Acquire a lease for this process; returns it with its lver (the fencing token).
+
+        See :class:`AcquireOptions` for the options.  Fails with -17 (EEXIST)
+        if this host already holds it, -28 (ENOSPC) if the lockspace is not
+        joined, -243 if another live host holds it, -240 on an lver mismatch.
+        """
         return await self._run("acquire", _acquire(TARGET_SELF, lockspace, resource, disks, **options))
 
     async def release(self, lockspace: Name, resource: Name) -> None:
+        """Release one lease of this process; -1 (EPERM) if it is not held."""
         await self._run("release", _release(TARGET_SELF, lockspace, resource))
 
     async def release_all(self) -> None:
         await self._run("release", _release_all(TARGET_SELF))
 
     async def release_orphans(self, lockspace: Name, resource: Name = b"") -> int:
+        """Release the orphans (persistent leases of exited processes) of a lockspace, or one of them.
+
+        Returns how many were released.  An empty ``resource`` means all of the lockspace.
+        """
         return await self._run("release", _release_orphans(TARGET_SELF, lockspace, resource))
 
     async def inquire(self) -> list[HeldLease]:
         return await self._run("inquire", _inquire(TARGET_SELF))
 
     async def convert(self, lockspace: Name, resource: Name, shared: bool, *, owner_nowait: bool = False) -> None:
+        """Change a held lease to shared (True) or exclusive (False); -114 (EALREADY) if it already is."""
         await self._run("convert", _convert(TARGET_SELF, lockspace, resource, shared, owner_nowait))
 
     async def killpath(self, path: str, args: Sequence[str] = (), *, pid_arg: bool = False) -> None:
+        """The program the daemon runs (instead of SIGTERM) when our leases must go; ``pid_arg`` appends our pid."""
         await self._run("killpath", _killpath(path, args, pid_arg))
 
     async def restrict(self, flags: int) -> None:
+        """Set RESTRICT_* flags.  The daemon ignores a RESTRICT_ALL connection, so later calls fail here."""
         await self._run("restrict", _restrict(flags))
         self._restricted = bool(flags & RESTRICT_ALL)
 
@@ -266,6 +281,7 @@ class AsyncEventChannel:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """As libsanlock's end_event: write the end mark, close, then END_EVENT on a new connection."""
         with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self._conn.stream.send_all(_END_EVENT_MARK)
         await self._conn.aclose()
@@ -302,6 +318,7 @@ class AsyncClient:
     async def acquire(
         self, lockspace: Name, resource: Name, disks: Sequence[DiskLike], *, pid: int, **options: Unpack[AcquireOptions]
     ) -> AcquiredLease:
+        """Acquire for the registered process ``pid`` (-3 ESRCH if no such registration)."""
         return await self._one_shot("acquire", _acquire(pid, lockspace, resource, disks, **options))
 
     async def release(self, lockspace: Name, resource: Name, *, pid: int) -> None:
@@ -311,6 +328,7 @@ class AsyncClient:
         await self._one_shot("release", _release_all(pid))
 
     async def inquire(self, *, pid: int) -> list[HeldLease]:
+        """The leases of registered process ``pid`` (-3 ESRCH: not registered, a cheap liveness probe)."""
         return await self._one_shot("inquire", _inquire(pid))
 
     async def convert(
@@ -328,11 +346,13 @@ class AsyncClient:
         io_timeout: int = 0,
         wait: bool = True,
     ) -> None:
+        """Join a lockspace.  With ``wait`` return once the host id lease is held (>= 2 * io_timeout)."""
         await self._one_shot("add_lockspace", _add_lockspace(name, host_id, path, offset, io_timeout, wait))
 
     async def inq_lockspace(
         self, name: Name, host_id: int, path: str | os.PathLike[str], offset: int = 0, *, wait: bool = False
     ) -> bool | None:
+        """True joined, False not found, None being added or removed (``wait``: until it is settled)."""
         return await self._one_shot("inq_lockspace", _inq_lockspace(name, host_id, path, offset, wait))
 
     async def rem_lockspace(
@@ -345,18 +365,22 @@ class AsyncClient:
         wait: bool = True,
         unused: bool = False,
     ) -> None:
+        """Leave a lockspace, SIGKILLing its lease holders; ``unused``: -16 (EBUSY) while leases exist."""
         await self._one_shot("rem_lockspace", _rem_lockspace(name, host_id, path, offset, wait, unused))
 
     async def get_lockspaces(self) -> list[LockspaceInfo]:
         return await self._one_shot("get_lockspaces", _get_lockspaces())
 
     async def get_hosts(self, name: Name, host_id: int = 0) -> list[HostInfo]:
+        """Hosts of a joined lockspace (host_id 0: all with a timestamp); -11 until the first scan is done."""
         return await self._one_shot("get_hosts", _get_hosts(name, host_id))
 
     async def host_status(self, name: Name) -> list[StateRecord]:
+        """HOST records: ``data32`` host id, ``data64`` timestamp, ``text`` key=value pairs (§6.3)."""
         return await self._one_shot("host_status", _host_status(name))
 
     async def renewal(self, name: Name) -> tuple[int, list[StateRecord]]:
+        """(io_timeout, RENEWAL records, oldest first); (0, []) when the daemon keeps no history."""
         return await self._one_shot("renewal", _renewal(name))
 
     async def set_config(self, name: Name, config: int) -> None:
@@ -365,6 +389,10 @@ class AsyncClient:
     async def request(
         self, lockspace: Name, resource: Name, disks: Sequence[DiskLike], force_mode: int, *, lver: int | None = None
     ) -> None:
+        """Ask the holder to give a lease up: force_mode 1 FORCE, 2 GRACEFUL, 0 just write/clear.
+
+        Without ``lver`` the request is for the next version (NEXT_LVER).
+        """
         await self._one_shot("request", _request_lease(lockspace, resource, disks, force_mode, lver))
 
     async def read_resource_owners(
@@ -376,13 +404,16 @@ class AsyncClient:
         align: int | None = None,
         sector: int | None = None,
     ) -> tuple[ResourceInfo, list[HostInfo]]:
+        """The lease as on disk and its owners: the exclusive one first, then shared holders."""
         exchange = _read_resource_owners(lockspace, resource, disks, align, sector)
         return await self._one_shot("read_resource_owners", exchange)
 
     async def set_lvb(self, lockspace: Name, resource: Name, data: bytes) -> None:
+        """Set the value block of a lease held here with ``lvb=True``; it is written to disk on release."""
         await self._one_shot("set_lvb", _set_lvb(lockspace, resource, data))
 
     async def get_lvb(self, lockspace: Name, resource: Name, size: int = 0) -> bytes:
+        """The value block of a lease held here with ``lvb=True`` (size 0: the whole sector)."""
         return await self._one_shot("get_lvb", _get_lvb(lockspace, resource, size))
 
     async def write_lockspace(
@@ -396,6 +427,7 @@ class AsyncClient:
         sector: int = 512,
         max_hosts: int = 0,
     ) -> None:
+        """Initialise a lockspace area (io_timeout 0: the daemon's 10 s)."""
         exchange = _write_lockspace(name, path, offset, io_timeout, align, sector, max_hosts)
         await self._one_shot("write_lockspace", exchange)
 
@@ -408,6 +440,7 @@ class AsyncClient:
         align: int | None = None,
         sector: int | None = None,
     ) -> LockspaceRecord:
+        """(name, io_timeout) of the lockspace at path:offset (no geometry given: the daemon probes)."""
         return await self._one_shot("read_lockspace", _read_lockspace(path, offset, host_id, align, sector))
 
     async def write_resource(
@@ -421,6 +454,7 @@ class AsyncClient:
         align: int = MiB,
         sector: int = 512,
     ) -> None:
+        """Initialise (or with ``clear``, invalidate) a resource lease area."""
         exchange = _write_resource(lockspace, resource, disks, num_hosts, clear, align, sector)
         await self._one_shot("write_resource", exchange)
 
@@ -430,9 +464,11 @@ class AsyncClient:
         return await self._one_shot("read_resource", _read_resource(path, offset, align, sector))
 
     async def align(self, path: str | os.PathLike[str]) -> int:
+        """The lease alignment the daemon finds for a device (1 MiB for 512-byte sectors)."""
         return await self._one_shot("align", _align(path))
 
     async def reg_event(self, name: Name) -> AsyncEventChannel:
+        """A channel on which the daemon delivers events other hosts set for us in lockspace ``name``."""
         conn = await _AsyncConnection.open(self.path, self.timeout)
         try:
             await conn.run("reg_event", _reg_event(name))
@@ -444,20 +480,31 @@ class AsyncClient:
     async def set_event(
         self, name: Name, host_id: int, generation: int, event: int, data: int = 0, *, flags: int = 0
     ) -> None:
+        """Flag an event for host ``host_id``, delivered with our next renewals (SETEV_* flags)."""
         await self._one_shot("set_event", _set_event(name, HostEvent(host_id, generation, event, data), flags))
 
     async def version(self) -> VersionInfo:
         return await self._one_shot("version", _version())
 
     async def status(self, level: int = 0) -> list[StatusRecord]:
+        """The daemon's state records (level 1/2/3 stop after daemon/client/lockspace records)."""
         return await self._one_shot("status", _status(level))
 
     async def log_dump(self) -> str:
         return await self._one_shot("log_dump", _log_dump())
 
     async def metrics(self) -> str:
-        """See :meth:`Client.metrics`."""
+        """The daemon's metrics in Prometheus text format (a leased extension).
+
+        A sanlock daemon does not know the command and never answers: create
+        the client with a ``timeout`` when the daemon may be sanlock.
+        """
         return await self._one_shot("metrics", _metrics())
 
     async def shutdown(self, *, force: bool = False, wait: bool = False) -> None:
+        """Stop the daemon; ``force`` SIGKILLs lease holders first, ``wait`` returns once it has exited.
+
+        Unforced, ``wait`` fails with -16 (EBUSY) while lockspaces exist; without
+        ``wait`` the daemon silently ignores such a request.
+        """
         await self._one_shot("shutdown", _shutdown(force, wait))
