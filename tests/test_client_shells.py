@@ -172,11 +172,12 @@ def rename_text(text: str, renames: Mapping[str, str]) -> str:
 
 def signature(function: Callable[..., object], renames: Mapping[str, str]) -> list[str]:
     sig = inspect.signature(function)
-    lines = [
-        f"{p.name} {p.kind.name} default={p.default!r} annotation={rename_text(str(p.annotation), renames)}"
-        for p in sig.parameters.values()
-    ]
-    return [*lines, f"return {rename_text(str(sig.return_annotation), renames)}"]
+    lines = []
+    for p in sig.parameters.values():
+        annotation = "" if p.annotation is p.empty else f": {rename_text(str(p.annotation), renames)}"
+        default = "" if p.default is p.empty else f" = {p.default!r}"
+        lines.append(f"{p.name}{annotation}{default}  ({p.kind.description})")
+    return [*lines, f"-> {rename_text(str(sig.return_annotation), renames)}"]
 
 
 class _Unasync(ast.NodeTransformer):
@@ -249,7 +250,7 @@ def differences(shell: Shell, blocking_cls: type, shell_cls: type) -> dict[tuple
         if mine.kind == "method" and name != "__init__":
             expected = "async method"
         if twin.kind != expected:
-            found[name, "kind"] = f"{shell_cls.__name__}.{name} is a {twin.kind}, expected a {expected}"
+            found[name, "kind"] = f"{shell_cls.__name__}.{name} is a {twin.kind}, expected: {expected}"
         if mine.function is None or twin.function is None:
             continue
         sig_a, sig_b = signature(mine.function, {}), signature(twin.function, renames)
@@ -285,10 +286,14 @@ def test_shells_agree(shell: Shell, class_name: str) -> None:
         f"{name} ({aspect}):\n{detail}" for (name, aspect), detail in found.items() if (name, aspect) not in exempt
     ]
     stale = [f"{name} ({aspect}): {reason}" for (name, aspect), reason in exempt.items() if (name, aspect) not in found]
-    assert not drift, "the shells drifted apart; make them agree or add a reasoned EXEMPT entry:\n\n" + "\n\n".join(
-        drift
-    )
-    assert not stale, "EXEMPT entries that no longer match a difference; remove them:\n" + "\n".join(stale)
+    report = []
+    if drift:
+        report.append(
+            "the shells drifted apart; make them agree or add a reasoned EXEMPT entry:\n\n" + "\n\n".join(drift)
+        )
+    if stale:
+        report.append("EXEMPT entries that no longer match a difference; remove them:\n" + "\n".join(stale))
+    assert not report, "\n\n".join(report)
 
 
 def test_exemptions_name_known_shells_and_classes() -> None:
