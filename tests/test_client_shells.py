@@ -328,3 +328,21 @@ def test_importing_the_client_loads_no_trio_and_no_daemon_code() -> None:
     assert not {m for m in loaded if m not in allowed and not m.startswith("leased.client")}, loaded
     assert "trio" not in loaded and "leased.client.trio_shell" not in loaded
     assert out[1] == "True"
+
+
+WIRE = {"leased.constants", "leased.errors", "leased.schema", "leased.protocol"}
+ALLOWED_IMPORTS = {
+    "leased.client.results": WIRE,
+    "leased.client.exchanges": WIRE | {"leased.client.results"},
+    "leased.client.blocking": WIRE | {"leased.client.results", "leased.client.exchanges"},
+    **{shell.module: WIRE | {"leased.client.results", "leased.client.exchanges"} for shell in SHELLS},
+}
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED_IMPORTS))
+def test_client_modules_import_only_downward(module: str) -> None:
+    """The core imports no shell and no shell another: every import of leased, at any depth of the file."""
+    tree = ast.parse(inspect.getsource(importlib.import_module(module)))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert {name for name in imported if name.startswith("leased")} <= ALLOWED_IMPORTS[module]
