@@ -5,28 +5,19 @@ be compared with ours.  A host is judged only by whether its record
 **changes**, measured on our own clock.  This module keeps that bookkeeping
 from lockspace-area snapshots and turns it into the FREE / LIVE / UNKNOWN /
 FAIL / DEAD states of the spec.  It is pure: callers feed it buffers and
-times.
+times.  The states' numbers are a fact of the wire, so :class:`HostState`
+is defined in :mod:`leased.protocol` and re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 from leased.constants import DELTA_DISK_MAGIC, LEADER_RECORD_SIZE
 from leased.geometry import Geometry
 from leased.ondisk import Leader, names_equal
+from leased.protocol import HostState as HostState
 from leased.timeouts import host_dead_seconds, id_renewal_fail_seconds
-
-
-class HostState(IntEnum):
-    """Host states as sanlock numbers them (``SANLK_HOST_*``)."""
-
-    UNKNOWN = 1
-    FREE = 2
-    LIVE = 3
-    FAIL = 4
-    DEAD = 5
 
 
 @dataclass

@@ -150,6 +150,20 @@ RES_ALIGN_MASK: Final = 0x0F0
 RES_SECTOR_MASK: Final = 0x300
 
 
+HOST_STATE_MASK: Final = 0x0F
+"""The bits of ``sanlk_host.flags`` that hold a :class:`HostState` (``SANLK_HOST_MASK``)."""
+
+
+class HostState(IntEnum):
+    """Host states as sanlock numbers them on the wire (``SANLK_HOST_*``, GET_HOSTS' ``flags``)."""
+
+    UNKNOWN = 1
+    FREE = 2
+    LIVE = 3
+    FAIL = 4
+    DEAD = 5
+
+
 class StateType(IntEnum):
     DAEMON = 1
     CLIENT = 2
