@@ -93,6 +93,9 @@ _ALIGN_SIZE_OF_FLAG = {
 
 ALL_GEOMETRIES = tuple(Geometry(s, a) for s, a in _ALIGN_FLAGS)
 
+DISCOVERY_READ_SIZE = 4096
+"""Geometry discovery reads this much at an area's start: the leader's first sector, for both sector sizes."""
+
 
 def legacy_geometry(sector_size: int) -> Geometry:
     """The geometry sanlock assumes when no align was given or recorded.

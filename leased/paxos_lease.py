@@ -25,20 +25,19 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from leased.areas import LockspaceArea, ResourceArea
 from leased.clock import DEFAULT_CLOCK, Clock, disk_timestamp
 from leased.constants import (
     DBLOCK_FL_RELEASED,
     LFL_SHORT_HOLD,
-    LVB_SECTOR_INDEX,
     MBLOCK_SHARED,
     PAXOS_DISK_CLEAR,
     PAXOS_DISK_MAGIC,
     PAXOS_DISK_VERSION,
     REQ_FORCE_NONE,
 )
-from leased.delta_lease import DISCOVERY_READ_SIZE, LockspaceArea
 from leased.errors import LeaseError, ResultCode
-from leased.geometry import Geometry, geometry_from_leader
+from leased.geometry import DISCOVERY_READ_SIZE, Geometry, geometry_from_leader
 from leased.host_status import HostStatusTable
 from leased.ondisk import (
     BLANK_DBLOCK,
@@ -51,7 +50,6 @@ from leased.ondisk import (
     encode_name,
     host_sector,
     leader_sector,
-    name_text,
     used_host_sectors,
     verify_paxos_leader,
     verify_request,
@@ -63,39 +61,6 @@ log = logging.getLogger(__name__)
 
 SH_RETRIES = 8
 """Shared acquires retry this often when they meet another host's short hold."""
-
-
-@dataclass(frozen=True)
-class ResourceArea:
-    """Where a resource lease lives: storage, offset, names and geometry."""
-
-    storage: Storage
-    offset: int
-    space_name: bytes
-    resource_name: bytes
-    geometry: Geometry
-
-    @property
-    def sector_size(self) -> int:
-        return self.geometry.sector_size
-
-    def host_offset(self, host_id: int) -> int:
-        return self.offset + (1 + host_id) * self.sector_size
-
-    @property
-    def request_offset(self) -> int:
-        return self.offset + self.sector_size
-
-    @property
-    def lvb_offset(self) -> int:
-        return self.offset + LVB_SECTOR_INDEX * self.sector_size
-
-    def where(self) -> str:
-        names = f"{name_text(self.space_name)}:{name_text(self.resource_name)}"
-        return f"resource {names} at {self.storage.path}:{self.offset}"
-
-    def with_geometry(self, geometry: Geometry) -> ResourceArea:
-        return replace(self, geometry=geometry)
 
 
 @dataclass(frozen=True)
@@ -834,7 +799,6 @@ __all__ = [
     "BLANK_DBLOCK",
     "LockspaceView",
     "PaxosLease",
-    "ResourceArea",
     "acquire",
     "choose_mbal",
     "commit_record",

@@ -53,11 +53,11 @@ from collections.abc import Callable
 import trio
 
 from leased import paxos_lease
+from leased.areas import ResourceArea
 from leased.errors import LeaseError, ResultCode
 from leased.geometry import request_geometry
 from leased.lockspace import JoinedLockspace
 from leased.ondisk import encode_name
-from leased.paxos_lease import ResourceArea
 from leased.protocol import RES_LVER, RES_NUM_HOSTS, RES_PERSISTENT, Resource
 from leased.resource import Key, LeaseTable, Token, release_unless_shared_on
 from leased.state import ClientState, DaemonState
