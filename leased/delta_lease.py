@@ -104,6 +104,32 @@ async def init_lockspace(
     await storage.write(offset, leader_sector(record, sector), WRITE_INIT_IO_TIMEOUT)
 
 
+async def read_host_record(
+    storage: Storage,
+    offset: int,
+    host_id: int,
+    space_name: bytes,
+    geometry: Geometry | None,
+    timeout: float,
+    *,
+    read_timeout: float = 10,
+) -> tuple[Leader, Geometry]:
+    """One host's delta lease record, verified, and the area's geometry (READ_LOCKSPACE).
+
+    ``geometry`` None: discovered from the leader at ``offset`` (read with
+    ``timeout``); the record itself is read with ``read_timeout``.  An empty
+    ``space_name`` accepts the name on disk.
+    """
+    if geometry is None:
+        first = Leader.decode(await storage.read(offset, DISCOVERY_READ_SIZE, timeout))
+        geometry = geometry_from_leader(first.sector_size, first.flags)
+    raw = await storage.read(offset + (host_id - 1) * geometry.sector_size, geometry.sector_size, read_timeout)
+    leader = Leader.decode(raw)
+    name = encode_name(space_name) if space_name else leader.space_name
+    verify_delta_leader(leader, name, f"{storage.path}:{offset}")
+    return leader, geometry
+
+
 async def discover_lockspace(storage: Storage, offset: int, space_name: str | bytes, timeout: float) -> LockspaceArea:
     """Find a lockspace's geometry from its host_id 1 record (§1.2)."""
     name = encode_name(space_name)

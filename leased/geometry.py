@@ -122,6 +122,12 @@ def geometry_from_leader(sector_size: int, flags: int) -> Geometry:
     return Geometry(sector_size, align_size)
 
 
+def request_flags(geometry: Geometry) -> int:
+    """The wire's ALIGN/SECTOR flags naming ``geometry`` (the reverse of :func:`request_geometry`)."""
+    align = {1: RES_ALIGN1M, 2: RES_ALIGN2M, 4: RES_ALIGN4M, 8: RES_ALIGN8M}[geometry.align_size // MiB]
+    return align | (RES_SECTOR512 if geometry.sector_size == 512 else RES_SECTOR4K)
+
+
 def request_geometry(flags: int) -> Geometry | None:
     """ALIGN/SECTOR bits of a resource or lockspace request (the wire's ``RES_*`` flags); None when absent."""
     align = {RES_ALIGN1M: 1, RES_ALIGN2M: 2, RES_ALIGN4M: 4, RES_ALIGN8M: 8}.get(flags & RES_ALIGN_MASK)

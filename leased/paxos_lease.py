@@ -239,6 +239,52 @@ async def discover_resource(
     return area.with_geometry(geometry_from_leader(leader.sector_size, leader.flags))
 
 
+async def read_resource_leader(
+    storage: Storage,
+    offset: int,
+    space_name: bytes,
+    resource_name: bytes,
+    wanted: Geometry | None,
+    timeout: float,
+    *,
+    geometry_first: bool,
+) -> tuple[Leader, Geometry]:
+    """Read and verify a resource leader and the geometry it records (READ_RESOURCE(_OWNERS)).
+
+    Empty names accept the names on disk.  ``geometry_first``:
+    READ_RESOURCE_OWNERS compares the caller's ALIGN/SECTOR flags
+    (``wanted``) with the disk before anything else (-EINVAL, also for a
+    blank area), READ_RESOURCE reports the leader's problem (-223 for a
+    blank area), as sanlock 3.8.5 does.
+    """
+    leader = Leader.decode(await storage.read(offset, DISCOVERY_READ_SIZE, timeout))
+    try:
+        probed: Geometry | None = geometry_from_leader(leader.sector_size, leader.flags)
+    except LeaseError:
+        probed = None
+    if geometry_first and wanted is not None and wanted != probed:
+        raise LeaseError(ResultCode.EINVAL, f"requested geometry {wanted} differs from on-disk {probed}")
+    space = encode_name(space_name) if space_name else leader.space_name
+    name = encode_name(resource_name) if resource_name else leader.resource_name
+    verify_paxos_leader(leader, space, name, 0, f"{storage.path}:{offset}")
+    if probed is None:
+        raise LeaseError(ResultCode.LEADER_SECTORSIZE, f"bad sector size {leader.sector_size} on disk")
+    return leader, probed
+
+
+async def read_shared_modes(
+    storage: Storage, offset: int, leader: Leader, geometry: Geometry, timeout: float
+) -> list[tuple[int, int]]:
+    """(host_id, generation) of every host whose mode block says it holds the lease shared."""
+    data = await storage.read(offset, geometry.align_size, timeout)
+    shared = []
+    for slot in range(min(leader.num_hosts, geometry.sectors - 2)):
+        _, mode = decode_host_sector(data, (2 + slot) * geometry.sector_size)
+        if mode.flags & MBLOCK_SHARED:
+            shared.append((slot + 1, mode.generation))
+    return shared
+
+
 async def read_leader(area: ResourceArea, host_id: int, timeout: float) -> Leader:
     """Read and verify the leader; I/O failure is LEADER_READ."""
     try:
