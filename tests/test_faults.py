@@ -33,7 +33,8 @@ from leased.areas import ResourceArea
 from leased.errors import LeaseError, ResultCode, code_name
 from leased.geometry import Geometry
 from leased.ondisk import Dblock, Leader, decode_host_sector
-from leased.paxos_lease import PaxosLease, owner_of
+from leased.paxos_lease import PaxosLease
+from leased.paxos_steps import owner_of
 from leased.storage import FileStorage
 
 MiB = 1 << 20
