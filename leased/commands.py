@@ -21,10 +21,15 @@ Rules every handler keeps:
   line here.
 
 What a command leaves running in the background (joining and leaving a
-lockspace, fencing a failed one, examining other hosts' requests and
-delivering their events) is :mod:`leased.lifecycle`'s policy: a handler
-checks the request, calls in there with the seams and its spawner, and
-answers.
+lockspace, fencing a failed one, examining other hosts' requests) is
+:mod:`leased.lifecycle`'s policy, host events are :mod:`leased.events`',
+what the report commands say is :mod:`leased.status`', and reading and
+writing lease areas is the lease algorithms'.  A handler decodes the
+request, calls one of those with plain arguments and the seams, and maps
+the outcome to a reply (:func:`_answer`): a value is success, a
+:class:`~leased.errors.QuietRefusal` its code alone, a
+:class:`~leased.errors.Refused` its code and its sentence in the log, any
+other :class:`~leased.errors.LeaseError` its code and the whole message.
 """
 
 from __future__ import annotations
@@ -33,26 +38,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import trio
-
 from leased import delta_lease, paxos_lease
 from leased.clock import DEFAULT_CLOCK, disk_timestamp
-from leased.constants import MBLOCK_SHARED, MiB
-from leased.errors import LeaseError, ResultCode, code_name
+from leased.constants import MiB
+from leased.errors import LeaseError, QuietRefusal, Refused, ResultCode, code_name
+from leased.events import end_channels, make_channel_room, set_event
 from leased.fencing import Fencer, ProcessFencer
-from leased.geometry import Geometry, geometry_from_leader, request_geometry
-from leased.host_status import HostState
-from leased.lifecycle import begin_removal, examine_held, forget_lockspace, new_lockspace
-from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
+from leased.geometry import Geometry, request_flags, request_geometry
+from leased.lifecycle import examine_held, join_lockspace, leave_lockspace, lockspace_progress
+from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.metrics import render
-from leased.ondisk import (
-    Leader,
-    decode_host_sector,
-    encode_name,
-    names_equal,
-    verify_delta_leader,
-    verify_paxos_leader,
-)
 from leased.protocol import (
     ACQUIRE_LVB,
     ACQUIRE_ORPHAN,
@@ -70,12 +65,6 @@ from leased.protocol import (
     REM_ASYNC,
     REM_UNUSED,
     REQUEST_NEXT_LVER,
-    RES_ALIGN1M,
-    RES_ALIGN2M,
-    RES_ALIGN4M,
-    RES_ALIGN8M,
-    RES_SECTOR4K,
-    RES_SECTOR512,
     RES_SHARED,
     RESOURCE_SIZE,
     SETEV_ALL_HOSTS,
@@ -96,17 +85,23 @@ from leased.protocol import (
     Lockspace,
     Options,
     Resource,
-    StateRecord,
-    StateType,
     format_resource,
     split_resources,
 )
-from leased.resource import Token, release_unless_shared_on
+from leased.resource import Token
 from leased.state import ClientState, DaemonState
-from leased.status import metrics_families, status_records
+from leased.status import host_list, host_status_records, metrics_families, renewal_records, status_records
 from leased.storage import FileStorage, Storage
 from leased.tasks import Spawner
-from leased.transactions import CommitRefused, acquire_leases, open_lease_storage, release_token, resource_area
+from leased.transactions import (
+    LocalConflict,
+    acquire_resources,
+    convert_lease,
+    open_lease_storage,
+    release_leases,
+    release_orphans,
+    request_lease,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +149,13 @@ def _fail(cmd: Command, rc: int, detail: str, *, data2: int = 0, payload: bytes 
     return cmd.reply(rc, data2=data2, payload=payload, close=close)
 
 
+def _answer(cmd: Command, exc: LeaseError, *, payload: bytes = b"", close: bool = False) -> Reply:
+    """The reply to a lower layer's refusal or failure, and its log line (see the module docstring)."""
+    if isinstance(exc, QuietRefusal):
+        return cmd.reply(exc.rc, payload=payload, close=close)
+    return _fail(cmd, exc.rc, exc.detail if isinstance(exc, Refused) else str(exc), payload=payload, close=close)
+
+
 # An acquire refused because someone else holds (or is taking) the lease: the
 # normal life of a lock, not a fault.  With quiet_fail (-Q 1, the default) it
 # is logged at debug so that busy clusters do not flood the log at error.
@@ -180,14 +182,8 @@ def _contention(cmd: Command, rc: int, detail: str) -> None:
 # Target resolution for registered-type commands
 
 
-class Refused(Exception):
-    def __init__(self, rc: int, detail: str) -> None:
-        super().__init__(rc, detail)
-        self.rc, self.detail = rc, detail
-
-
 def target_client(cmd: Command) -> ClientState:
-    """The registered client a registered-type command acts on (wire spec §7.3)."""
+    """The registered client a registered-type command acts on (wire spec §7.3); :class:`Refused` if none may be."""
     state, client = cmd.state, cmd.client
     if cmd.header.data2 == TARGET_SELF:
         if not client.registered or client.dead:
@@ -207,17 +203,7 @@ def target_client(cmd: Command) -> ClientState:
 
 
 # ---------------------------------------------------------------------------
-# Geometry helpers
-
-
-def _flags_of(geometry: Geometry) -> int:
-    align = {1: RES_ALIGN1M, 2: RES_ALIGN2M, 4: RES_ALIGN4M, 8: RES_ALIGN8M}[geometry.align_size // MiB]
-    return align | (RES_SECTOR512 if geometry.sector_size == 512 else RES_SECTOR4K)
-
-
-async def _probe_geometry(storage: Storage, offset: int, timeout: int) -> tuple[Geometry, Leader]:
-    leader = Leader.decode(await storage.read(offset, 4096, timeout))
-    return geometry_from_leader(leader.sector_size, leader.flags), leader
+# Storage
 
 
 def _open(cmd: Command, path: str, missing_rc: int = ResultCode.ENODEV) -> Storage:
@@ -228,97 +214,42 @@ def _open(cmd: Command, path: str, missing_rc: int = ResultCode.ENODEV) -> Stora
 # Lockspaces
 
 
-def _matches(lockspace: JoinedLockspace, ls: Lockspace) -> bool:
-    key = lockspace.key
-    return (
-        names_equal(encode_name(key.name), encode_name(ls.name))
-        and key.path == ls.disk.path
-        and key.offset == ls.disk.offset
-        and (ls.host_id == 0 or key.host_id == ls.host_id)
-    )
-
-
 async def cmd_add_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
-    state = cmd.state
-    if not ls.name or not ls.host_id or not ls.disk.path:
-        return _fail(cmd, ResultCode.EINVAL, "empty name, host_id 0 or empty path")
-    for existing in state.lockspaces:
-        same = _matches(existing, ls) and existing.host_id == ls.host_id
-        if same and existing.state is LockspaceState.JOINED:
-            return cmd.reply(ResultCode.EEXIST)
-        if same and existing.state is LockspaceState.ADDING:
-            return cmd.reply(ResultCode.EINPROGRESS)
-        if same and existing.state is LockspaceState.REMOVING:
-            return cmd.reply(ResultCode.EAGAIN)
-        if existing.state is LockspaceState.FAILED:
-            continue
-        if existing.name == ls.name or (existing.key.path, existing.key.offset) == (ls.disk.path, ls.disk.offset):
-            return _fail(cmd, ResultCode.EINVAL, f"lockspace {_ls_name(ls.name)} conflicts with a joined one")
-    io_timeout = cmd.header.data or state.config.io_timeout
-    if io_timeout > 255:
-        return _fail(cmd, ResultCode.EINVAL, f"io_timeout {io_timeout} above 255 (stored in one byte on disk)")
-    joined = new_lockspace(
-        state,
-        lockspace_key(ls.name, ls.host_id, ls.disk.path, ls.disk.offset),
-        io_timeout,
-        open_storage=cmd.open_storage,
-        spawn=cmd.spawn,
-        fencer=cmd.fencer,
-    )
-    state.lockspaces = [x for x in state.lockspaces if not (x.state is LockspaceState.FAILED and _matches(x, ls))]
-    state.lockspaces.append(joined)
-    log.info(
-        "add_lockspace %s:%d:%s:%d io_timeout %d",
-        _ls_name(ls.name),
-        ls.host_id,
-        ls.disk.path,
-        ls.disk.offset,
-        io_timeout,
-    )
-    cmd.spawn(f"lockspace {_ls_name(ls.name)}", joined.run)
-    if cmd.header.cmd_flags & ADD_ASYNC:
-        return cmd.reply(0)
-    await joined.joined.wait()
-    if joined.state is not LockspaceState.JOINED:
-        forget_lockspace(state, joined)
-        return _fail(cmd, joined.add_result or ResultCode.ERROR, f"add_lockspace {_ls_name(ls.name)} failed")
+    try:
+        await join_lockspace(
+            cmd.state,
+            ls,
+            cmd.header.data or cmd.state.config.io_timeout,
+            wait=not cmd.header.cmd_flags & ADD_ASYNC,
+            open_storage=cmd.open_storage,
+            spawn=cmd.spawn,
+            fencer=cmd.fencer,
+        )
+    except LeaseError as exc:
+        return _answer(cmd, exc)
     return cmd.reply(0)
-
-
-def _inq_result(state: DaemonState, ls: Lockspace) -> int:
-    for existing in state.lockspaces:
-        if _matches(existing, ls):
-            if existing.state is LockspaceState.JOINED:
-                return 0
-            if existing.state in (LockspaceState.ADDING, LockspaceState.REMOVING):
-                return ResultCode.EINPROGRESS
-    return ResultCode.ENOENT
 
 
 async def cmd_inq_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
-    result = _inq_result(cmd.state, ls)
-    while result == ResultCode.EINPROGRESS and cmd.header.cmd_flags & INQ_WAIT:
-        await trio.sleep(1)
-        result = _inq_result(cmd.state, ls)
-    return cmd.reply(result)
+    return cmd.reply(await lockspace_progress(cmd.state, ls, wait=bool(cmd.header.cmd_flags & INQ_WAIT)))
 
 
 async def cmd_rem_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
-    state = cmd.state
-    target = next((x for x in state.lockspaces if _matches(x, ls)), None)
-    if target is None:
-        return cmd.reply(ResultCode.ENOENT)
-    if target.state is LockspaceState.REMOVING:
-        return cmd.reply(ResultCode.EINPROGRESS)
-    tokens = state.leases.in_lockspace(target)
-    if cmd.header.cmd_flags & REM_UNUSED and tokens:
-        return cmd.reply(ResultCode.EBUSY)
-    begin_removal(state, target, cmd.spawn, cmd.fencer)
-    if not cmd.header.cmd_flags & REM_ASYNC:
-        await target.removed.wait()
+    flags = cmd.header.cmd_flags
+    try:
+        await leave_lockspace(
+            cmd.state,
+            ls,
+            unused_only=bool(flags & REM_UNUSED),
+            wait=not flags & REM_ASYNC,
+            spawn=cmd.spawn,
+            fencer=cmd.fencer,
+        )
+    except LeaseError as exc:
+        return _answer(cmd, exc)
     return cmd.reply(0)
 
 
@@ -338,20 +269,8 @@ async def cmd_get_hosts(cmd: Command) -> Reply:
     lockspace = cmd.state.find_lockspace(ls.name)
     if lockspace is None or lockspace.table is None:
         return cmd.reply(ResultCode.ENOENT, close=True)
-    table, now = lockspace.table, lockspace.clock.now()
-    hosts = []
-    wanted = [ls.host_id] if ls.host_id else sorted(table.hosts)
-    for host_id in wanted:
-        record = table.hosts.get(host_id)
-        if record is None:
-            hosts.append(Host(host_id, flags=HostState.FREE))
-            continue
-        if not ls.host_id and record.timestamp == 0:
-            continue
-        state_value = table.state(host_id, now)
-        hosts.append(Host(host_id, record.owner_generation, record.timestamp, record.io_timeout, state_value))
-    payload = b"".join(h.encode() for h in hosts)
-    return cmd.reply(0, data2=len(hosts), payload=payload, close=True)
+    hosts = host_list(lockspace.table, lockspace.clock.now(), ls.host_id)
+    return cmd.reply(0, data2=len(hosts), payload=b"".join(h.encode() for h in hosts), close=True)
 
 
 async def cmd_host_status(cmd: Command) -> Reply:
@@ -359,19 +278,8 @@ async def cmd_host_status(cmd: Command) -> Reply:
     lockspace = cmd.state.find_lockspace(ls.name)
     if lockspace is None or lockspace.table is None:
         return cmd.reply(ResultCode.ENOSPC, close=True)
-    records = []
-    for host_id, record in sorted(lockspace.table.hosts.items()):
-        if not (record.last_live or record.owner_id):
-            continue
-        owner_name = record.owner_name.split(b"\0", 1)[0].decode(errors="replace")
-        text = (
-            f"last_check={int(record.last_check)} last_live={int(record.last_live)} last_req=0 "
-            f"owner_id={record.owner_id} owner_generation={record.owner_generation} timestamp={record.timestamp} "
-            f"io_timeout={record.io_timeout} owner_name={owner_name}"
-        )
-        records.append(StateRecord(StateType.HOST, host_id, record.timestamp, b"", text).encode())
     header = cmd.header.reply(0, data2=cmd.header.data2)
-    return Reply(header.encode() + b"".join(records), close=True)
+    return Reply(header.encode() + b"".join(host_status_records(lockspace.table)), close=True)
 
 
 async def cmd_renewal(cmd: Command) -> Reply:
@@ -381,19 +289,8 @@ async def cmd_renewal(cmd: Command) -> Reply:
         return cmd.reply(ResultCode.ENOSPC, close=True)
     if not lockspace.history:
         return cmd.reply(0, data2=cmd.header.data2, close=True)
-    records = [
-        StateRecord(
-            StateType.RENEWAL,
-            0,
-            entry.timestamp,
-            b"",
-            f"timestamp={entry.timestamp} read_ms={entry.read_ms} write_ms={entry.write_ms} "
-            f"next_timeouts={entry.next_timeouts} next_errors={entry.next_errors}",
-        ).encode()
-        for entry in lockspace.history
-    ]
     header = cmd.header.reply(0, data2=lockspace.io_timeout)
-    return Reply(header.encode() + b"".join(records), close=True)
+    return Reply(header.encode() + b"".join(renewal_records(lockspace)), close=True)
 
 
 # ---------------------------------------------------------------------------
@@ -401,67 +298,32 @@ async def cmd_renewal(cmd: Command) -> Reply:
 
 
 async def cmd_acquire(cmd: Command) -> Reply:
-    state, header = cmd.state, cmd.header
+    header = cmd.header
     resources, used = split_resources(cmd.body, header.data, with_disks=True)
     options = Options.decode(cmd.body[used:])
     try:
         target = target_client(cmd)
-    except Refused as exc:
-        return _fail(cmd, exc.rc, exc.detail)
-    keys = [(r.lockspace, r.name) for r in resources]
-    adopt: dict[tuple[bytes, bytes], Token] = {}
-    for resource in resources:
-        if len(resource.disks) > 1:
-            return _fail(cmd, ResultCode.EINVAL, "multi-disk leases are not supported")
-        lockspace = state.find_lockspace(resource.lockspace)
-        if lockspace is None or not lockspace.usable:
-            return _fail(cmd, ResultCode.ENOSPC, f"lockspace {_ls_name(resource.lockspace)} not joined")
-        key = (resource.lockspace, resource.name)
-        orphan = state.leases.orphan(key)
-        if orphan is not None and header.cmd_flags & (ACQUIRE_ORPHAN | ACQUIRE_ORPHAN_ONLY):
-            if orphan.shared != resource.shared:
-                return _fail(cmd, ResultCode.EUCLEAN, f"orphan {_ls_name(resource.name)} is held in the other mode")
-            adopt[key] = orphan
-            continue
-        if orphan is None and header.cmd_flags & ACQUIRE_ORPHAN_ONLY:
-            return _fail(cmd, ResultCode.ENOENT, f"no orphan {_ls_name(resource.name)} to adopt")
-        conflict = state.leases.conflict(key, resource.shared)
-        if conflict:
-            _contention(cmd, conflict, f"{_ls_name(resource.name)} is busy here (local conflict)")
-            return cmd.reply(conflict)
-    if len(set(keys)) != len(keys):
-        return _fail(cmd, ResultCode.EINVAL, "the same resource twice in one acquire")
-
-    # prepare: reserve (no await since the conflict checks above), take the disk turn, do all disk work
-    target.cmd_active = Cmd.ACQUIRE
-    generation = target.generation
-    state.leases.reserve(keys)
+    except LeaseError as exc:
+        return _answer(cmd, exc)
     try:
-        async with state.leases.disk_turn(keys):
-            await acquire_leases(
-                state,
-                target,
-                resources,
-                adopt,
-                generation=generation,
-                open_storage=cmd.open_storage,
-                owner_name=options.owner_name,
-                owner_nowait=bool(header.cmd_flags & ACQUIRE_OWNER_NOWAIT),
-                lvb=bool(header.cmd_flags & ACQUIRE_LVB),
-            )
-    except CommitRefused as exc:
-        return _fail(cmd, exc.rc, exc.detail)
+        await acquire_resources(
+            cmd.state,
+            target,
+            resources,
+            open_storage=cmd.open_storage,
+            owner_name=options.owner_name,
+            adopt_orphans=bool(header.cmd_flags & ACQUIRE_ORPHAN),
+            orphans_only=bool(header.cmd_flags & ACQUIRE_ORPHAN_ONLY),
+            owner_nowait=bool(header.cmd_flags & ACQUIRE_OWNER_NOWAIT),
+            lvb=bool(header.cmd_flags & ACQUIRE_LVB),
+        )
     except MemoryError as exc:
         return _fail(cmd, ResultCode.ENOMEM, str(exc) or type(exc).__name__)
     except LeaseError as exc:
-        if exc.rc in CONTENTION_CODES:
+        if isinstance(exc, LocalConflict) or (exc.rc in CONTENTION_CODES and not isinstance(exc, Refused)):
             _contention(cmd, exc.rc, exc.detail)
             return cmd.reply(exc.rc)
-        return _fail(cmd, exc.rc, str(exc))
-    finally:
-        state.leases.unreserve(keys)
-        target.cmd_active = 0
-        target.cmd_last = Cmd.ACQUIRE
+        return _answer(cmd, exc)
     return cmd.reply(0)
 
 
@@ -469,45 +331,21 @@ async def cmd_release(cmd: Command) -> Reply:
     state, header = cmd.state, cmd.header
     try:
         target = target_client(cmd)
-    except Refused as exc:
-        return _fail(cmd, exc.rc, exc.detail)
+    except LeaseError as exc:
+        return _answer(cmd, exc)
     flags = header.cmd_flags
     if flags & REL_ORPHAN:
         if len(cmd.body) < RESOURCE_SIZE:
             # REL_ALL framed the request without a body (length 32): no resource names the orphans.
             return _fail(cmd, ResultCode.EINVAL, "release of orphans names no resource")
         (which,), _ = split_resources(cmd.body, 1, with_disks=False)
-        orphans = state.leases.orphans(which.lockspace, which.name)
-        for orphan in orphans:
-            async with state.leases.disk_turn([orphan.key]):
-                if orphan in state.leases.held.get(orphan.key, []):
-                    state.leases.detach(orphan)
-                    await release_unless_shared_on(state.leases, orphan)
-        return cmd.reply(len(orphans))
+        return cmd.reply(await release_orphans(state, which.lockspace, which.name))
     if flags & REL_ALL:
-        chosen = list(target.tokens)
-        rename = None
-        missing: list[bytes] = []
-    else:
-        count = 2 if flags & REL_RENAME else header.data
-        structs, _ = split_resources(cmd.body, count, with_disks=False)
-        rename = structs[1].name if flags & REL_RENAME else None
-        wanted = structs[:1] if flags & REL_RENAME else structs
-        chosen, missing = [], []
-        for resource in wanted:
-            token = next((t for t in target.tokens if t.key == (resource.lockspace, resource.name)), None)
-            if token is None:
-                missing.append(resource.name)
-            elif token not in chosen:
-                chosen.append(token)
-    result = 0
-    for name in missing:
-        log.error("cmd_release ci %d pid %d no resource %s", target.ci, target.pid, _ls_name(name))
-        result = ResultCode.EPERM
-    for token in chosen:
-        rc = await release_token(state, target, token, rename=rename)
-        result = result or rc
-    return cmd.reply(result)
+        return cmd.reply(await release_leases(state, target, None))
+    structs, _ = split_resources(cmd.body, 2 if flags & REL_RENAME else header.data, with_disks=False)
+    wanted = structs[:1] if flags & REL_RENAME else structs
+    rename = structs[1].name if flags & REL_RENAME else None
+    return cmd.reply(await release_leases(state, target, [(r.lockspace, r.name) for r in wanted], rename=rename))
 
 
 async def cmd_inquire(cmd: Command) -> Reply:
@@ -527,36 +365,12 @@ async def cmd_inquire(cmd: Command) -> Reply:
 
 
 async def cmd_convert(cmd: Command) -> Reply:
-    state = cmd.state
     try:
         target = target_client(cmd)
-    except Refused as exc:
-        return _fail(cmd, exc.rc, exc.detail)
-    resource = Resource.decode(cmd.body)
-    token = next((t for t in target.tokens if t.key == (resource.lockspace, resource.name)), None)
-    if token is None:
-        return _fail(cmd, ResultCode.ENOENT, f"convert: {_ls_name(resource.name)} not held")
-    to_shared = resource.shared
-    if token.shared == to_shared:
-        return cmd.reply(ResultCode.EALREADY)
-    target.cmd_active = Cmd.CONVERT
-    try:
-        async with state.leases.disk_turn([token.key]):
-            # Checked inside the turn: a local shared acquire waiting for it has already reserved the key.
-            others = any(t is not token for t in state.leases.held.get(token.key, []))
-            if not to_shared and (others or token.key in state.leases.acquiring):
-                return cmd.reply(ResultCode.EAGAIN)  # another local client holds it shared, or is getting it
-            await paxos_lease.convert(
-                token.lease, to_shared=to_shared, view=token.lockspace.view(), clock=token.lockspace.clock
-            )
+        resource = Resource.decode(cmd.body)
+        await convert_lease(cmd.state, target, (resource.lockspace, resource.name), to_shared=resource.shared)
     except LeaseError as exc:
-        return _fail(cmd, exc.rc, str(exc))
-    finally:
-        target.cmd_active = 0
-    flags = (token.resource.flags | RES_SHARED) if to_shared else (token.resource.flags & ~RES_SHARED)
-    token.resource = Resource(
-        token.resource.lockspace, token.resource.name, flags=flags, num_disks=1, disks=token.resource.disks
-    )
+        return _answer(cmd, exc)
     return cmd.reply(0)
 
 
@@ -593,26 +407,16 @@ async def cmd_get_lvb(cmd: Command) -> Reply:
 async def cmd_request(cmd: Command) -> Reply:
     """Ask the holder of a lease to give it up (wire spec §5.13, on-disk spec §7.10)."""
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
-    lockspace = cmd.state.find_lockspace(resource.lockspace)
-    if lockspace is None or not lockspace.usable or lockspace.lease is None:
-        return _fail(cmd, ResultCode.ENOSPC, f"request: lockspace {_ls_name(resource.lockspace)} not joined")
     try:
-        storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
-        try:
-            area = resource_area(storage, resource, lockspace)
-            owner = await paxos_lease.write_request(
-                area,
-                resource.lver,
-                cmd.header.data,
-                lockspace.io_timeout,
-                next_lver=bool(cmd.header.cmd_flags & REQUEST_NEXT_LVER),
-            )
-        finally:
-            storage.close()
+        await request_lease(
+            cmd.state,
+            resource,
+            cmd.header.data,
+            next_lver=bool(cmd.header.cmd_flags & REQUEST_NEXT_LVER),
+            open_storage=cmd.open_storage,
+        )
     except LeaseError as exc:
-        return _fail(cmd, exc.rc, str(exc))
-    if owner:
-        lockspace.flag_host(owner)
+        return _answer(cmd, exc)
     return cmd.reply(0)
 
 
@@ -644,21 +448,17 @@ async def cmd_write_lockspace(cmd: Command) -> Reply:
 async def cmd_read_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     result, io_timeout, out = 0, 0, ls
+    host_id = ls.host_id or 1
     try:
         storage = _open(cmd, ls.disk.path)
         try:
-            geometry = request_geometry(ls.flags)
-            if geometry is None:
-                geometry, _ = await _probe_geometry(storage, ls.disk.offset, cmd.state.config.io_timeout)
-            host_id = ls.host_id or 1
-            raw = await storage.read(ls.disk.offset + (host_id - 1) * geometry.sector_size, geometry.sector_size, 10)
-            leader = Leader.decode(raw)
-            name = encode_name(ls.name) if ls.name else leader.space_name
-            verify_delta_leader(leader, name, f"{ls.disk.path}:{ls.disk.offset}")
-            io_timeout = leader.io_timeout
-            out = Lockspace(leader.space_name.split(b"\0", 1)[0], host_id, _flags_of(geometry), ls.disk)
+            leader, geometry = await delta_lease.read_host_record(
+                storage, ls.disk.offset, host_id, ls.name, request_geometry(ls.flags), cmd.state.config.io_timeout
+            )
         finally:
             storage.close()
+        io_timeout = leader.io_timeout
+        out = Lockspace(leader.space_name.split(b"\0", 1)[0], host_id, request_flags(geometry), ls.disk)
     except LeaseError as exc:
         result = exc.rc
         log.error("read_lockspace %s:%d: %s", ls.disk.path, ls.disk.offset, exc)
@@ -688,77 +488,53 @@ async def cmd_write_resource(cmd: Command) -> Reply:
     return cmd.reply(0)
 
 
-async def _read_resource_leader(
-    cmd: Command, resource: Resource, *, geometry_first: bool
-) -> tuple[Leader, Geometry, Storage]:
-    """Read and verify a resource leader for READ_RESOURCE(_OWNERS).
-
-    ``geometry_first``: READ_RESOURCE_OWNERS compares the caller's ALIGN/SECTOR
-    flags with the disk before anything else (-EINVAL, also for a blank area),
-    READ_RESOURCE reports the leader's problem (-223 for a blank area), as
-    sanlock 3.8.5 does.
-    """
-    storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
-    try:
-        wanted = request_geometry(resource.flags)
-        leader = Leader.decode(await storage.read(resource.disks[0].offset, 4096, cmd.state.config.io_timeout))
-        try:
-            probed: Geometry | None = geometry_from_leader(leader.sector_size, leader.flags)
-        except LeaseError:
-            probed = None
-        if geometry_first and wanted is not None and wanted != probed:
-            raise LeaseError(ResultCode.EINVAL, f"requested geometry {wanted} differs from on-disk {probed}")
-        space = encode_name(resource.lockspace) if resource.lockspace else leader.space_name
-        name = encode_name(resource.name) if resource.name else leader.resource_name
-        verify_paxos_leader(leader, space, name, 0, f"{resource.disks[0].path}:{resource.disks[0].offset}")
-        if probed is None:
-            raise LeaseError(ResultCode.LEADER_SECTORSIZE, f"bad sector size {leader.sector_size} on disk")
-        return leader, probed, storage
-    except BaseException:
-        storage.close()
-        raise
-
-
 async def cmd_read_resource(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
     out = Resource(resource.lockspace, resource.name, flags=resource.flags)
+    disk = resource.disks[0]
     try:
-        leader, geometry, storage = await _read_resource_leader(cmd, resource, geometry_first=False)
-        storage.close()
-        out = Resource(
-            leader.space_name.split(b"\0", 1)[0],
-            leader.resource_name.split(b"\0", 1)[0],
-            lver=leader.lver,
-            flags=_flags_of(geometry),
-        )
+        storage = _open(cmd, disk.path, ResultCode.ENOENT)
+        try:
+            leader, geometry = await paxos_lease.read_resource_leader(
+                storage,
+                disk.offset,
+                resource.lockspace,
+                resource.name,
+                request_geometry(resource.flags),
+                cmd.state.config.io_timeout,
+                geometry_first=False,
+            )
+        finally:
+            storage.close()
     except LeaseError as exc:
         log.error("read_resource: %s", exc)
         return cmd.reply(exc.rc, payload=out.encode(with_disks=False))
+    space, name = leader.space_name.split(b"\0", 1)[0], leader.resource_name.split(b"\0", 1)[0]
+    out = Resource(space, name, lver=leader.lver, flags=request_flags(geometry))
     return cmd.reply(0, payload=out.encode(with_disks=False))
 
 
 async def cmd_read_resource_owners(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
     out = Resource(resource.lockspace, resource.name, flags=resource.flags)
-    hosts: list[Host] = []
+    disk, timeout = resource.disks[0], cmd.state.config.io_timeout
     try:
-        leader, geometry, storage = await _read_resource_leader(cmd, resource, geometry_first=True)
+        storage = _open(cmd, disk.path, ResultCode.ENOENT)
         try:
-            data = await storage.read(resource.disks[0].offset, geometry.align_size, cmd.state.config.io_timeout)
+            wanted = request_geometry(resource.flags)
+            leader, geometry = await paxos_lease.read_resource_leader(
+                storage, disk.offset, resource.lockspace, resource.name, wanted, timeout, geometry_first=True
+            )
+            shared = await paxos_lease.read_shared_modes(storage, disk.offset, leader, geometry, timeout)
         finally:
             storage.close()
-        flags = resource.flags or _flags_of(geometry)
-        if leader.timestamp:
-            hosts.append(Host(leader.owner_id, leader.owner_generation, leader.timestamp))
-        for slot in range(min(leader.num_hosts, geometry.sectors - 2)):
-            _, mode = decode_host_sector(data, (2 + slot) * geometry.sector_size)
-            if mode.flags & MBLOCK_SHARED:
-                flags |= RES_SHARED
-                hosts.append(Host(slot + 1, mode.generation, 0))
-        out = Resource(out.lockspace, out.name, lver=leader.lver, flags=flags)
     except LeaseError as exc:
         log.error("read_resource_owners: %s", exc)
         return cmd.reply(exc.rc, payload=out.encode(with_disks=False))
+    hosts = [Host(leader.owner_id, leader.owner_generation, leader.timestamp)] if leader.timestamp else []
+    hosts += [Host(host_id, generation, 0) for host_id, generation in shared]
+    flags = (resource.flags or request_flags(geometry)) | (RES_SHARED if shared else 0)
+    out = Resource(out.lockspace, out.name, lver=leader.lver, flags=flags)
     payload = out.encode(with_disks=False) + b"".join(h.encode() for h in hosts)
     return cmd.reply(0, data2=len(hosts), payload=payload)
 
@@ -822,9 +598,6 @@ async def cmd_shutdown_wait(cmd: Command) -> Reply:
     return Reply(Header(0, 0, HEADER_SIZE, 0, 0, 0, magic=cmd.header.magic, version=SM_PROTO).encode(), close=True)
 
 
-MAX_EVENT_CHANNELS = 32
-
-
 async def cmd_reg_event(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     if not ls.name:
@@ -832,11 +605,10 @@ async def cmd_reg_event(cmd: Command) -> Reply:
     lockspace = cmd.state.find_lockspace(ls.name)
     if lockspace is None:
         return cmd.reply(ResultCode.ENOENT)
-    for channel in lockspace.event_channels:
-        channel.poll()  # a channel whose peer closed ends here, even before its task has run
-    lockspace.event_channels = [ch for ch in lockspace.event_channels if not ch.ended.is_set()]
-    if len(lockspace.event_channels) >= MAX_EVENT_CHANNELS:
-        return _fail(cmd, ResultCode.ENOCSI, "reg_event: all event channels in use")
+    try:
+        make_channel_room(lockspace)
+    except LeaseError as exc:
+        return _answer(cmd, exc)
     return Reply(cmd.reply(0).data, event_channel=lockspace)
 
 
@@ -847,10 +619,7 @@ async def cmd_end_event(cmd: Command) -> Reply:
     lockspace = cmd.state.find_lockspace(ls.name)
     if lockspace is None:
         return cmd.reply(ResultCode.ENOENT, close=True)
-    for channel in lockspace.event_channels:
-        if channel.wants_end():
-            channel.ended.set()
-    lockspace.event_channels = [ch for ch in lockspace.event_channels if not ch.ended.is_set()]
+    end_channels(lockspace)
     return cmd.reply(0, close=True)
 
 
@@ -861,38 +630,20 @@ async def cmd_set_event(cmd: Command) -> Reply:
     if not ls.name:
         return _fail(cmd, ResultCode.EINVAL, "set_event: empty lockspace name")
     lockspace = cmd.state.find_lockspace(ls.name)
-    if lockspace is None or lockspace.lease is None or lockspace.table is None:
+    if lockspace is None:
         return cmd.reply(ResultCode.ENOENT)
-    all_hosts = bool(flags & SETEV_ALL_HOSTS)
-    max_hosts = lockspace.lease.area.geometry.max_hosts
-    if not all_hosts and not 1 <= event.host_id <= max_hosts:
-        return _fail(cmd, ResultCode.EINVAL, f"set_event: host_id {event.host_id} not in 1..{max_hosts}")
-    lease, now = lockspace.lease, lockspace.clock.now()
-    keep = lockspace.set_bitmap_seconds or 6 * lockspace.io_timeout
-    if flags & SETEV_CLEAR_HOSTID:
-        lockspace.request_bits.pop(event.host_id, None)
-    if flags & SETEV_CLEAR_EVENT:
-        lease.event = (0, 0, 0)
-        return cmd.reply(0)
-    if flags & SETEV_CLEAR_HOSTID:
-        return cmd.reply(0)
-    pending = lease.event != (0, 0, 0) and now - lockspace.event_set_time <= keep
-    generation = event.generation
-    if flags & SETEV_CUR_GENERATION and generation == 0 and not all_hosts:
-        record = lockspace.table.hosts.get(event.host_id)
-        generation = record.owner_generation if record else 0
-    triple = (generation, event.event, event.data)
-    if pending and lease.event != triple and not flags & SETEV_REPLACE_EVENT:
-        return cmd.reply(ResultCode.EBUSY)
-    lease.event = triple
-    lockspace.event_set_time = now
-    targets = (
-        [h for h, r in lockspace.table.hosts.items() if r.timestamp and h != lockspace.host_id]
-        if all_hosts
-        else [event.host_id]
-    )
-    for host_id in targets:
-        lockspace.flag_host(host_id)
+    try:
+        set_event(
+            lockspace,
+            event,
+            all_hosts=bool(flags & SETEV_ALL_HOSTS),
+            clear_hostid=bool(flags & SETEV_CLEAR_HOSTID),
+            clear_event=bool(flags & SETEV_CLEAR_EVENT),
+            cur_generation=bool(flags & SETEV_CUR_GENERATION),
+            replace=bool(flags & SETEV_REPLACE_EVENT),
+        )
+    except LeaseError as exc:
+        return _answer(cmd, exc)
     return cmd.reply(0)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 
+from leased.areas import LockspaceArea
 from leased.clock import DEFAULT_CLOCK, Clock, disk_timestamp
 from leased.constants import (
     DELTA_DISK_MAGIC,
@@ -28,12 +29,11 @@ from leased.constants import (
     LEADER_RECORD_SIZE,
 )
 from leased.errors import LeaseError, ResultCode
-from leased.geometry import Geometry, geometry_from_leader
+from leased.geometry import DISCOVERY_READ_SIZE, Geometry, geometry_from_leader
 from leased.ondisk import (
     Leader,
     encode_name,
     leader_sector,
-    name_text,
     names_equal,
     overwrite_name,
     verify_delta_leader,
@@ -48,45 +48,6 @@ from leased.timeouts import (
 )
 
 log = logging.getLogger(__name__)
-
-DISCOVERY_READ_SIZE = 4096
-"""Geometry discovery reads this much at the area start: valid for both sector sizes."""
-
-
-@dataclass(frozen=True)
-class LockspaceArea:
-    """Where a lockspace lives: storage, byte offset, name and geometry."""
-
-    storage: Storage
-    offset: int
-    space_name: bytes
-    geometry: Geometry
-
-    def host_offset(self, host_id: int) -> int:
-        return self.offset + (host_id - 1) * self.geometry.sector_size
-
-    def where(self, host_id: int | None = None) -> str:
-        if host_id is None:
-            return f"lockspace {name_text(self.space_name)} at {self.storage.path}:{self.offset}"
-        return f"delta lease {host_id} at {self.storage.path}:{self.host_offset(host_id)}"
-
-    def check_host_id(self, host_id: int) -> None:
-        if not 1 <= host_id <= self.geometry.max_hosts:
-            raise LeaseError(
-                ResultCode.ADDLS_INVALID_HOSTID,
-                f"host_id {host_id} outside 1..{self.geometry.max_hosts} of {self.where()}",
-            )
-
-    async def read_host(self, host_id: int, timeout: float) -> Leader:
-        """Read and verify one host's delta lease."""
-        data = await self.storage.read(self.host_offset(host_id), self.geometry.sector_size, timeout)
-        leader = Leader.decode(data)
-        verify_delta_leader(leader, self.space_name, self.where(host_id))
-        return leader
-
-    async def read_area(self, timeout: float) -> bytes:
-        """The whole area in one I/O, as every renewal reads it."""
-        return await self.storage.read(self.offset, self.geometry.align_size, timeout)
 
 
 def new_lockspace_leader(
@@ -141,6 +102,32 @@ async def init_lockspace(
     image[:LEADER_RECORD_SIZE] = uncommitted.encode()
     await storage.write(offset, bytes(image), WRITE_INIT_IO_TIMEOUT)
     await storage.write(offset, leader_sector(record, sector), WRITE_INIT_IO_TIMEOUT)
+
+
+async def read_host_record(
+    storage: Storage,
+    offset: int,
+    host_id: int,
+    space_name: bytes,
+    geometry: Geometry | None,
+    timeout: float,
+    *,
+    read_timeout: float = 10,
+) -> tuple[Leader, Geometry]:
+    """One host's delta lease record, verified, and the area's geometry (READ_LOCKSPACE).
+
+    ``geometry`` None: discovered from the leader at ``offset`` (read with
+    ``timeout``); the record itself is read with ``read_timeout``.  An empty
+    ``space_name`` accepts the name on disk.
+    """
+    if geometry is None:
+        first = Leader.decode(await storage.read(offset, DISCOVERY_READ_SIZE, timeout))
+        geometry = geometry_from_leader(first.sector_size, first.flags)
+    raw = await storage.read(offset + (host_id - 1) * geometry.sector_size, geometry.sector_size, read_timeout)
+    leader = Leader.decode(raw)
+    name = encode_name(space_name) if space_name else leader.space_name
+    verify_delta_leader(leader, name, f"{storage.path}:{offset}")
+    return leader, geometry
 
 
 async def discover_lockspace(storage: Storage, offset: int, space_name: str | bytes, timeout: float) -> LockspaceArea:

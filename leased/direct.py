@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterator
 
 from leased import cluster, delta_lease, paxos_lease
+from leased.areas import LockspaceArea, ResourceArea
 from leased.clock import BLOCKING_CLOCK, Clock, disk_timestamp
 from leased.constants import (
     DELTA_DISK_MAGIC,
@@ -324,7 +325,7 @@ def _dump_rindex(chunk: bytes, chunk_offset: int) -> str:
 # host ids
 
 
-async def _lockspace_area(arg: LockspaceArg, missing_rc: int) -> delta_lease.LockspaceArea:
+async def _lockspace_area(arg: LockspaceArg, missing_rc: int) -> LockspaceArea:
     if arg.host_id < 1:
         raise LeaseError(ResultCode.EINVAL, "host_id must be 1 or more")
     storage = _open(arg.path, True, missing_rc)
@@ -334,7 +335,7 @@ async def _lockspace_area(arg: LockspaceArg, missing_rc: int) -> delta_lease.Loc
     except LeaseError:
         storage.close()
         raise
-    return delta_lease.LockspaceArea(storage, arg.offset, encode_name(arg.name), geometry)
+    return LockspaceArea(storage, arg.offset, encode_name(arg.name), geometry)
 
 
 async def acquire_id(arg: LockspaceArg, host_name: str, io_timeout: int) -> delta_lease.HostIdLease:
@@ -355,7 +356,7 @@ async def acquire_id(arg: LockspaceArg, host_name: str, io_timeout: int) -> delt
         area.storage.close()
 
 
-async def _held_host_id(area: delta_lease.LockspaceArea, host_id: int, io_timeout: int) -> delta_lease.HostIdLease:
+async def _held_host_id(area: LockspaceArea, host_id: int, io_timeout: int) -> delta_lease.HostIdLease:
     """A host id this host holds on disk, rebuilt from the record (direct mode keeps no state)."""
     record = await area.read_host(host_id, io_timeout)
     if record.owner_id != host_id:
@@ -387,7 +388,7 @@ async def release_id(arg: LockspaceArg, io_timeout: int) -> None:
 # resource leases
 
 
-async def _resource_area(arg: ResourceArg) -> paxos_lease.ResourceArea:
+async def _resource_area(arg: ResourceArg) -> ResourceArea:
     storage = _open(arg.path, True, ResultCode.ENOENT)
     try:
         first = await _probe_leader(storage, arg.offset, PAXOS_DISK_MAGIC)
@@ -395,7 +396,7 @@ async def _resource_area(arg: ResourceArg) -> paxos_lease.ResourceArea:
     except LeaseError:
         storage.close()
         raise
-    return paxos_lease.ResourceArea(storage, arg.offset, encode_name(arg.lockspace), encode_name(arg.name), geometry)
+    return ResourceArea(storage, arg.offset, encode_name(arg.lockspace), encode_name(arg.name), geometry)
 
 
 async def acquire(arg: ResourceArg, host_id: int, generation: int, io_timeout: int) -> paxos_lease.PaxosLease:

@@ -130,6 +130,22 @@ class LeaseError(Exception):
         return f"{self.detail} (error {self.rc} {code_name(self.rc)})"
 
 
+class Refused(LeaseError):
+    """A request refused by a check, leaving everything as it was: its sentence alone says why.
+
+    Reported as the sentence without the code suffix of a failed operation
+    (``empty name, host_id 0 or empty path``, not ``... (error -22 EINVAL)``).
+    """
+
+
+class QuietRefusal(LeaseError):
+    """A refusal that is an ordinary answer, not a fault: replied with its code, not logged.
+
+    The lockspace is already joined or still joining, a removal is in
+    progress, the lease is already in the mode asked for.
+    """
+
+
 def rc_from_oserror(exc: OSError) -> int:
     """The negative errno sanlock would report for an OS error."""
     return -(exc.errno or errno.EIO)

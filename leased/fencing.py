@@ -21,6 +21,13 @@ re-checks that the client object is still the live one it was started for
 
 The :class:`Fencer` is a seam: tests wrap the production one to record what
 was sent, without changing what happens.
+
+What fencing knows of a process is a :class:`Holder`: its pid and pidfd,
+its restrictions and killpath, whether it is still the live client it was,
+and this module's own bookkeeping of the escalation.  The daemon's
+:class:`~leased.state.ClientState` is one; fencing never imports the
+daemon's state, so it sits below it, beside the lockspace and the lease
+table.
 """
 
 from __future__ import annotations
@@ -29,14 +36,13 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 import trio
 
 from leased.clock import Clock
-from leased.protocol import KILLPATH_PID, RESTRICT_SIGKILL, RESTRICT_SIGTERM
-from leased.state import ClientState
+from leased.protocol import KILLPATH_PID, RESTRICT_SIGKILL, RESTRICT_SIGTERM, Killpath
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +50,53 @@ MAX_KILL_ATTEMPTS = 100
 KILL_TICK = 0.2
 
 
+class Holder(Protocol):
+    """A lease holder's process, as fencing sees it (:class:`leased.state.ClientState` is one).
+
+    Read-only: who it is and how it asked to be stopped.  Written here: the
+    escalation's bookkeeping (``kill_count``, ``kill_last``, ``killpath_done``).
+    """
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def pidfd(self) -> int:
+        """A pidfd of the process, or -1: signals through it never reach a process that reused the pid."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Unique to this client: an escalation acts only while it is the one it was started for."""
+        ...
+
+    @property
+    def dead(self) -> bool: ...
+    @property
+    def restrict(self) -> int: ...
+    @property
+    def killpath(self) -> Killpath | None: ...
+    @property
+    def killpath_flags(self) -> int: ...
+
+    kill_count: int
+    kill_last: float
+    killpath_done: bool
+
+
+H = TypeVar("H", bound=Holder)
+
+
 class Fencer(Protocol):
-    def send_signal(self, client: ClientState, signum: int) -> bool:
+    def send_signal(self, client: Holder, signum: int) -> bool:
         """Signal the client's process; False if it is already gone."""
         ...
 
-    def run_killpath(self, client: ClientState) -> bool:
+    def run_killpath(self, client: Holder) -> bool:
         """Start the client's killpath program; False if it could not start."""
         ...
 
 
-def killpath_argv(client: ClientState) -> list[str]:
+def killpath_argv(client: Holder) -> list[str]:
     """The killpath program and its arguments (backslash escapes as libsanlock writes them)."""
     assert client.killpath is not None
     args: list[str] = []
@@ -86,7 +128,7 @@ class ProcessFencer:
     def __init__(self) -> None:
         self.children: list[subprocess.Popen[bytes]] = []
 
-    def send_signal(self, client: ClientState, signum: int) -> bool:
+    def send_signal(self, client: Holder, signum: int) -> bool:
         try:
             if client.pidfd >= 0:
                 signal.pidfd_send_signal(client.pidfd, signum)
@@ -102,7 +144,7 @@ class ProcessFencer:
         log.info("kill %d sig %d", client.pid, signum)
         return True
 
-    def run_killpath(self, client: ClientState) -> bool:
+    def run_killpath(self, client: Holder) -> bool:
         argv = killpath_argv(client)
         self.reap()
         try:
@@ -124,7 +166,7 @@ class ProcessFencer:
         self.children = [child for child in self.children if child.poll() is None]
 
 
-def restricted_signal(client: ClientState, signum: int) -> int:
+def restricted_signal(client: Holder, signum: int) -> int:
     """The signal RESTRICT_* flags turn ``signum`` into (a restricted SIGKILL becomes SIGTERM and the reverse)."""
     if signum == signal.SIGKILL and client.restrict & RESTRICT_SIGKILL:
         return signal.SIGTERM
@@ -133,7 +175,7 @@ def restricted_signal(client: ClientState, signum: int) -> int:
     return signum
 
 
-def next_action(client: ClientState, now: float, fail_time: float, grace: float, immediate: bool) -> str | None:
+def next_action(client: Holder, now: float, fail_time: float, grace: float, immediate: bool) -> str | None:
     """What the escalation does to ``client`` at ``now`` (pure): "killpath", "term", "kill" or None.
 
     ``fail_time`` is last_success + 8N; ``immediate`` skips straight to SIGKILL
@@ -150,7 +192,7 @@ def next_action(client: ClientState, now: float, fail_time: float, grace: float,
     return "term"
 
 
-def act(fencer: Fencer, client: ClientState, action: str, now: float) -> None:
+def act(fencer: Fencer, client: Holder, action: str, now: float) -> None:
     client.kill_count += 1
     client.kill_last = now
     if action == "killpath":
@@ -164,13 +206,13 @@ def act(fencer: Fencer, client: ClientState, action: str, now: float) -> None:
 
 async def escalate(
     fencer: Fencer,
-    clients: Sequence[tuple[ClientState, int]],
+    clients: Sequence[tuple[H, int]],
     *,
     fail_time: float,
     grace: float,
     immediate: bool,
     clock: Clock,
-    still_holding: HoldingCheck,
+    still_holding: Callable[[H], bool],
 ) -> None:
     """Run the kill escalation until none of ``clients`` holds leases any more."""
     while True:
@@ -187,7 +229,3 @@ async def escalate(
             if action is not None:
                 act(fencer, client, action, now)
         await trio.sleep(KILL_TICK)
-
-
-class HoldingCheck(Protocol):
-    def __call__(self, client: ClientState) -> bool: ...

@@ -93,6 +93,9 @@ _ALIGN_SIZE_OF_FLAG = {
 
 ALL_GEOMETRIES = tuple(Geometry(s, a) for s, a in _ALIGN_FLAGS)
 
+DISCOVERY_READ_SIZE = 4096
+"""Geometry discovery reads this much at an area's start: the leader's first sector, for both sector sizes."""
+
 
 def legacy_geometry(sector_size: int) -> Geometry:
     """The geometry sanlock assumes when no align was given or recorded.
@@ -117,6 +120,12 @@ def geometry_from_leader(sector_size: int, flags: int) -> Geometry:
     if align_size is None:
         raise LeaseError(ResultCode.ADDLS_SIZES, f"invalid align flags 0x{flags:x}")
     return Geometry(sector_size, align_size)
+
+
+def request_flags(geometry: Geometry) -> int:
+    """The wire's ALIGN/SECTOR flags naming ``geometry`` (the reverse of :func:`request_geometry`)."""
+    align = {1: RES_ALIGN1M, 2: RES_ALIGN2M, 4: RES_ALIGN4M, 8: RES_ALIGN8M}[geometry.align_size // MiB]
+    return align | (RES_SECTOR512 if geometry.sector_size == 512 else RES_SECTOR4K)
 
 
 def request_geometry(flags: int) -> Geometry | None:

@@ -4,12 +4,15 @@ Most of what the daemon does answers a command.  This module owns what it
 does in the background, started by a command or by a lockspace's own
 renewal task, after the reply has been sent or with no request at all:
 
-* wiring a new :class:`~leased.lockspace.JoinedLockspace` to that policy
-  (:func:`new_lockspace`): a failed join forgets it, a failed renewal
-  fences it, a scan that saw other hosts flag us examines their requests;
-* leaving a lockspace (:func:`begin_removal`, :func:`remove_lockspace`):
-  SIGKILL every holder of a lease in it (wire spec §5.4), wait until they
-  are gone, then release the host id;
+* joining a lockspace (:func:`join_lockspace`, ADD_LOCKSPACE's policy: which
+  requests conflict with the lockspaces we have, the io_timeout limit) and
+  wiring the new :class:`~leased.lockspace.JoinedLockspace` to this module's
+  policy (:func:`new_lockspace`): a failed join forgets it, a failed
+  renewal fences it, a scan that saw other hosts flag us examines their
+  requests; how a join or a removal is going (:func:`lockspace_progress`);
+* leaving a lockspace (:func:`leave_lockspace`, :func:`begin_removal`,
+  :func:`remove_lockspace`): SIGKILL every holder of a lease in it (wire
+  spec §5.4), wait until they are gone, then release the host id;
 * fencing a lockspace whose host id can no longer be renewed
   (:func:`fence_lockspace`): the escalation of :mod:`leased.fencing`
   (killpath, then SIGTERM, then SIGKILL) against its lease holders, then
@@ -17,14 +20,18 @@ renewal task, after the reply has been sent or with no request at all:
 * requests and events from other hosts (:func:`examine_requests`,
   :func:`examine_token`, :func:`examine_held`): a FORCE request kills the
   holder, a GRACEFUL one runs its killpath or sends SIGTERM, and an event
-  addressed to us goes to the lockspace's event channels, once.
+  addressed to us goes to the lockspace's event channels, once
+  (:func:`leased.events.deliver_event`).
 
 They are functions of plain arguments: the
-:class:`~leased.state.DaemonState`, the lockspace or token, the
+:class:`~leased.state.DaemonState`, the lockspace (or the wire's
+:class:`~leased.protocol.Lockspace` naming one) or token, the
 :class:`~leased.fencing.Fencer` seam, the ``open_storage`` seam and a
 :data:`~leased.tasks.Spawner` wherever they start background work.  They
 never see a request and never build a reply; their outcome is the state
-they change and the log lines they write.
+they change and the log lines they write, and for the calls that answer a
+command a :class:`~leased.errors.Refused` or
+:class:`~leased.errors.QuietRefusal` the command layer replies with.
 
 Their rules:
 
@@ -57,14 +64,16 @@ import signal
 from collections.abc import Callable
 from functools import partial
 
+import trio
+
 from leased import paxos_lease
 from leased.constants import REQ_FORCE, REQ_GRACEFUL
-from leased.errors import LeaseError
+from leased.errors import LeaseError, QuietRefusal, Refused, ResultCode
+from leased.events import deliver_event
 from leased.fencing import Fencer, escalate, restricted_signal
-from leased.host_status import HostRecord
-from leased.lockspace import JoinedLockspace, LockspaceKey, LockspaceState
-from leased.ondisk import bitmap_test
-from leased.protocol import HostEvent, encode_event_cb
+from leased.lockspace import JoinedLockspace, LockspaceKey, LockspaceState, lockspace_key
+from leased.ondisk import bitmap_test, encode_name, names_equal
+from leased.protocol import Lockspace
 from leased.resource import Token
 from leased.state import DaemonState
 from leased.storage import Storage
@@ -81,6 +90,117 @@ def _ls_name(name: bytes) -> str:
 
 # ---------------------------------------------------------------------------
 # Joining and leaving
+
+
+def _matches(lockspace: JoinedLockspace, ls: Lockspace) -> bool:
+    key = lockspace.key
+    return (
+        names_equal(encode_name(key.name), encode_name(ls.name))
+        and key.path == ls.disk.path
+        and key.offset == ls.disk.offset
+        and (ls.host_id == 0 or key.host_id == ls.host_id)
+    )
+
+
+async def join_lockspace(
+    state: DaemonState,
+    ls: Lockspace,
+    io_timeout: int,
+    *,
+    wait: bool,
+    open_storage: Callable[[str], Storage],
+    spawn: Spawner,
+    fencer: Fencer,
+) -> None:
+    """ADD_LOCKSPACE: start joining ``ls`` with host id ``ls.host_id``; with ``wait``, until it has joined.
+
+    The same lockspace already joined, joining or leaving is an ordinary
+    answer (-EEXIST, -EINPROGRESS, -EAGAIN); another one of that name or
+    place, empty fields or an io_timeout that does not fit the leader's byte
+    are refused before anything starts.  A failed join leaves no record
+    (:func:`forget_lockspace`) and is refused with its code.
+    """
+    if not ls.name or not ls.host_id or not ls.disk.path:
+        raise Refused(ResultCode.EINVAL, "empty name, host_id 0 or empty path")
+    for existing in state.lockspaces:
+        same = _matches(existing, ls) and existing.host_id == ls.host_id
+        if same and existing.state is LockspaceState.JOINED:
+            raise QuietRefusal(ResultCode.EEXIST, "lockspace already joined")
+        if same and existing.state is LockspaceState.ADDING:
+            raise QuietRefusal(ResultCode.EINPROGRESS, "lockspace being joined")
+        if same and existing.state is LockspaceState.REMOVING:
+            raise QuietRefusal(ResultCode.EAGAIN, "lockspace being left")
+        if existing.state is LockspaceState.FAILED:
+            continue
+        if existing.name == ls.name or (existing.key.path, existing.key.offset) == (ls.disk.path, ls.disk.offset):
+            raise Refused(ResultCode.EINVAL, f"lockspace {_ls_name(ls.name)} conflicts with a joined one")
+    if io_timeout > 255:
+        raise Refused(ResultCode.EINVAL, f"io_timeout {io_timeout} above 255 (stored in one byte on disk)")
+    joined = new_lockspace(
+        state,
+        lockspace_key(ls.name, ls.host_id, ls.disk.path, ls.disk.offset),
+        io_timeout,
+        open_storage=open_storage,
+        spawn=spawn,
+        fencer=fencer,
+    )
+    state.lockspaces = [x for x in state.lockspaces if not (x.state is LockspaceState.FAILED and _matches(x, ls))]
+    state.lockspaces.append(joined)
+    log.info(
+        "add_lockspace %s:%d:%s:%d io_timeout %d",
+        _ls_name(ls.name),
+        ls.host_id,
+        ls.disk.path,
+        ls.disk.offset,
+        io_timeout,
+    )
+    spawn(f"lockspace {_ls_name(ls.name)}", joined.run)
+    if not wait:
+        return
+    await joined.joined.wait()
+    if joined.state is not LockspaceState.JOINED:
+        forget_lockspace(state, joined)
+        raise Refused(joined.add_result or ResultCode.ERROR, f"add_lockspace {_ls_name(ls.name)} failed")
+
+
+def _progress(state: DaemonState, ls: Lockspace) -> int:
+    for existing in state.lockspaces:
+        if _matches(existing, ls):
+            if existing.state is LockspaceState.JOINED:
+                return 0
+            if existing.state in (LockspaceState.ADDING, LockspaceState.REMOVING):
+                return ResultCode.EINPROGRESS
+    return ResultCode.ENOENT
+
+
+async def lockspace_progress(state: DaemonState, ls: Lockspace, *, wait: bool) -> int:
+    """INQ_LOCKSPACE: 0 joined, -EINPROGRESS joining or leaving, -ENOENT unknown; ``wait`` waits out the middle."""
+    result = _progress(state, ls)
+    while result == ResultCode.EINPROGRESS and wait:
+        await trio.sleep(1)
+        result = _progress(state, ls)
+    return result
+
+
+async def leave_lockspace(
+    state: DaemonState, ls: Lockspace, *, unused_only: bool, wait: bool, spawn: Spawner, fencer: Fencer
+) -> None:
+    """REM_LOCKSPACE: start leaving ``ls`` (:func:`begin_removal`); with ``wait``, until it has left.
+
+    Unknown, already leaving, or (``unused_only``) still holding leases:
+    ordinary answers (-ENOENT, -EINPROGRESS, -EBUSY).
+    """
+    target = next((x for x in state.lockspaces if _matches(x, ls)), None)
+    if target is None:
+        raise QuietRefusal(ResultCode.ENOENT, "no such lockspace")
+    if target.state is LockspaceState.REMOVING:
+        raise QuietRefusal(ResultCode.EINPROGRESS, "lockspace being left")
+    tokens = state.leases.in_lockspace(target)
+    if unused_only and tokens:
+        raise QuietRefusal(ResultCode.EBUSY, "lockspace has leases")
+    begin_removal(state, target, spawn, fencer)
+    if wait:
+        await target.removed.wait()
 
 
 def new_lockspace(
@@ -230,7 +350,7 @@ async def examine_requests(
         if not bitmap_test(record.bitmap, lockspace.host_id):
             continue
         if record.write_generation:
-            _deliver_event(lockspace, host_id, record)
+            deliver_event(lockspace, host_id, record)
         if now - lockspace.examined.get(host_id, -keep - 1) <= keep:
             continue
         lockspace.examined[host_id] = now
@@ -240,18 +360,6 @@ async def examine_requests(
     log.info("request from host_id %s in lockspace %s", flagged, _ls_name(lockspace.name))
     for token in list(state.leases.in_lockspace(lockspace)):
         await examine_token(state, token, fencer)
-
-
-def _deliver_event(lockspace: JoinedLockspace, sender: int, record: HostRecord) -> None:
-    """Write another host's event for us to every event channel of the lockspace, once."""
-    triple = (record.owner_generation, record.write_id, record.write_generation, record.write_timestamp)
-    if lockspace.delivered.get(sender) == triple:
-        return
-    lockspace.delivered[sender] = triple
-    event = HostEvent(lockspace.host_id, record.write_id, record.write_generation, record.write_timestamp)
-    payload = encode_event_cb(event, sender, record.owner_generation)
-    lockspace.event_channels = [ch for ch in lockspace.event_channels if not ch.ended.is_set() and ch.deliver(payload)]
-    log.info("event from host %d: event %d data %d", sender, record.write_generation, record.write_timestamp)
 
 
 async def examine_held(state: DaemonState, lockspace_name: bytes, resource_name: bytes | None, fencer: Fencer) -> None:

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 import trio
 
 from leased import delta_lease
+from leased.areas import LockspaceArea
 from leased.clock import DEFAULT_CLOCK, Clock
-from leased.delta_lease import HostIdLease, LockspaceArea
+from leased.delta_lease import HostIdLease
 from leased.errors import CORRUPTION_CODES, LeaseError, ResultCode
 from leased.host_status import HostState, HostStatusTable
 from leased.metrics import LatencyHistogram

@@ -9,9 +9,12 @@ it, which is why taking a lease from another host needs that host's liveness
 (§7.4), supplied by a :class:`LockspaceView`.
 
 The pure steps (ballot number, the per-phase scan of blocks, the commit
-record) are functions of records; :func:`acquire`, :func:`release` and
-:func:`convert` are the async drivers.  Safety rule for failures: any I/O
-error or timeout during a ballot or the commit makes ``acquire`` raise, so
+record) are functions of records in :mod:`leased.paxos_steps`; here are the
+async drivers :func:`acquire`, :func:`release` and :func:`convert`, and the
+reads and writes of a resource area's records.
+
+Safety rule for failures: any I/O error or timeout during a ballot or the
+commit makes ``acquire`` raise, so
 the caller never believes it holds a lease whose commit it did not see
 complete.  After a phase-2 or commit failure our block is rewritten with
 ``RELEASED`` (best effort), so if another host later commits our proposal it
@@ -22,23 +25,18 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from leased.areas import LockspaceArea, ResourceArea
 from leased.clock import DEFAULT_CLOCK, Clock, disk_timestamp
 from leased.constants import (
     DBLOCK_FL_RELEASED,
     LFL_SHORT_HOLD,
-    LVB_SECTOR_INDEX,
     MBLOCK_SHARED,
-    PAXOS_DISK_CLEAR,
-    PAXOS_DISK_MAGIC,
-    PAXOS_DISK_VERSION,
     REQ_FORCE_NONE,
 )
-from leased.delta_lease import DISCOVERY_READ_SIZE, LockspaceArea
 from leased.errors import LeaseError, ResultCode
-from leased.geometry import Geometry, geometry_from_leader
+from leased.geometry import DISCOVERY_READ_SIZE, Geometry, geometry_from_leader
 from leased.host_status import HostStatusTable
 from leased.ondisk import (
     BLANK_DBLOCK,
@@ -51,10 +49,18 @@ from leased.ondisk import (
     encode_name,
     host_sector,
     leader_sector,
-    name_text,
     used_host_sectors,
     verify_paxos_leader,
     verify_request,
+)
+from leased.paxos_steps import (
+    BallotAborted,
+    block_for,
+    choose_mbal,
+    commit_record,
+    new_resource_leader,
+    roundup_pow2,
+    scan_blocks,
 )
 from leased.storage import Storage
 from leased.timeouts import WRITE_INIT_IO_TIMEOUT, host_dead_seconds
@@ -63,39 +69,6 @@ log = logging.getLogger(__name__)
 
 SH_RETRIES = 8
 """Shared acquires retry this often when they meet another host's short hold."""
-
-
-@dataclass(frozen=True)
-class ResourceArea:
-    """Where a resource lease lives: storage, offset, names and geometry."""
-
-    storage: Storage
-    offset: int
-    space_name: bytes
-    resource_name: bytes
-    geometry: Geometry
-
-    @property
-    def sector_size(self) -> int:
-        return self.geometry.sector_size
-
-    def host_offset(self, host_id: int) -> int:
-        return self.offset + (1 + host_id) * self.sector_size
-
-    @property
-    def request_offset(self) -> int:
-        return self.offset + self.sector_size
-
-    @property
-    def lvb_offset(self) -> int:
-        return self.offset + LVB_SECTOR_INDEX * self.sector_size
-
-    def where(self) -> str:
-        names = f"{name_text(self.space_name)}:{name_text(self.resource_name)}"
-        return f"resource {names} at {self.storage.path}:{self.offset}"
-
-    def with_geometry(self, geometry: Geometry) -> ResourceArea:
-        return replace(self, geometry=geometry)
 
 
 @dataclass(frozen=True)
@@ -132,114 +105,6 @@ class _Restart(Exception):
     """The leader changed under an acquire: start again from the initial read."""
 
 
-class BallotAborted(Exception):
-    """A ballot met a higher ballot or a later instance (-212/-213)."""
-
-    def __init__(self, rc: int) -> None:
-        self.rc = rc
-
-
-# ---------------------------------------------------------------------------
-# Records and pure steps
-
-
-def new_resource_leader(
-    space_name: str | bytes,
-    resource_name: str | bytes,
-    geometry: Geometry,
-    num_hosts: int = 0,
-    clear: bool = False,
-    write_timestamp: int = 0,
-) -> Leader:
-    """The leader ``init -r`` writes (§6.4); ``clear`` makes the lease unusable."""
-    max_hosts = geometry.max_hosts
-    return Leader(
-        magic=PAXOS_DISK_CLEAR if clear else PAXOS_DISK_MAGIC,
-        version=PAXOS_DISK_VERSION,
-        flags=geometry.align_flag,
-        sector_size=geometry.sector_size,
-        num_hosts=num_hosts if 1 <= num_hosts <= max_hosts else max_hosts,
-        max_hosts=max_hosts,
-        owner_id=0,
-        owner_generation=0,
-        lver=0,
-        space_name=encode_name(space_name),
-        resource_name=encode_name(resource_name),
-        timestamp=0,
-        unused1=0,
-        checksum=0,
-        unused2=0,
-        io_timeout=0,
-        write_id=0,
-        write_generation=0,
-        write_timestamp=write_timestamp,
-    ).sealed()
-
-
-def choose_mbal(max_mbal: int, max_hosts: int, host_id: int) -> int:
-    """Our first ballot number for an instance (§7.3): congruent to host_id mod max_hosts."""
-    if max_mbal == 0:
-        return host_id
-    return (max_mbal - max_mbal % max_hosts) + max_hosts + host_id
-
-
-def scan_blocks(
-    blocks: Iterable[tuple[int, Dblock, ModeBlock]], next_lver: int, our_mbal: int
-) -> tuple[Dblock | None, set[int]]:
-    """One phase's read of all blocks (§7.5 step 2): the best accepted block and SH holders.
-
-    Raises :class:`BallotAborted` for a block of a later instance or a higher ballot.
-    """
-    best: Dblock | None = None
-    shared: set[int] = set()
-    for slot, block, mode in blocks:
-        if not block.checksum_ok():
-            continue
-        if mode.flags & MBLOCK_SHARED:
-            shared.add(slot + 1)
-        if block.lver < next_lver:
-            continue
-        if block.lver > next_lver:
-            raise BallotAborted(ResultCode.DBLOCK_LVER)
-        if block.mbal > our_mbal:
-            raise BallotAborted(ResultCode.DBLOCK_MBAL)
-        if block.inp and block.bal and (best is None or block.bal > best.bal):
-            best = block
-    return best, shared
-
-
-def commit_record(
-    cur: Leader,
-    next_lver: int,
-    chosen: Dblock,
-    host_id: int,
-    generation: int,
-    now: int,
-    shared: bool,
-    num_hosts: int | None,
-) -> Leader:
-    """The leader that makes the chosen value official (§7.7)."""
-    flags = cur.flags
-    if chosen.inp == host_id:
-        flags = flags | LFL_SHORT_HOLD if shared else flags & ~LFL_SHORT_HOLD
-    return replace(
-        cur,
-        lver=next_lver,
-        owner_id=chosen.inp,
-        owner_generation=chosen.inp2,
-        timestamp=chosen.inp3,
-        write_id=host_id,
-        write_generation=generation,
-        write_timestamp=now,
-        num_hosts=num_hosts if num_hosts else cur.num_hosts,
-        flags=flags,
-    ).sealed()
-
-
-def roundup_pow2(value: int) -> int:
-    return 1 << (value - 1).bit_length()
-
-
 # ---------------------------------------------------------------------------
 # Reads and writes
 
@@ -272,6 +137,52 @@ async def discover_resource(
     area = ResourceArea(storage, offset, encode_name(space_name), encode_name(resource_name), Geometry(512, 1 << 20))
     verify_paxos_leader(leader, area.space_name, area.resource_name, 0, f"leader of {area.where()}")
     return area.with_geometry(geometry_from_leader(leader.sector_size, leader.flags))
+
+
+async def read_resource_leader(
+    storage: Storage,
+    offset: int,
+    space_name: bytes,
+    resource_name: bytes,
+    wanted: Geometry | None,
+    timeout: float,
+    *,
+    geometry_first: bool,
+) -> tuple[Leader, Geometry]:
+    """Read and verify a resource leader and the geometry it records (READ_RESOURCE(_OWNERS)).
+
+    Empty names accept the names on disk.  ``geometry_first``:
+    READ_RESOURCE_OWNERS compares the caller's ALIGN/SECTOR flags
+    (``wanted``) with the disk before anything else (-EINVAL, also for a
+    blank area), READ_RESOURCE reports the leader's problem (-223 for a
+    blank area), as sanlock 3.8.5 does.
+    """
+    leader = Leader.decode(await storage.read(offset, DISCOVERY_READ_SIZE, timeout))
+    try:
+        probed: Geometry | None = geometry_from_leader(leader.sector_size, leader.flags)
+    except LeaseError:
+        probed = None
+    if geometry_first and wanted is not None and wanted != probed:
+        raise LeaseError(ResultCode.EINVAL, f"requested geometry {wanted} differs from on-disk {probed}")
+    space = encode_name(space_name) if space_name else leader.space_name
+    name = encode_name(resource_name) if resource_name else leader.resource_name
+    verify_paxos_leader(leader, space, name, 0, f"{storage.path}:{offset}")
+    if probed is None:
+        raise LeaseError(ResultCode.LEADER_SECTORSIZE, f"bad sector size {leader.sector_size} on disk")
+    return leader, probed
+
+
+async def read_shared_modes(
+    storage: Storage, offset: int, leader: Leader, geometry: Geometry, timeout: float
+) -> list[tuple[int, int]]:
+    """(host_id, generation) of every host whose mode block says it holds the lease shared."""
+    data = await storage.read(offset, geometry.align_size, timeout)
+    shared = []
+    for slot in range(min(leader.num_hosts, geometry.sectors - 2)):
+        _, mode = decode_host_sector(data, (2 + slot) * geometry.sector_size)
+        if mode.flags & MBLOCK_SHARED:
+            shared.append((slot + 1, mode.generation))
+    return shared
 
 
 async def read_leader(area: ResourceArea, host_id: int, timeout: float) -> Leader:
@@ -512,14 +423,6 @@ async def _shared_holders(area: ResourceArea, leader: Leader, io_timeout: int) -
     return {slot + 1 for slot, _, mode in blocks if mode.flags & MBLOCK_SHARED}
 
 
-def _block_for(leader: Leader, host_id: int) -> Dblock:
-    """Our block for a lease another host committed on our behalf (used on release)."""
-    mbal = leader.max_hosts * (leader.lver + 1) + host_id
-    return Dblock(
-        mbal=mbal, bal=mbal, inp=host_id, inp2=leader.owner_generation, inp3=leader.timestamp, lver=leader.lver
-    ).sealed()
-
-
 async def _retract(area: ResourceArea, host_id: int, block: Dblock, mode: ModeBlock, io_timeout: int) -> None:
     """Best effort after a failed phase 2 or commit: mark our proposal released."""
     try:
@@ -583,7 +486,7 @@ async def _acquire_once(
             # Another host committed our proposal; it checked no shared holders for us, and our
             # aborted ballot saw none it finished reading.  Read them now, or an exclusive acquire
             # would be granted over a host holding the lease shared (found by leased torture).
-            return area, outcome, _block_for(outcome, host_id), await _shared_holders(area, cur, io_timeout)
+            return area, outcome, block_for(outcome, host_id), await _shared_holders(area, cur, io_timeout)
         block, holders = outcome
         try:
             latest = await read_leader(area, host_id, io_timeout)
@@ -825,27 +728,20 @@ async def convert(
     lease.area, lease.leader, lease.dblock, lease.shared = area, leader, block, False
 
 
-def owner_of(leader: Leader) -> tuple[int, int] | None:
-    """(owner_id, generation) if the leader says the lease is held, else None."""
-    return (leader.owner_id, leader.owner_generation) if leader.timestamp else None
-
-
 __all__ = [
     "BLANK_DBLOCK",
     "LockspaceView",
     "PaxosLease",
-    "ResourceArea",
     "acquire",
-    "choose_mbal",
-    "commit_record",
     "convert",
     "discover_resource",
     "init_resource",
     "read_leader",
     "read_lvb",
     "read_request",
+    "read_resource_leader",
+    "read_shared_modes",
     "release",
-    "scan_blocks",
     "write_lvb",
     "write_request",
 ]

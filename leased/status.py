@@ -1,9 +1,9 @@
 """What the daemon says about itself: STATUS records and the metrics families.
 
-Two commands report the daemon's state rather than change it: sanlock's
-STATUS (``sanlock client status``) and leased's private METRICS.  This module
-owns what they report; :mod:`leased.commands` reads the clock, calls in here
-and frames the reply.
+A few commands report the daemon's state rather than change it: sanlock's
+STATUS (``sanlock client status``), GET_HOSTS, HOST_STATUS and RENEWAL, and
+leased's private METRICS.  This module owns what they report;
+:mod:`leased.commands` reads the clock, calls in here and frames the reply.
 
 * :func:`status_records` builds the STATUS records: one for the daemon, then
   one per client, per lockspace and per resource lease, each a
@@ -12,6 +12,9 @@ and frames the reply.
   leased's the same way (``tests/test_status_json.py`` runs both daemons).
   Fields leased has no counterpart for (the helper process, max_sectors_kb,
   aio) carry fixed values.
+* :func:`host_list`, :func:`host_status_records` and :func:`renewal_records`
+  build what GET_HOSTS, HOST_STATUS and RENEWAL report of one lockspace:
+  its host table as the daemon judges it, and its own renewal history.
 * :func:`metrics_families` builds the :class:`~leased.metrics.Family` values
   that :func:`leased.metrics.render` turns into Prometheus text.  Metric and
   label names are fixed here; label values come from lockspace names and the
@@ -35,10 +38,20 @@ from collections.abc import Callable
 
 from leased.constants import MiB
 from leased.geometry import Geometry
-from leased.host_status import HostState
+from leased.host_status import HostState, HostStatusTable
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.metrics import Family, LatencyHistogram, Sample
-from leased.protocol import SM_PROTO, VERSION_NUM, VERSION_STR, Disk, Lockspace, Resource, StateRecord, StateType
+from leased.protocol import (
+    SM_PROTO,
+    VERSION_NUM,
+    VERSION_STR,
+    Disk,
+    Host,
+    Lockspace,
+    Resource,
+    StateRecord,
+    StateType,
+)
 from leased.resource import Token
 from leased.state import ClientState, DaemonState
 from leased.timeouts import id_renewal_fail_seconds
@@ -136,6 +149,52 @@ def status_records(state: DaemonState, detail: int, now: float) -> list[bytes]:
 
 # ---------------------------------------------------------------------------
 # METRICS (leased extension)
+
+
+def host_list(table: HostStatusTable, now: float, host_id: int) -> list[Host]:
+    """GET_HOSTS: host ``host_id`` (FREE if never seen), or with 0 every host that has written a timestamp."""
+    hosts = []
+    wanted = [host_id] if host_id else sorted(table.hosts)
+    for one in wanted:
+        record = table.hosts.get(one)
+        if record is None:
+            hosts.append(Host(one, flags=HostState.FREE))
+            continue
+        if not host_id and record.timestamp == 0:
+            continue
+        hosts.append(Host(one, record.owner_generation, record.timestamp, record.io_timeout, table.state(one, now)))
+    return hosts
+
+
+def host_status_records(table: HostStatusTable) -> list[bytes]:
+    """HOST_STATUS: one HOST record per host seen live or owned, in sanlock's ``key=value`` text."""
+    records = []
+    for host_id, record in sorted(table.hosts.items()):
+        if not (record.last_live or record.owner_id):
+            continue
+        owner_name = record.owner_name.split(b"\0", 1)[0].decode(errors="replace")
+        text = (
+            f"last_check={int(record.last_check)} last_live={int(record.last_live)} last_req=0 "
+            f"owner_id={record.owner_id} owner_generation={record.owner_generation} timestamp={record.timestamp} "
+            f"io_timeout={record.io_timeout} owner_name={owner_name}"
+        )
+        records.append(StateRecord(StateType.HOST, host_id, record.timestamp, b"", text).encode())
+    return records
+
+
+def renewal_records(lockspace: JoinedLockspace) -> list[bytes]:
+    """RENEWAL: one record per renewal the lockspace remembers, oldest first."""
+    return [
+        StateRecord(
+            StateType.RENEWAL,
+            0,
+            entry.timestamp,
+            b"",
+            f"timestamp={entry.timestamp} read_ms={entry.read_ms} write_ms={entry.write_ms} "
+            f"next_timeouts={entry.next_timeouts} next_errors={entry.next_errors}",
+        ).encode()
+        for entry in lockspace.history
+    ]
 
 
 def _label(name: bytes) -> str:

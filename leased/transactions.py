@@ -1,16 +1,26 @@
 """Ownership transactions: moving resource leases to a client and taking them back.
 
-This module owns the three moves that change who holds a lease on this host:
+This module owns the moves that change who holds a lease on this host:
 
-* :func:`acquire_leases`, an acquire's disk work and its commit point;
-* :func:`release_token`, one lease let go by its client (RELEASE, or a
-  closing client);
-* :func:`release_client`, every lease of a registered process that is gone.
+* :func:`acquire_resources`, an acquire: its checks, the reservation and
+  the disk turns around :func:`acquire_leases`, the disk work and its
+  commit point;
+* :func:`release_leases`, leases let go by their client (RELEASE), each
+  through :func:`release_token` (also a closing client's), and
+  :func:`release_orphans` (``release -o``);
+* :func:`convert_lease`, a held lease switched between shared and
+  exclusive;
+* :func:`release_client`, every lease of a registered process that is gone;
+* :func:`request_lease`, asking another host's holder to give a lease up
+  (a request record, then the holder's bit in our bitmap).
 
 They are functions of plain arguments (the daemon state, the client, the
 resources, the options, the ``open_storage`` seam, the client's
 generation) that return what they did or raise
-:class:`~leased.errors.LeaseError` with the result code and a sentence.
+:class:`~leased.errors.LeaseError` with the result code and a sentence: a
+:class:`~leased.errors.Refused` for a check that refused before anything
+changed, a :class:`LocalConflict` for a lease busy on this host, a
+:class:`~leased.errors.QuietRefusal` for an ordinary answer.
 They know nothing of the wire: :mod:`leased.commands` decodes a request,
 checks it, calls in here, and turns the outcome into a reply and a log line.
 
@@ -53,12 +63,12 @@ from collections.abc import Callable
 import trio
 
 from leased import paxos_lease
-from leased.errors import LeaseError, ResultCode
+from leased.areas import ResourceArea
+from leased.errors import LeaseError, QuietRefusal, Refused, ResultCode
 from leased.geometry import request_geometry
 from leased.lockspace import JoinedLockspace
 from leased.ondisk import encode_name
-from leased.paxos_lease import ResourceArea
-from leased.protocol import RES_LVER, RES_NUM_HOSTS, RES_PERSISTENT, Resource
+from leased.protocol import RES_LVER, RES_NUM_HOSTS, RES_PERSISTENT, RES_SHARED, Cmd, Resource
 from leased.resource import Key, LeaseTable, Token, release_unless_shared_on
 from leased.state import ClientState, DaemonState
 from leased.storage import Storage
@@ -95,8 +105,85 @@ def resource_area(token_storage: Storage, resource: Resource, lockspace: JoinedL
     )
 
 
-class CommitRefused(LeaseError):
+class CommitRefused(Refused):
     """An acquire's disk work succeeded but its commit point refused: what it took has been given back."""
+
+
+class LocalConflict(Refused):
+    """An acquire refused before any disk work because the lease is busy on this host (wire spec §5.7)."""
+
+
+def _check_acquire(
+    state: DaemonState, resources: list[Resource], *, adopt_orphans: bool, orphans_only: bool
+) -> dict[Key, Token]:
+    """An acquire's checks before any disk work; returns the orphans to adopt, by key."""
+    keys = [(r.lockspace, r.name) for r in resources]
+    adopt: dict[Key, Token] = {}
+    for resource in resources:
+        if len(resource.disks) > 1:
+            raise Refused(ResultCode.EINVAL, "multi-disk leases are not supported")
+        lockspace = state.find_lockspace(resource.lockspace)
+        if lockspace is None or not lockspace.usable:
+            raise Refused(ResultCode.ENOSPC, f"lockspace {_name(resource.lockspace)} not joined")
+        key = (resource.lockspace, resource.name)
+        orphan = state.leases.orphan(key)
+        if orphan is not None and (adopt_orphans or orphans_only):
+            if orphan.shared != resource.shared:
+                raise Refused(ResultCode.EUCLEAN, f"orphan {_name(resource.name)} is held in the other mode")
+            adopt[key] = orphan
+            continue
+        if orphan is None and orphans_only:
+            raise Refused(ResultCode.ENOENT, f"no orphan {_name(resource.name)} to adopt")
+        conflict = state.leases.conflict(key, resource.shared)
+        if conflict:
+            raise LocalConflict(conflict, f"{_name(resource.name)} is busy here (local conflict)")
+    if len(set(keys)) != len(keys):
+        raise Refused(ResultCode.EINVAL, "the same resource twice in one acquire")
+    return adopt
+
+
+async def acquire_resources(
+    state: DaemonState,
+    target: ClientState,
+    resources: list[Resource],
+    *,
+    open_storage: OpenStorage,
+    owner_name: bytes,
+    adopt_orphans: bool = False,
+    orphans_only: bool = False,
+    owner_nowait: bool = False,
+    lvb: bool = False,
+) -> list[Token]:
+    """An acquire for ``target``: check, reserve, take the disk turns, then :func:`acquire_leases`.
+
+    The checks refuse before anything changes (:class:`~leased.errors.Refused`,
+    :class:`LocalConflict`); ``adopt_orphans`` adopts orphans of the same
+    keys instead of taking them on disk, ``orphans_only`` refuses keys that
+    have none.  No await between the checks and the reservation, so no other
+    acquire can slip in.  The target is busy with ACQUIRE until this returns.
+    """
+    adopt = _check_acquire(state, resources, adopt_orphans=adopt_orphans, orphans_only=orphans_only)
+    keys = [(r.lockspace, r.name) for r in resources]
+    target.cmd_active = Cmd.ACQUIRE
+    generation = target.generation
+    state.leases.reserve(keys)
+    try:
+        async with state.leases.disk_turn(keys):
+            return await acquire_leases(
+                state,
+                target,
+                resources,
+                adopt,
+                generation=generation,
+                open_storage=open_storage,
+                owner_name=owner_name,
+                owner_nowait=owner_nowait,
+                lvb=lvb,
+            )
+    finally:
+        state.leases.unreserve(keys)
+        target.cmd_active = 0
+        target.cmd_last = Cmd.ACQUIRE
 
 
 async def acquire_leases(
@@ -235,6 +322,104 @@ async def release_token(state: DaemonState, client: ClientState, token: Token, *
     finally:
         if not state.leases.held.get(token.key):
             state.leases.releasing.discard(token.key)
+
+
+async def release_leases(
+    state: DaemonState, target: ClientState, keys: list[Key] | None, *, rename: bytes | None = None
+) -> int:
+    """RELEASE: let go of the target's leases of ``keys`` (None: all of them).
+
+    A key the target does not hold is logged and makes the result -EPERM;
+    the others are released anyway.  Returns 0, -EPERM or the first failed
+    release's code.
+    """
+    if keys is None:
+        chosen = list(target.tokens)
+        missing: list[bytes] = []
+    else:
+        chosen, missing = [], []
+        for key in keys:
+            token = next((t for t in target.tokens if t.key == key), None)
+            if token is None:
+                missing.append(key[1])
+            elif token not in chosen:
+                chosen.append(token)
+    result = 0
+    for name in missing:
+        log.error("cmd_release ci %d pid %d no resource %s", target.ci, target.pid, _name(name))
+        result = ResultCode.EPERM
+    for token in chosen:
+        rc = await release_token(state, target, token, rename=rename)
+        result = result or rc
+    return result
+
+
+async def release_orphans(state: DaemonState, lockspace_name: bytes, resource_name: bytes) -> int:
+    """Release on disk the orphans of a lockspace (of one resource, unless ``resource_name`` is empty).
+
+    Returns how many there were; one let go meanwhile by another path is skipped.
+    """
+    orphans = state.leases.orphans(lockspace_name, resource_name)
+    for orphan in orphans:
+        async with state.leases.disk_turn([orphan.key]):
+            if orphan in state.leases.held.get(orphan.key, []):
+                state.leases.detach(orphan)
+                await release_unless_shared_on(state.leases, orphan)
+    return len(orphans)
+
+
+async def convert_lease(state: DaemonState, target: ClientState, key: Key, *, to_shared: bool) -> None:
+    """Switch a lease the target holds to shared or exclusive, on disk, inside its disk turn.
+
+    Refuses a lease not held (:class:`~leased.errors.Refused`), one already
+    in that mode, and an exclusive conversion while another local client
+    holds or is getting the lease (:class:`~leased.errors.QuietRefusal`).
+    """
+    token = next((t for t in target.tokens if t.key == key), None)
+    if token is None:
+        raise Refused(ResultCode.ENOENT, f"convert: {_name(key[1])} not held")
+    if token.shared == to_shared:
+        raise QuietRefusal(ResultCode.EALREADY, f"convert: {_name(key[1])} already in that mode")
+    target.cmd_active = Cmd.CONVERT
+    try:
+        async with state.leases.disk_turn([token.key]):
+            # Checked inside the turn: a local shared acquire waiting for it has already reserved the key.
+            others = any(t is not token for t in state.leases.held.get(token.key, []))
+            if not to_shared and (others or token.key in state.leases.acquiring):
+                # another local client holds it shared, or is getting it
+                raise QuietRefusal(ResultCode.EAGAIN, f"convert: {_name(key[1])} is shared here")
+            await paxos_lease.convert(
+                token.lease, to_shared=to_shared, view=token.lockspace.view(), clock=token.lockspace.clock
+            )
+    finally:
+        target.cmd_active = 0
+    flags = (token.resource.flags | RES_SHARED) if to_shared else (token.resource.flags & ~RES_SHARED)
+    token.resource = Resource(
+        token.resource.lockspace, token.resource.name, flags=flags, num_disks=1, disks=token.resource.disks
+    )
+
+
+async def request_lease(
+    state: DaemonState, resource: Resource, force_mode: int, *, next_lver: bool, open_storage: OpenStorage
+) -> None:
+    """Ask the holder of a lease to give it up (wire spec §5.13, on-disk spec §7.10).
+
+    Writes the request record, then flags the owner in our bitmap so its
+    daemon reads it.
+    """
+    lockspace = state.find_lockspace(resource.lockspace)
+    if lockspace is None or not lockspace.usable or lockspace.lease is None:
+        raise Refused(ResultCode.ENOSPC, f"request: lockspace {_name(resource.lockspace)} not joined")
+    storage = open_lease_storage(open_storage, resource.disks[0].path, ResultCode.ENOENT)
+    try:
+        area = resource_area(storage, resource, lockspace)
+        owner = await paxos_lease.write_request(
+            area, resource.lver, force_mode, lockspace.io_timeout, next_lver=next_lver
+        )
+    finally:
+        storage.close()
+    if owner:
+        lockspace.flag_host(owner)
 
 
 async def release_client(state: DaemonState, client: ClientState) -> None:

@@ -27,7 +27,7 @@ from leased.constants import DBLOCK_FL_RELEASED, MBLOCK_SHARED, REQ_DISK_MAGIC, 
 from leased.delta_lease import acquire_record, new_lockspace_leader
 from leased.geometry import Geometry
 from leased.ondisk import Dblock, ModeBlock, RequestRecord, host_sector, leader_sector
-from leased.paxos_lease import new_resource_leader
+from leased.paxos_steps import new_resource_leader
 
 GEOMETRY = Geometry(512, MiB)
 SECTOR = GEOMETRY.sector_size

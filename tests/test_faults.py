@@ -29,10 +29,12 @@ import trio
 from faulty_storage import Disk, Fault, FaultyStorage, Kind
 
 from leased import delta_lease, paxos_lease
+from leased.areas import ResourceArea
 from leased.errors import LeaseError, ResultCode, code_name
 from leased.geometry import Geometry
 from leased.ondisk import Dblock, Leader, decode_host_sector
-from leased.paxos_lease import PaxosLease, ResourceArea, owner_of
+from leased.paxos_lease import PaxosLease
+from leased.paxos_steps import owner_of
 from leased.storage import FileStorage
 
 MiB = 1 << 20

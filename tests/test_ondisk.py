@@ -33,7 +33,7 @@ from leased.ondisk import (
     verify_delta_leader,
     verify_paxos_leader,
 )
-from leased.paxos_lease import new_resource_leader
+from leased.paxos_steps import new_resource_leader
 from leased.schema import build, parse_exact
 
 MiB = 1 << 20

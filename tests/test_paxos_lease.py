@@ -12,13 +12,14 @@ import trio
 from faulty_storage import Disk, FaultyStorage, Op
 
 from leased import delta_lease, paxos_lease
+from leased.areas import ResourceArea
 from leased.clock import DEFAULT_CLOCK
 from leased.constants import DBLOCK_FL_RELEASED, MBLOCK_SHARED
 from leased.errors import LeaseError, ResultCode
 from leased.geometry import Geometry
 from leased.host_status import HostStatusTable
 from leased.ondisk import Leader
-from leased.paxos_lease import LockspaceView, PaxosLease, ResourceArea
+from leased.paxos_lease import LockspaceView, PaxosLease
 from leased.storage import FileStorage
 from leased.timeouts import host_dead_seconds
 

@@ -10,7 +10,7 @@ from leased.constants import LFL_ALIGN_1M, LFL_SHORT_HOLD, MBLOCK_SHARED
 from leased.errors import ResultCode
 from leased.geometry import Geometry
 from leased.ondisk import BLANK_MODE_BLOCK, Dblock, ModeBlock
-from leased.paxos_lease import BallotAborted, choose_mbal, commit_record, new_resource_leader, scan_blocks
+from leased.paxos_steps import BallotAborted, choose_mbal, commit_record, new_resource_leader, scan_blocks
 
 MiB = 1 << 20
 

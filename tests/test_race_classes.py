@@ -33,7 +33,7 @@ from leased import delta_lease, faultpoints, lifecycle, paxos_lease, transaction
 from leased.clock import DEFAULT_CLOCK
 from leased.errors import LeaseError, ResultCode
 from leased.faultpoints import FaultPoints
-from leased.fencing import ProcessFencer
+from leased.fencing import Holder, ProcessFencer
 from leased.geometry import Geometry
 from leased.lockspace import JoinedLockspace, LockspaceState, lockspace_key
 from leased.protocol import (
@@ -46,7 +46,6 @@ from leased.protocol import (
     Resource,
     parse_state,
 )
-from leased.state import ClientState
 from leased.storage import FileStorage
 from leased.timeouts import Timeouts
 from leased.torture import armed_daemon
@@ -86,7 +85,7 @@ class RecordingFencer(ProcessFencer):
     def __post_init__(self) -> None:
         super().__init__()
 
-    def send_signal(self, client: ClientState, signum: int) -> bool:
+    def send_signal(self, client: Holder, signum: int) -> bool:
         self.sent.append((client.pid, signum))
         return super().send_signal(client, signum)
 
