@@ -3,7 +3,8 @@
 The torture harness, the test suite and the benchmark all run daemons of
 both kinds side by side, each in its own ``SANLOCK_RUN_DIR``.  They want the
 same thing from them: in the foreground (the caller owns the process), no
-watchdog (there is no watchdog device to drive here), the socket owned by
+watchdog unless asked (there is no watchdog device here; tests that want one
+run the real wdmd under a shim, :mod:`leased.torture.wdmd`), the socket owned by
 root, and logging to stderr only (so nothing lands in /var/log).
 """
 
@@ -56,7 +57,13 @@ def leased_daemon_argv(
     return argv
 
 
-def sanlock_daemon_argv(binary: str, host_name: str | None = None) -> list[str]:
-    """``sanlock daemon`` the same way (also no mlockall, no RR scheduling); run it with SANLOCK_DAEMON_ENV."""
-    argv = [binary, "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root"]
+def sanlock_daemon_argv(binary: str, host_name: str | None = None, *, use_watchdog: bool = False) -> list[str]:
+    """``sanlock daemon`` the same way (also no mlockall, no RR scheduling); run it with SANLOCK_DAEMON_ENV.
+
+    ``use_watchdog`` gives it ``-w 1`` (sanlock's default): it then needs a
+    wdmd, which here is the real one under the shim of
+    :mod:`leased.torture.wdmd`, with sanlock under the same shim.
+    """
+    watchdog = "1" if use_watchdog else "0"
+    argv = [binary, "daemon", "-D", "-w", watchdog, "-l", "0", "-h", "0", "-U", "root", "-G", "root"]
     return [*argv, "-e", host_name] if host_name else argv
