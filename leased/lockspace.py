@@ -485,7 +485,7 @@ class JoinedLockspace:
         if link is None:
             return
         try:
-            await link.arm(client_name(self.name, self.host_id), *self._expiry())
+            status = await link.arm(client_name(self.name, self.host_id), *self._expiry())
         except LeaseError:
             self._watchdog_link = None
             assert self.lease is not None
@@ -494,6 +494,20 @@ class JoinedLockspace:
             except LeaseError as exc:
                 log.error("release of host id %d after a watchdog failure: %s", self.host_id, exc)
             raise
+        # Just before each renewal the expiry is 8N - 2N ahead; wdmd stops petting once an expiry is
+        # within one test interval.  sanlock joins anyway (so do we), but the operator must know.
+        ahead = id_renewal_fail_seconds(self.io_timeout) - id_renewal_seconds(self.io_timeout)
+        if ahead <= status.test_interval:
+            log.warning(
+                "lockspace %s io_timeout %d: the watchdog expiry is only %ds ahead before a renewal and wdmd "
+                "tests every %ds, so wdmd will stop petting and the host will be reset though renewals succeed; "
+                "use io_timeout %d or more",
+                self.name.decode(errors="replace"),
+                self.io_timeout,
+                ahead,
+                status.test_interval,
+                status.test_interval // 6 + 1,
+            )
 
     async def _pet_watchdog(self) -> None:
         if self._watchdog_link is not None and self.state is not LockspaceState.REMOVING:

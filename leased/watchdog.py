@@ -50,7 +50,7 @@ DISARM_RETRY_SECONDS: Final = 0.5
 class WatchdogLink(Protocol):
     """One lockspace's connection to the watchdog daemon."""
 
-    async def arm(self, name: bytes, renewal_time: int, expire_time: int) -> None:
+    async def arm(self, name: bytes, renewal_time: int, expire_time: int) -> wdmd.WdmdStatus:
         """Register, hold a reference, check the fire timeout and set the first expiry; LeaseError if not."""
         ...
 
@@ -101,7 +101,7 @@ class WdmdLink:
         self.name = b""
         self.referenced = False
 
-    async def arm(self, name: bytes, renewal_time: int, expire_time: int) -> None:
+    async def arm(self, name: bytes, renewal_time: int, expire_time: int) -> wdmd.WdmdStatus:
         self.name = name
         try:
             await self._send(wdmd.register(name))
@@ -121,6 +121,7 @@ class WdmdLink:
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError) as exc:
             await self._give_up()
             raise LeaseError(ResultCode.WD_ERROR, f"wdmd at {self.socket_path}: {_reason(exc)}") from None
+        return status
 
     async def renewed(self, renewal_time: int, expire_time: int) -> None:
         try:

@@ -19,6 +19,7 @@ io_timeout 2 leaves 2 s of margin, too little on a loaded two-core machine.
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,9 +28,12 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from daemons import Daemon, init_lease_file_direct, sanlock_binary, start_daemon, wait_for
+from daemons import Daemon, init_lease_file_direct, leased_shutdown_argv, sanlock_binary, start_daemon, wait_for
 
 from leased.client import SanlockError
+from leased.constants import LEADER_RECORD_SIZE
+from leased.errors import ResultCode
+from leased.ondisk import Leader
 from leased.timeouts import host_dead_seconds, id_renewal_fail_seconds, id_renewal_seconds
 from leased.torture import local_daemons
 from leased.torture.wdmd import (
@@ -256,19 +260,25 @@ def spread(times: list[float]) -> float:
 
 
 # --------------------------------------------------------------------------
-# Real sanlock with -w 1 under the same shim
+# Real sanlock and leased with -w 1 under the same shim, in the same tests
+
+DAEMONS = ["leased", "sanlock"]
 
 
 @contextmanager
-def sanlock_under(shim: ShimDir, tmp: Path) -> Iterator[Daemon]:
-    """A private real sanlock with ``-w 1`` whose connect() to /run/wdmd/wdmd.sock reaches ``shim``'s wdmd."""
-    binary = sanlock_binary()
+def daemon_under(kind: str, shim: ShimDir, tmp: Path) -> Iterator[Daemon]:
+    """A private ``kind`` daemon with ``-w 1`` whose connect() to /run/wdmd/wdmd.sock reaches ``shim``'s wdmd."""
+    if kind == "leased":
+        argv = local_daemons.leased_daemon_argv("wdmd-host", use_watchdog=True)
+        env = shim.env()
+        stop_argv = leased_shutdown_argv()
+    else:
+        binary = sanlock_binary()
+        argv = local_daemons.sanlock_daemon_argv(binary, "wdmd-host", use_watchdog=True)
+        env = shim.env(local_daemons.SANLOCK_DAEMON_ENV)
+        stop_argv = [binary, "client", "shutdown", "-f", "1", "-w", "1"]
     with start_daemon(
-        local_daemons.sanlock_daemon_argv(binary, "wdmd-host", use_watchdog=True),
-        tmp / "sanlock" / "run",
-        env=shim.env(local_daemons.SANLOCK_DAEMON_ENV),
-        stop_argv=[binary, "client", "shutdown", "-f", "1", "-w", "1"],
-        log_path=tmp / "sanlock" / "daemon.log",
+        argv, tmp / kind / "run", env=env, stop_argv=stop_argv, log_path=tmp / kind / "daemon.log"
     ) as daemon:
         yield daemon
 
@@ -281,7 +291,7 @@ _TEST_LIVE = re.compile(r"test_live ci \d+ renewal (\d+) expire (\d+)")
 
 
 def last_test_live(wdmd: Wdmd) -> tuple[int, int]:
-    """(renewal, expire) of the last TEST_LIVE wdmd logged: whole CLOCK_MONOTONIC seconds, as sanlock sent them."""
+    """(renewal, expire) of the last TEST_LIVE wdmd logged: whole CLOCK_MONOTONIC seconds, as the daemon sent them."""
     found = _TEST_LIVE.findall(wdmd.stderr())
     assert found, "wdmd logged no test_live"
     renewal, expire = found[-1]
@@ -292,25 +302,30 @@ def pings_after(shim: ShimDir, when: float) -> int:
     return sum(ping > when for ping in pings(shim.events()))
 
 
-def test_sanlock_w1_does_not_join_without_wdmd(shim: ShimDir, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", DAEMONS)
+def test_w1_does_not_join_without_wdmd(kind: str, shim: ShimDir, tmp_path: Path) -> None:
     path = lockspace_file(tmp_path)
-    with sanlock_under(shim, tmp_path) as sanlock:
-        with pytest.raises(SanlockError):
-            sanlock.client(timeout=60).add_lockspace(LS, 1, path, 0, io_timeout=IO_TIMEOUT)
-        assert sanlock.client().get_lockspaces() == []
+    with daemon_under(kind, shim, tmp_path) as daemon:
+        with pytest.raises(SanlockError) as refused:
+            daemon.client(timeout=60).add_lockspace(LS, 1, path, 0, io_timeout=IO_TIMEOUT)
+        assert refused.value.rc == ResultCode.WD_ERROR  # -203, sanlock's SANLK_WD_ERROR
+        assert daemon.client().get_lockspaces() == []
+    # It connected first, so it failed before acquiring: host id 1 was never written.
+    assert Leader.decode(path.read_bytes()[:LEADER_RECORD_SIZE]).timestamp == 0
 
 
 @pytest.mark.slow
-def test_sanlock_keeps_the_device_petted_and_a_clean_leave_disarms(shim: ShimDir, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", DAEMONS)
+def test_keeps_the_device_petted_and_a_clean_leave_disarms(kind: str, shim: ShimDir, tmp_path: Path) -> None:
     path = lockspace_file(tmp_path)
     with running_wdmd(shim) as wdmd:
-        with sanlock_under(shim, tmp_path) as sanlock:
-            client = sanlock.client(timeout=60)
+        with daemon_under(kind, shim, tmp_path) as daemon:
+            client = daemon.client(timeout=60)
             client.add_lockspace(LS, 1, path, 0, io_timeout=IO_TIMEOUT)
             joined = time.monotonic()
             assert "sanlock_LS:1" in wdmd.stderr()  # registered under sanlock's name for the lockspace
             budget = 2 * WDMD_TEST_INTERVAL + 10
-            wait_for(lambda: pings_after(shim, joined) >= 2, budget, "two keepalives while sanlock renews")
+            wait_for(lambda: pings_after(shim, joined) >= 2, budget, "two keepalives while the daemon renews")
             assert UNCLEAN not in kinds(shim)
             timer = shim.timer()
             assert timer.fired_at is None and timer.reset_by(time.monotonic()) is False
@@ -318,7 +333,7 @@ def test_sanlock_keeps_the_device_petted_and_a_clean_leave_disarms(shim: ShimDir
             assert expire - renewal == id_renewal_fail_seconds(IO_TIMEOUT)
             assert renewal >= int(joined) - id_renewal_seconds(IO_TIMEOUT) - 1  # it goes on renewing
             client.rem_lockspace(LS, 1, path, 0)
-        # sanlock said test_live(0, 0) and refcount_clear, so wdmd may stop now, and disarms as it does
+        # The daemon said test_live(0, 0) and refcount_clear, so wdmd may stop now, and disarms as it does
         assert wdmd.terminate(timeout=10), "wdmd ignored SIGTERM: a client still holds its refcount"
     events = shim.events()
     assert [e.kind for e in events[-2:]] == [MAGIC, CLEAN]
@@ -326,28 +341,33 @@ def test_sanlock_keeps_the_device_petted_and_a_clean_leave_disarms(shim: ShimDir
 
 
 @pytest.mark.slow
-def test_sigkilled_sanlock_leads_to_a_reset_before_host_dead_seconds(shim: ShimDir, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
+@pytest.mark.parametrize("kind", DAEMONS)
+def test_a_killed_or_stopped_daemon_leads_to_a_reset_before_host_dead_seconds(
+    kind: str, fault: str, shim: ShimDir, tmp_path: Path
+) -> None:
     path = lockspace_file(tmp_path)
     with running_wdmd(shim, stop_timeout=2) as wdmd:
-        with sanlock_under(shim, tmp_path) as sanlock:
-            sanlock.client(timeout=60).add_lockspace(LS, 1, path, 0, io_timeout=IO_TIMEOUT)
+        with daemon_under(kind, shim, tmp_path) as daemon:
+            daemon.client(timeout=60).add_lockspace(LS, 1, path, 0, io_timeout=IO_TIMEOUT)
             joined = time.monotonic()
             wait_for(lambda: pings_after(shim, joined) >= 1, WDMD_TEST_INTERVAL + 10, "a keepalive after the join")
-            killed = time.monotonic()
-            sanlock.process.kill()
-            sanlock.process.wait(timeout=10)
-        budget = id_renewal_fail_seconds(IO_TIMEOUT) + 2 * WDMD_TEST_INTERVAL + 10
-        wait_for(lambda: UNCLEAN in kinds(shim), budget, "wdmd closing the device without the magic")
-        # The dead client's expire time keeps its refcount: wdmd must not disarm on SIGTERM.
-        assert not wdmd.terminate(timeout=3)
-        renewal, expire = last_test_live(wdmd)
+            faulted = time.monotonic()
+            daemon.process.send_signal(getattr(signal, fault))
+            budget = id_renewal_fail_seconds(IO_TIMEOUT) + 2 * WDMD_TEST_INTERVAL + 10
+            wait_for(lambda: UNCLEAN in kinds(shim), budget, "wdmd closing the device without the magic")
+            # The client's expire time passed and keeps its refcount: wdmd must not disarm on SIGTERM.
+            assert not wdmd.terminate(timeout=3)
+            renewal, expire = last_test_live(wdmd)
+            daemon.process.kill()
+            daemon.process.wait(timeout=10)
         wdmd.kill()
     events = shim.events()
     timer = model(events)
     closed = next(e.time for e in events if e.kind is UNCLEAN)
     last_ping = pings(events)[-1]
     dead = host_dead_seconds(IO_TIMEOUT)
-    assert renewal <= killed  # the last renewal sanlock reported came before the kill
+    assert renewal <= faulted  # the last renewal the daemon reported came before the fault
     assert last_ping < closed  # no ping after the unclean close
     assert last_ping < expire + 1  # ... which came before the client's expire (wdmd counts whole seconds)
     assert timer.fired_at is None
@@ -356,9 +376,9 @@ def test_sigkilled_sanlock_leads_to_a_reset_before_host_dead_seconds(shim: ShimD
     # Other hosts may take the leases host_dead_seconds after the last renewal they saw: the reset comes first.
     assert fire < renewal + dead
     print(
-        f"io_timeout={IO_TIMEOUT} host_dead_seconds={dead} last_renewal=kill{renewal - killed:+.1f} "
-        f"expire=kill{expire - killed:+.1f} last_keepalive=kill{last_ping - killed:+.2f} "
-        f"unclean_close=kill{closed - killed:+.2f} modelled_fire=kill{fire - killed:+.2f} "
+        f"{kind} {fault}: io_timeout={IO_TIMEOUT} host_dead_seconds={dead} last_renewal=fault{renewal - faulted:+.1f} "
+        f"expire=fault{expire - faulted:+.1f} last_keepalive=fault{last_ping - faulted:+.2f} "
+        f"unclean_close=fault{closed - faulted:+.2f} modelled_fire=fault{fire - faulted:+.2f} "
         f"fire_before_host_dead_by={renewal + dead - fire:.2f}s"
     )
 
@@ -372,7 +392,7 @@ def test_io_timeout_1_starves_the_watchdog(shim: ShimDir, tmp_path: Path) -> Non
     without the magic and stops petting, though every renewal succeeds.
     """
     path = lockspace_file(tmp_path, io_timeout=1)
-    with running_wdmd(shim, stop_timeout=2), sanlock_under(shim, tmp_path) as sanlock:
+    with running_wdmd(shim, stop_timeout=2), daemon_under("sanlock", shim, tmp_path) as sanlock:
         client = sanlock.client(timeout=60)
         client.add_lockspace(LS, 1, path, 0, io_timeout=1)
         wait_for(lambda: UNCLEAN in kinds(shim), 2 * WDMD_TEST_INTERVAL + 10, "wdmd closing the device")

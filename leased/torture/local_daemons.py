@@ -41,15 +41,19 @@ def sanlock_binary() -> str | None:
 
 
 def leased_daemon_argv(
-    host_name: str | None = None, *, watchdog_fire_timeout: int | None = None, faultpoints: str | None = None
+    host_name: str | None = None,
+    *,
+    watchdog_fire_timeout: int | None = None,
+    faultpoints: str | None = None,
+    use_watchdog: bool = False,
 ) -> list[str]:
-    """``leased daemon`` in the foreground, stderr only, no watchdog, root's socket.
+    """``leased daemon`` in the foreground, stderr only, root's socket; no watchdog unless ``use_watchdog``.
 
     ``faultpoints`` (a spec, see :mod:`leased.faultpoints`) starts it through
     the test entry point :mod:`leased.torture.armed_daemon` instead.
     """
     command = armed_daemon.argv_prefix(faultpoints) if faultpoints else [*leased_command(), "daemon"]
-    argv = [*command, "-D", "-L", "-1", "-w", "0", "-U", "root", "-G", "root"]
+    argv = [*command, "-D", "-L", "-1", "-w", "1" if use_watchdog else "0", "-U", "root", "-G", "root"]
     if host_name:
         argv += ["-e", host_name]
     if watchdog_fire_timeout is not None:

@@ -49,9 +49,12 @@ from pathlib import Path
 WDMD_PATH = "/usr/sbin/wdmd"
 SHIM_SOURCE = Path(__file__).with_name("wdmd_shim.c")
 
-ENV_DIR = "LEASED_WDMD_SHIM_DIR"
-"""The test directory: device, log, redirected run dir and shm marker live under it."""
-ENV_TIMEOUT = "LEASED_WDMD_SHIM_TIMEOUT"
+ENV_DIR = "WDMD_SHIM_DIR"
+"""The test directory: device, log, redirected run dir and shm marker live under it.
+
+(Not ``LEASED_*``: a leased daemon under the shim reads every ``LEASED_*``
+variable as a setting and refuses one it does not know.)"""
+ENV_TIMEOUT = "WDMD_SHIM_TIMEOUT"
 """The timeout the fake device reports before anyone sets one (the shim's default is 60)."""
 
 DEFAULT_DEVICE_TIMEOUT = 60

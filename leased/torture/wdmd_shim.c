@@ -4,7 +4,7 @@
  * device and without touching the system, and lets its clients find it.
  *
  * It owns three redirections and one fake device, all under one test
- * directory named by LEASED_WDMD_SHIM_DIR (unset: the library does nothing):
+ * directory named by WDMD_SHIM_DIR (unset: the library does nothing):
  *
  *   /run/wdmd/..., /var/run/wdmd/...  ->  DIR/run/...      (socket, pid file)
  *   shm_open("/NAME"), shm_unlink     ->  DIR/shm/NAME     (the "/wdmd" marker)
@@ -44,7 +44,7 @@
  * leased/torture/wdmd.py, which turns the log into "when would the host have
  * been reset".
  *
- * LEASED_WDMD_SHIM_TIMEOUT (default 60) is the timeout the fake device
+ * WDMD_SHIM_TIMEOUT (default 60) is the timeout the fake device
  * reports before anyone sets one, per process.
  */
 
@@ -92,7 +92,7 @@ static int (*real_ioctl)(int, unsigned long, ...);
 static ssize_t (*real_write)(int, const void *, size_t);
 static int (*real_close)(int);
 
-static int active;                 /* LEASED_WDMD_SHIM_DIR is set */
+static int active;                 /* WDMD_SHIM_DIR is set */
 static char shim_dir[PATH_MAX];
 static char device_path[PATH_MAX];
 static char log_path[PATH_MAX];
@@ -127,7 +127,7 @@ __attribute__((constructor)) static void shim_init(void)
 	LOOKUP(write);
 	LOOKUP(close);
 
-	const char *dir = getenv("LEASED_WDMD_SHIM_DIR");
+	const char *dir = getenv("WDMD_SHIM_DIR");
 	if (!dir || !*dir || strlen(dir) > PATH_MAX - 64)
 		return;
 	snprintf(shim_dir, sizeof(shim_dir), "%s", dir);
@@ -135,7 +135,7 @@ __attribute__((constructor)) static void shim_init(void)
 	snprintf(log_path, sizeof(log_path), "%s/watchdog.log", dir);
 	snprintf(shm_dir, sizeof(shm_dir), "%s/shm", dir);
 	snprintf(syslog_path, sizeof(syslog_path), "%s/syslog.log", dir);
-	const char *timeout = getenv("LEASED_WDMD_SHIM_TIMEOUT");
+	const char *timeout = getenv("WDMD_SHIM_TIMEOUT");
 	if (timeout && atoi(timeout) > 0)
 		device_timeout = atoi(timeout);
 	active = 1;
