@@ -36,6 +36,7 @@ from leased.errors import ResultCode
 from leased.ondisk import Leader
 from leased.timeouts import host_dead_seconds, id_renewal_fail_seconds, id_renewal_seconds
 from leased.torture import local_daemons
+from leased.torture.faultfs import FaultFS
 from leased.torture.wdmd import (
     WDMD_TEST_INTERVAL,
     BadLogLine,
@@ -380,6 +381,49 @@ def test_a_killed_or_stopped_daemon_leads_to_a_reset_before_host_dead_seconds(
         f"expire=fault{expire - faulted:+.1f} last_keepalive=fault{last_ping - faulted:+.2f} "
         f"unclean_close=fault{closed - faulted:+.2f} modelled_fire=fault{fire - faulted:+.2f} "
         f"fire_before_host_dead_by={renewal + dead - fire:.2f}s"
+    )
+
+
+def lives_sent(wdmd: Wdmd) -> list[tuple[int, int]]:
+    return [(int(renewal), int(expire)) for renewal, expire in _TEST_LIVE.findall(wdmd.stderr())]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", DAEMONS)
+def test_failing_storage_stops_the_keepalives_and_a_lockspace_left_with_no_holder_disarms(
+    kind: str, shim: ShimDir, faults: FaultFS, tmp_path: Path
+) -> None:
+    """Renewals fail with EIO: wdmd stops petting before the expiry; at 8N the lockspace fails, no holder
+    needs fencing, so the daemon disarms and wdmd pets again (a reset protects nobody then)."""
+    init_lease_file_direct(faults.backing / "leases.img", LS, [], io_timeout=IO_TIMEOUT)
+    path = faults.mountpoint / "leases.img"
+    with running_wdmd(shim, stop_timeout=10) as wdmd:
+        with daemon_under(kind, shim, tmp_path) as daemon:
+            client = daemon.client(timeout=60)
+            client.add_lockspace(LS, 1, str(path), 0, io_timeout=IO_TIMEOUT)
+            joined = time.monotonic()
+            wait_for(lambda: pings_after(shim, joined) >= 1, WDMD_TEST_INTERVAL + 10, "a keepalive after the join")
+            failed = time.monotonic()
+            faults.set(read="eio", write="eio")
+            budget = id_renewal_fail_seconds(IO_TIMEOUT) + 2 * WDMD_TEST_INTERVAL + 10
+            wait_for(lambda: UNCLEAN in kinds(shim), budget, "wdmd closing the device without the magic")
+            wait_for(lambda: lives_sent(wdmd)[-1] == (0, 0), budget, "the daemon disarming the failed lockspace")
+            disarmed = time.monotonic()
+            wait_for(lambda: pings_after(shim, disarmed) >= 1, 2 * WDMD_TEST_INTERVAL + 10, "keepalives again")
+            faults.heal()
+        assert wdmd.terminate(timeout=10), "wdmd ignored SIGTERM: a client still holds its refcount"
+    events = shim.events()
+    renewal, expire = [live for live in lives_sent(wdmd) if live != (0, 0)][-1]
+    closed = next(e.time for e in events if e.kind is UNCLEAN)
+    before_close = [ping for ping in pings(events) if ping < closed]
+    assert renewal <= failed  # no renewal succeeded once the storage failed
+    assert before_close[-1] < expire + 1  # the keepalives stopped before the expiry (whole seconds)
+    assert closed < renewal + host_dead_seconds(IO_TIMEOUT)
+    assert model(events).fire_at is None  # re-armed in time, then a clean stop
+    print(
+        f"{kind} EIO: last_renewal=fault{renewal - failed:+.1f} expire=fault{expire - failed:+.1f} "
+        f"last_keepalive=fault{before_close[-1] - failed:+.2f} unclean_close=fault{closed - failed:+.2f} "
+        f"disarmed=fault{disarmed - failed:+.2f}"
     )
 
 
