@@ -428,17 +428,21 @@ def test_failing_storage_stops_the_keepalives_and_a_lockspace_left_with_no_holde
 
 
 @pytest.mark.slow
-def test_io_timeout_1_starves_the_watchdog(shim: ShimDir, tmp_path: Path) -> None:
-    """A healthy sanlock with io_timeout 1 gets its host reset: wdmd 3.8.5 stops petting within 10 s of expire.
+@pytest.mark.parametrize("kind", DAEMONS)
+def test_io_timeout_1_starves_the_watchdog(kind: str, shim: ShimDir, tmp_path: Path) -> None:
+    """A healthy daemon with io_timeout 1 gets its host reset: wdmd 3.8.5 stops petting within 10 s of expire.
 
-    sanlock's expire time (renewal + 8 s) is never more than a test interval
+    The expire time (renewal + 8 s) is never more than a test interval
     ahead, so wdmd's first client test already warns, closes the device
     without the magic and stops petting, though every renewal succeeds.
+    Both daemons join anyway; leased says so in its log.
     """
     path = lockspace_file(tmp_path, io_timeout=1)
-    with running_wdmd(shim, stop_timeout=2), daemon_under("sanlock", shim, tmp_path) as sanlock:
+    with running_wdmd(shim, stop_timeout=2), daemon_under(kind, shim, tmp_path) as sanlock:
         client = sanlock.client(timeout=60)
         client.add_lockspace(LS, 1, path, 0, io_timeout=1)
+        if kind == "leased":
+            assert "wdmd will stop petting" in sanlock.log() and "use io_timeout 2 or more" in sanlock.log()
         wait_for(lambda: UNCLEAN in kinds(shim), 2 * WDMD_TEST_INTERVAL + 10, "wdmd closing the device")
         assert client.inq_lockspace(LS, 1, path, 0) is True  # sanlock still renews
         timer = shim.timer()
