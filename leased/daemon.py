@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
-import fcntl
 import logging
 import os
 import resource
@@ -54,6 +52,7 @@ from leased.errors import LeaseError, ResultCode
 from leased.faultpoints import FaultPoints
 from leased.fencing import Fencer, ProcessFencer
 from leased.lifecycle import remove_lockspace
+from leased.listener import Claim, ClaimError, claim
 from leased.lockspace import EventChannel, JoinedLockspace, LockspaceState
 from leased.logsetup import LogSettings, LogSetupError, setup_logging
 from leased.notify import Notifier
@@ -128,8 +127,11 @@ class Daemon:
         notifier: Notifier | None = None,
         faultpoints: FaultPoints | None = None,
         watchdog: Watchdog | None = None,
+        claim: Claim | None = None,
     ) -> None:
+        """``claim``: the run directory already claimed (``leased daemon`` listens before importing this)."""
         self.config = config
+        self._claim = claim
         self.state = DaemonState(config)
         if faultpoints is not None:
             self.state.faultpoints = faultpoints
@@ -139,7 +141,6 @@ class Daemon:
         self.open_storage = open_storage
         self.fencer: Fencer = fencer or ProcessFencer()
         self.notifier = notifier or Notifier()
-        self._pid_file: int | None = None
         self._stop = trio.Event()
         self._maybe_changed = trio.Event()
         self._connections = 0
@@ -157,48 +158,19 @@ class Daemon:
 
     # -- start-up -------------------------------------------------------
 
-    def _lock_pid_file(self) -> None:
-        os.makedirs(self.config.run_dir, mode=0o775, exist_ok=True)
-        fd = os.open(self.config.pid_path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _claimed(self) -> Claim:
+        if self._claim is not None:
+            return self._claim
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise DaemonError(
-                    f"another daemon is running in {self.config.run_dir} ({self.config.pid_path} is locked)"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._pid_file = fd
-
-    def _bind(self) -> trio.SocketListener:
-        path = self.config.socket_path
-        if len(path.encode()) > 106:
-            raise DaemonError(f"socket path {path!r} is longer than 106 bytes")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        # Bound and set up as a plain socket (quick local syscalls), then handed to trio.
-        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            raw.bind(path)
-            os.chmod(path, 0o660)
-            os.chown(path, self.config.uid, self.config.gid)
-            raw.listen(128)
-        except BaseException:
-            raw.close()
-            raise
-        return trio.SocketListener(trio.socket.from_stdlib_socket(raw))
+            return claim(self.config.run_dir, self.config.uid, self.config.gid)
+        except ClaimError as exc:
+            raise DaemonError(str(exc)) from None
 
     # -- serving --------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._lock_pid_file()
-        try:
-            listener = self._bind()
-        except OSError as exc:
-            raise DaemonError(f"cannot listen on {self.config.socket_path}: {exc.strerror}") from exc
+        claimed = self._claimed()
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(claimed.sock))
         nofile = raise_fd_limit()
         if not self.max_clients:
             self.max_clients = client_limit(nofile)
@@ -227,10 +199,7 @@ class Daemon:
                 nursery.cancel_scope.cancel()
         finally:
             await listener.aclose()
-            with contextlib.suppress(OSError):
-                os.unlink(self.config.socket_path)
-            if self._pid_file is not None:
-                os.close(self._pid_file)
+            claimed.release()
             self.notifier.close()
             log.info("leased daemon stopped")
 
@@ -539,12 +508,13 @@ async def run_daemon(
     notifier: Notifier | None = None,
     notes: Sequence[tuple[int, str]] = (),
     faultpoints: FaultPoints | None = None,
+    claim: Claim | None = None,
 ) -> None:
     """Run the daemon with its log sinks; ``notes`` (level, line) are logged once the sinks are up.
 
     ``faultpoints`` is for the test-only entry point (leased.torture.armed_daemon).
     """
-    daemon = Daemon(config, notifier=notifier, faultpoints=faultpoints)
+    daemon = Daemon(config, notifier=notifier, faultpoints=faultpoints, claim=claim)
     ring = LogRing(config.log_ring_bytes)
     daemon.state.log_ring = ring
     try:

@@ -30,6 +30,7 @@ from leased.config import ConfigError, Settings
 
 if TYPE_CHECKING:  # the daemon's parts load once options are parsed: `--help` stays fast
     from leased.faultpoints import FaultPoints
+    from leased.listener import Claim
 
 log = logging.getLogger("leased")
 
@@ -182,7 +183,36 @@ def run(
             extra = [("config", path, file_state), ("run_dir", run_dir, run_dir_origin)]
             sys.stdout.write("\n".join(config.show(settings, extra)) + "\n")
             return 0
-        # Only now the daemon's parts: --help and --show-config never load trio or the lease code.
+        uid, gid = _id_of(settings, "uname"), _id_of(settings, "gname")
+    except (UsageError, ConfigError) as exc:
+        print(f"leased: {exc}", file=sys.stderr, flush=True)
+        return 1
+    # Listen first: from here on a client that connects waits in the backlog while the rest loads.
+    from leased.listener import ClaimError, claim
+
+    try:
+        claimed = claim(run_dir, uid, gid)
+    except ClaimError as exc:
+        print(f"leased: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        return _serve(opts, settings, environ, run_dir, uid, gid, claimed, faultpoints)
+    finally:
+        claimed.release()
+
+
+def _serve(
+    opts: argparse.Namespace,
+    settings: Settings,
+    environ: Mapping[str, str],
+    run_dir: str,
+    uid: int,
+    gid: int,
+    claimed: Claim,
+    faultpoints: FaultPoints | None,
+) -> int:
+    """Load the daemon's parts (--help, --show-config and a refused start never do) and serve on ``claimed``."""
+    try:
         import trio
 
         from leased.daemon import DaemonError, run_daemon
@@ -196,8 +226,8 @@ def run(
             use_watchdog=bool(settings.integer("use_watchdog")),
             high_priority=settings.integer("high_priority"),
             mlock_level=settings.integer("mlock_level"),
-            uid=_id_of(settings, "uname"),
-            gid=_id_of(settings, "gname"),
+            uid=uid,
+            gid=gid,
             max_worker_threads=settings.integer("max_worker_threads"),
             kill_grace_seconds=settings.optional_integer("kill_grace_seconds"),
             quiet_fail=bool(settings.integer("quiet_fail")),
@@ -226,7 +256,12 @@ def run(
     try:
         trio.run(
             lambda: run_daemon(
-                daemon_config, log_settings, notifier=notifier, notes=_notes(settings), faultpoints=faultpoints
+                daemon_config,
+                log_settings,
+                notifier=notifier,
+                notes=_notes(settings),
+                faultpoints=faultpoints,
+                claim=claimed,
             )
         )
     except DaemonError as exc:
