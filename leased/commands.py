@@ -85,7 +85,6 @@ from leased.protocol import (
     Lockspace,
     Options,
     Resource,
-    format_resource,
     split_resources,
 )
 from leased.resource import Token
@@ -93,6 +92,7 @@ from leased.state import ClientState, DaemonState
 from leased.status import host_list, host_status_records, metrics_families, renewal_records, status_records
 from leased.storage import FileStorage, Storage
 from leased.tasks import Spawner
+from leased.text_forms import format_resource
 from leased.transactions import (
     LocalConflict,
     acquire_resources,
