@@ -13,7 +13,8 @@ Rules every handler keeps:
 * a registered-type command (ACQUIRE, RELEASE, INQUIRE, CONVERT, KILLPATH)
   acts on the client registered on this connection, or on the registered
   process named by ``data2``, and only if the requester may (same uid or
-  root): a client touches only its own leases unless explicitly allowed;
+  root): a client touches only its own leases unless explicitly allowed
+  (:meth:`~leased.state.DaemonState.target_client` decides which);
 * moving leases to a client is prepare-then-commit (:mod:`leased.resource`);
   the ownership transactions themselves (acquire, release, a closed
   client's leases) are :mod:`leased.transactions`', whose outcomes and
@@ -73,7 +74,6 @@ from leased.protocol import (
     SETEV_CUR_GENERATION,
     SETEV_REPLACE_EVENT,
     SM_PROTO,
-    TARGET_SELF,
     VERSION_NUM,
     WRITE_CLEAR,
     Cmd,
@@ -178,28 +178,9 @@ def _contention(cmd: Command, rc: int, detail: str) -> None:
     log.log(level, "%s ci %d pid %d: %s (%d %s)", cmd.name, cmd.client.ci, cmd.client.pid, detail, rc, code_name(rc))
 
 
-# ---------------------------------------------------------------------------
-# Target resolution for registered-type commands
-
-
-def target_client(cmd: Command) -> ClientState:
-    """The registered client a registered-type command acts on (wire spec §7.3); :class:`Refused` if none may be."""
-    state, client = cmd.state, cmd.client
-    if cmd.header.data2 == TARGET_SELF:
-        if not client.registered or client.dead:
-            raise Refused(ResultCode.EBUSY, "no pid: connection is not registered")
-        target = client
-    else:
-        pid = cmd.header.target_pid
-        found = state.registered_client(pid) if pid > 0 else None
-        if found is None:
-            raise Refused(ResultCode.ESRCH, f"target pid {pid} not found")
-        target = found
-        if client.uid not in (0, target.uid) and not state.config.allow_cross_uid:
-            raise Refused(ResultCode.EPERM, f"uid {client.uid} may not act for pid {pid} of uid {target.uid}")
-    if target.cmd_active and target is not client:
-        raise Refused(ResultCode.EBUSY, f"target pid {target.pid} busy with cmd {target.cmd_active}")
-    return target
+def _target(cmd: Command) -> ClientState:
+    """The registered client this registered-type command acts on (:meth:`DaemonState.target_client`)."""
+    return cmd.state.target_client(cmd.client, cmd.header.target_pid)
 
 
 # ---------------------------------------------------------------------------
@@ -302,7 +283,7 @@ async def cmd_acquire(cmd: Command) -> Reply:
     resources, used = split_resources(cmd.body, header.data, with_disks=True)
     options = Options.decode(cmd.body[used:])
     try:
-        target = target_client(cmd)
+        target = _target(cmd)
     except LeaseError as exc:
         return _answer(cmd, exc)
     try:
@@ -330,7 +311,7 @@ async def cmd_acquire(cmd: Command) -> Reply:
 async def cmd_release(cmd: Command) -> Reply:
     state, header = cmd.state, cmd.header
     try:
-        target = target_client(cmd)
+        target = _target(cmd)
     except LeaseError as exc:
         return _answer(cmd, exc)
     flags = header.cmd_flags
@@ -350,7 +331,7 @@ async def cmd_release(cmd: Command) -> Reply:
 
 async def cmd_inquire(cmd: Command) -> Reply:
     try:
-        target = target_client(cmd)
+        target = _target(cmd)
     except Refused as exc:
         if exc.rc == ResultCode.ESRCH:
             return cmd.reply(exc.rc)  # a probe for "does this pid exist": not an error worth logging
@@ -366,7 +347,7 @@ async def cmd_inquire(cmd: Command) -> Reply:
 
 async def cmd_convert(cmd: Command) -> Reply:
     try:
-        target = target_client(cmd)
+        target = _target(cmd)
         resource = Resource.decode(cmd.body)
         await convert_lease(cmd.state, target, (resource.lockspace, resource.name), to_shared=resource.shared)
     except LeaseError as exc:
@@ -567,7 +548,7 @@ async def cmd_restrict(cmd: Command) -> Reply:
 
 async def cmd_killpath(cmd: Command) -> Reply:
     try:
-        target = target_client(cmd)
+        target = _target(cmd)
     except Refused as exc:
         return _fail(cmd, exc.rc, exc.detail)
     target.killpath = Killpath.decode(cmd.body)
