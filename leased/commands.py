@@ -87,7 +87,6 @@ from leased.protocol import (
     Resource,
     split_resources,
 )
-from leased.resource import Token
 from leased.state import ClientState, DaemonState
 from leased.status import host_list, host_status_records, metrics_families, renewal_records, status_records
 from leased.storage import FileStorage, Storage
@@ -138,10 +137,6 @@ class Command:
 
 
 Handler = Callable[[Command], Awaitable[Reply]]
-
-
-def _ls_name(name: bytes) -> str:
-    return name.decode(errors="replace")
 
 
 def _fail(cmd: Command, rc: int, detail: str, *, data2: int = 0, payload: bytes = b"", close: bool = False) -> Reply:
@@ -355,34 +350,22 @@ async def cmd_convert(cmd: Command) -> Reply:
     return cmd.reply(0)
 
 
-def _held_token(state: DaemonState, resource: Resource) -> Token | None:
-    return state.leases.find_held((resource.lockspace, resource.name))
-
-
 async def cmd_set_lvb(cmd: Command) -> Reply:
     resource = Resource.decode(cmd.body)
-    data = cmd.body[RESOURCE_SIZE:]
-    token = _held_token(cmd.state, resource)
-    if token is None:
-        return _fail(cmd, ResultCode.ENOENT, f"set_lvb: {_ls_name(resource.name)} not held here")
-    if not token.lvb_enabled:
-        return _fail(cmd, ResultCode.EINVAL, "set_lvb: lease acquired without ACQUIRE_LVB")
-    if len(data) > token.lease.area.sector_size:
-        return _fail(cmd, ResultCode.E2BIG, f"set_lvb: {len(data)} bytes exceed the sector")
-    token.lease.lvb = data.ljust(token.lease.area.sector_size, b"\0")
-    token.lease.lvb_dirty = True
+    try:
+        cmd.state.leases.set_lvb((resource.lockspace, resource.name), cmd.body[RESOURCE_SIZE:])
+    except LeaseError as exc:
+        return _answer(cmd, exc)
     return cmd.reply(0)
 
 
 async def cmd_get_lvb(cmd: Command) -> Reply:
     resource = Resource.decode(cmd.body)
-    token = _held_token(cmd.state, resource)
-    if token is None:
-        return _fail(cmd, ResultCode.ENOENT, f"get_lvb: {_ls_name(resource.name)} not held here")
-    if not token.lvb_enabled or token.lease.lvb is None:
-        return _fail(cmd, ResultCode.EINVAL, "get_lvb: lease acquired without ACQUIRE_LVB")
-    wanted = cmd.header.data2 or token.lease.area.sector_size
-    return cmd.reply(0, payload=token.lease.lvb[:wanted])
+    try:
+        lvb = cmd.state.leases.get_lvb((resource.lockspace, resource.name), cmd.header.data2)
+    except LeaseError as exc:
+        return _answer(cmd, exc)
+    return cmd.reply(0, payload=lvb)
 
 
 async def cmd_request(cmd: Command) -> Reply:
