@@ -89,14 +89,13 @@ from leased.protocol import (
 )
 from leased.state import ClientState, DaemonState
 from leased.status import host_list, host_status_records, metrics_families, renewal_records, status_records
-from leased.storage import FileStorage, Storage
+from leased.storage import FileStorage, Storage, lease_storage
 from leased.tasks import Spawner
 from leased.text_forms import format_resource
 from leased.transactions import (
     LocalConflict,
     acquire_resources,
     convert_lease,
-    open_lease_storage,
     release_leases,
     release_orphans,
     request_lease,
@@ -176,14 +175,6 @@ def _contention(cmd: Command, rc: int, detail: str) -> None:
 def _target(cmd: Command) -> ClientState:
     """The registered client this registered-type command acts on (:meth:`DaemonState.target_client`)."""
     return cmd.state.target_client(cmd.client, cmd.header.target_pid)
-
-
-# ---------------------------------------------------------------------------
-# Storage
-
-
-def _open(cmd: Command, path: str, missing_rc: int = ResultCode.ENODEV) -> Storage:
-    return open_lease_storage(cmd.open_storage, path, missing_rc)
 
 
 # ---------------------------------------------------------------------------
@@ -396,14 +387,11 @@ async def cmd_write_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     try:
         geometry = request_geometry(ls.flags) or Geometry(512, MiB)
-        storage = _open(cmd, ls.disk.path)
-        try:
+        with lease_storage(cmd.open_storage, ls.disk.path) as storage:
             io_timeout = cmd.header.data2 or cmd.state.config.io_timeout
             if io_timeout > MAX_LEADER_IO_TIMEOUT:
                 raise LeaseError(ResultCode.EINVAL, f"io_timeout {io_timeout} does not fit the leader's 16-bit field")
             await delta_lease.init_lockspace(storage, ls.disk.offset, ls.name, geometry, io_timeout)
-        finally:
-            storage.close()
     except LeaseError as exc:
         return _fail(cmd, exc.rc, str(exc))
     return cmd.reply(0)
@@ -414,13 +402,10 @@ async def cmd_read_lockspace(cmd: Command) -> Reply:
     result, io_timeout, out = 0, 0, ls
     host_id = ls.host_id or 1
     try:
-        storage = _open(cmd, ls.disk.path)
-        try:
+        with lease_storage(cmd.open_storage, ls.disk.path) as storage:
             leader, geometry = await delta_lease.read_host_record(
                 storage, ls.disk.offset, host_id, ls.name, request_geometry(ls.flags), cmd.state.config.io_timeout
             )
-        finally:
-            storage.close()
         io_timeout = leader.io_timeout
         out = Lockspace(leader.space_name.split(b"\0", 1)[0], host_id, request_flags(geometry), ls.disk)
     except LeaseError as exc:
@@ -433,8 +418,7 @@ async def cmd_write_resource(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
     try:
         geometry = request_geometry(resource.flags) or Geometry(512, MiB)
-        storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
-        try:
+        with lease_storage(cmd.open_storage, resource.disks[0].path, ResultCode.ENOENT) as storage:
             await paxos_lease.init_resource(
                 storage,
                 resource.disks[0].offset,
@@ -445,8 +429,6 @@ async def cmd_write_resource(cmd: Command) -> Reply:
                 clear=bool(cmd.header.cmd_flags & WRITE_CLEAR),
                 now=disk_timestamp(DEFAULT_CLOCK),
             )
-        finally:
-            storage.close()
     except LeaseError as exc:
         return _fail(cmd, exc.rc, str(exc))
     return cmd.reply(0)
@@ -457,8 +439,7 @@ async def cmd_read_resource(cmd: Command) -> Reply:
     out = Resource(resource.lockspace, resource.name, flags=resource.flags)
     disk = resource.disks[0]
     try:
-        storage = _open(cmd, disk.path, ResultCode.ENOENT)
-        try:
+        with lease_storage(cmd.open_storage, disk.path, ResultCode.ENOENT) as storage:
             leader, geometry = await paxos_lease.read_resource_leader(
                 storage,
                 disk.offset,
@@ -468,8 +449,6 @@ async def cmd_read_resource(cmd: Command) -> Reply:
                 cmd.state.config.io_timeout,
                 geometry_first=False,
             )
-        finally:
-            storage.close()
     except LeaseError as exc:
         log.error("read_resource: %s", exc)
         return cmd.reply(exc.rc, payload=out.encode(with_disks=False))
@@ -483,15 +462,12 @@ async def cmd_read_resource_owners(cmd: Command) -> Reply:
     out = Resource(resource.lockspace, resource.name, flags=resource.flags)
     disk, timeout = resource.disks[0], cmd.state.config.io_timeout
     try:
-        storage = _open(cmd, disk.path, ResultCode.ENOENT)
-        try:
+        with lease_storage(cmd.open_storage, disk.path, ResultCode.ENOENT) as storage:
             wanted = request_geometry(resource.flags)
             leader, geometry = await paxos_lease.read_resource_leader(
                 storage, disk.offset, resource.lockspace, resource.name, wanted, timeout, geometry_first=True
             )
             shared = await paxos_lease.read_shared_modes(storage, disk.offset, leader, geometry, timeout)
-        finally:
-            storage.close()
     except LeaseError as exc:
         log.error("read_resource_owners: %s", exc)
         return cmd.reply(exc.rc, payload=out.encode(with_disks=False))

@@ -76,10 +76,9 @@ from leased.ondisk import bitmap_test, encode_name, names_equal
 from leased.protocol import Lockspace
 from leased.resource import Token
 from leased.state import DaemonState
-from leased.storage import Storage
+from leased.storage import Storage, open_lease_storage
 from leased.tasks import Spawner
 from leased.timeouts import kill_grace_seconds
-from leased.transactions import open_lease_storage
 
 log = logging.getLogger(__name__)
 
