@@ -46,7 +46,7 @@ from leased.errors import LeaseError, QuietRefusal, Refused, ResultCode, code_na
 from leased.events import end_channels, make_channel_room, set_event
 from leased.fencing import Fencer, ProcessFencer
 from leased.geometry import Geometry, request_flags, request_geometry
-from leased.lifecycle import examine_held, join_lockspace, leave_lockspace, lockspace_progress
+from leased.lifecycle import configure_lockspace, examine_held, join_lockspace, leave_lockspace, lockspace_progress
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.metrics import render
 from leased.protocol import (
@@ -588,16 +588,10 @@ async def cmd_set_event(cmd: Command) -> Reply:
 
 
 async def cmd_set_config(cmd: Command) -> Reply:
-    ls = Lockspace.decode(cmd.body)
-    lockspace = cmd.state.find_lockspace(ls.name, states=(LockspaceState.JOINED, LockspaceState.FAILED))
-    if lockspace is None:
-        return cmd.reply(ResultCode.ENOENT, close=True)
-    value = cmd.header.data
-    if value not in (1, 2, 4, 8):
-        return cmd.reply(ResultCode.EINVAL, close=True)
-    if value == 1 and lockspace.state is LockspaceState.FAILED:
-        return cmd.reply(ResultCode.ENOSPC, close=True)
-    lockspace.config_flags = value
+    try:
+        configure_lockspace(cmd.state, Lockspace.decode(cmd.body).name, cmd.header.data)
+    except LeaseError as exc:
+        return _answer(cmd, exc, close=True)
     return cmd.reply(0, close=True)
 
 
