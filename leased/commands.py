@@ -39,7 +39,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from leased import delta_lease, paxos_lease
+from leased import delta_lease, paxos_lease, protocol, status, transactions
 from leased.clock import DEFAULT_CLOCK, disk_timestamp
 from leased.constants import MiB
 from leased.errors import LeaseError, QuietRefusal, Refused, ResultCode, code_name
@@ -49,57 +49,11 @@ from leased.geometry import Geometry, request_flags, request_geometry
 from leased.lifecycle import configure_lockspace, examine_held, join_lockspace, leave_lockspace, lockspace_progress
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.metrics import render
-from leased.protocol import (
-    ACQUIRE_LVB,
-    ACQUIRE_ORPHAN,
-    ACQUIRE_ORPHAN_ONLY,
-    ACQUIRE_OWNER_NOWAIT,
-    ADD_ASYNC,
-    HEADER_SIZE,
-    INQ_WAIT,
-    LOCKSPACE_SIZE,
-    LSF_ADD,
-    LSF_REM,
-    REL_ALL,
-    REL_ORPHAN,
-    REL_RENAME,
-    REM_ASYNC,
-    REM_UNUSED,
-    REQUEST_NEXT_LVER,
-    RES_SHARED,
-    RESOURCE_SIZE,
-    SETEV_ALL_HOSTS,
-    SETEV_CLEAR_EVENT,
-    SETEV_CLEAR_HOSTID,
-    SETEV_CUR_GENERATION,
-    SETEV_REPLACE_EVENT,
-    SM_PROTO,
-    VERSION_NUM,
-    WRITE_CLEAR,
-    Cmd,
-    Disk,
-    Header,
-    Host,
-    HostEvent,
-    Killpath,
-    Lockspace,
-    Options,
-    Resource,
-    split_resources,
-)
+from leased.protocol import Cmd, Header, Host, HostEvent, Killpath, Lockspace, Options, Resource, split_resources
 from leased.state import ClientState, DaemonState
-from leased.status import host_list, host_status_records, metrics_families, renewal_records, status_records
 from leased.storage import FileStorage, Storage, lease_storage
 from leased.tasks import Spawner
 from leased.text_forms import format_resource
-from leased.transactions import (
-    LocalConflict,
-    acquire_resources,
-    convert_lease,
-    release_leases,
-    release_orphans,
-    request_lease,
-)
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +142,7 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
             cmd.state,
             ls,
             cmd.header.data or cmd.state.config.io_timeout,
-            wait=not cmd.header.cmd_flags & ADD_ASYNC,
+            wait=not cmd.header.cmd_flags & protocol.ADD_ASYNC,
             open_storage=cmd.open_storage,
             spawn=cmd.spawn,
             fencer=cmd.fencer,
@@ -200,7 +154,7 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
 
 async def cmd_inq_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
-    return cmd.reply(await lockspace_progress(cmd.state, ls, wait=bool(cmd.header.cmd_flags & INQ_WAIT)))
+    return cmd.reply(await lockspace_progress(cmd.state, ls, wait=bool(cmd.header.cmd_flags & protocol.INQ_WAIT)))
 
 
 async def cmd_rem_lockspace(cmd: Command) -> Reply:
@@ -210,8 +164,8 @@ async def cmd_rem_lockspace(cmd: Command) -> Reply:
         await leave_lockspace(
             cmd.state,
             ls,
-            unused_only=bool(flags & REM_UNUSED),
-            wait=not flags & REM_ASYNC,
+            unused_only=bool(flags & protocol.REM_UNUSED),
+            wait=not flags & protocol.REM_ASYNC,
             spawn=cmd.spawn,
             fencer=cmd.fencer,
         )
@@ -221,14 +175,8 @@ async def cmd_rem_lockspace(cmd: Command) -> Reply:
 
 
 async def cmd_get_lockspaces(cmd: Command) -> Reply:
-    order = [(LockspaceState.JOINED, 0), (LockspaceState.REMOVING, LSF_REM), (LockspaceState.ADDING, LSF_ADD)]
-    entries = [
-        Lockspace(x.name, x.host_id, flags, Disk(x.key.path, x.key.offset)).encode()
-        for wanted, flags in order
-        for x in cmd.state.lockspaces
-        if x.state is wanted
-    ]
-    return cmd.reply(0, data2=len(entries), payload=b"".join(entries), close=True)
+    entries = status.lockspace_list(cmd.state)
+    return cmd.reply(0, data2=len(entries), payload=b"".join(x.encode() for x in entries), close=True)
 
 
 async def cmd_get_hosts(cmd: Command) -> Reply:
@@ -236,7 +184,7 @@ async def cmd_get_hosts(cmd: Command) -> Reply:
     lockspace = cmd.state.find_lockspace(ls.name)
     if lockspace is None or lockspace.table is None:
         return cmd.reply(ResultCode.ENOENT, close=True)
-    hosts = host_list(lockspace.table, lockspace.clock.now(), ls.host_id)
+    hosts = status.host_list(lockspace.table, lockspace.clock.now(), ls.host_id)
     return cmd.reply(0, data2=len(hosts), payload=b"".join(h.encode() for h in hosts), close=True)
 
 
@@ -246,7 +194,7 @@ async def cmd_host_status(cmd: Command) -> Reply:
     if lockspace is None or lockspace.table is None:
         return cmd.reply(ResultCode.ENOSPC, close=True)
     header = cmd.header.reply(0, data2=cmd.header.data2)
-    return Reply(header.encode() + b"".join(host_status_records(lockspace.table)), close=True)
+    return Reply(header.encode() + b"".join(status.host_status_records(lockspace.table)), close=True)
 
 
 async def cmd_renewal(cmd: Command) -> Reply:
@@ -257,7 +205,7 @@ async def cmd_renewal(cmd: Command) -> Reply:
     if not lockspace.history:
         return cmd.reply(0, data2=cmd.header.data2, close=True)
     header = cmd.header.reply(0, data2=lockspace.io_timeout)
-    return Reply(header.encode() + b"".join(renewal_records(lockspace)), close=True)
+    return Reply(header.encode() + b"".join(status.renewal_records(lockspace)), close=True)
 
 
 # ---------------------------------------------------------------------------
@@ -273,21 +221,21 @@ async def cmd_acquire(cmd: Command) -> Reply:
     except LeaseError as exc:
         return _answer(cmd, exc)
     try:
-        await acquire_resources(
+        await transactions.acquire_resources(
             cmd.state,
             target,
             resources,
             open_storage=cmd.open_storage,
             owner_name=options.owner_name,
-            adopt_orphans=bool(header.cmd_flags & ACQUIRE_ORPHAN),
-            orphans_only=bool(header.cmd_flags & ACQUIRE_ORPHAN_ONLY),
-            owner_nowait=bool(header.cmd_flags & ACQUIRE_OWNER_NOWAIT),
-            lvb=bool(header.cmd_flags & ACQUIRE_LVB),
+            adopt_orphans=bool(header.cmd_flags & protocol.ACQUIRE_ORPHAN),
+            orphans_only=bool(header.cmd_flags & protocol.ACQUIRE_ORPHAN_ONLY),
+            owner_nowait=bool(header.cmd_flags & protocol.ACQUIRE_OWNER_NOWAIT),
+            lvb=bool(header.cmd_flags & protocol.ACQUIRE_LVB),
         )
     except MemoryError as exc:
         return _fail(cmd, ResultCode.ENOMEM, str(exc) or type(exc).__name__)
     except LeaseError as exc:
-        if isinstance(exc, LocalConflict) or (exc.rc in CONTENTION_CODES and not isinstance(exc, Refused)):
+        if isinstance(exc, transactions.LocalConflict) or (exc.rc in CONTENTION_CODES and not isinstance(exc, Refused)):
             _contention(cmd, exc.rc, exc.detail)
             return cmd.reply(exc.rc)
         return _answer(cmd, exc)
@@ -301,18 +249,20 @@ async def cmd_release(cmd: Command) -> Reply:
     except LeaseError as exc:
         return _answer(cmd, exc)
     flags = header.cmd_flags
-    if flags & REL_ORPHAN:
-        if len(cmd.body) < RESOURCE_SIZE:
+    if flags & protocol.REL_ORPHAN:
+        if len(cmd.body) < protocol.RESOURCE_SIZE:
             # REL_ALL framed the request without a body (length 32): no resource names the orphans.
             return _fail(cmd, ResultCode.EINVAL, "release of orphans names no resource")
         (which,), _ = split_resources(cmd.body, 1, with_disks=False)
-        return cmd.reply(await release_orphans(state, which.lockspace, which.name))
-    if flags & REL_ALL:
-        return cmd.reply(await release_leases(state, target, None))
-    structs, _ = split_resources(cmd.body, 2 if flags & REL_RENAME else header.data, with_disks=False)
-    wanted = structs[:1] if flags & REL_RENAME else structs
-    rename = structs[1].name if flags & REL_RENAME else None
-    return cmd.reply(await release_leases(state, target, [(r.lockspace, r.name) for r in wanted], rename=rename))
+        return cmd.reply(await transactions.release_orphans(state, which.lockspace, which.name))
+    if flags & protocol.REL_ALL:
+        return cmd.reply(await transactions.release_leases(state, target, None))
+    structs, _ = split_resources(cmd.body, 2 if flags & protocol.REL_RENAME else header.data, with_disks=False)
+    wanted = structs[:1] if flags & protocol.REL_RENAME else structs
+    rename = structs[1].name if flags & protocol.REL_RENAME else None
+    return cmd.reply(
+        await transactions.release_leases(state, target, [(r.lockspace, r.name) for r in wanted], rename=rename)
+    )
 
 
 async def cmd_inquire(cmd: Command) -> Reply:
@@ -335,7 +285,9 @@ async def cmd_convert(cmd: Command) -> Reply:
     try:
         target = _target(cmd)
         resource = Resource.decode(cmd.body)
-        await convert_lease(cmd.state, target, (resource.lockspace, resource.name), to_shared=resource.shared)
+        await transactions.convert_lease(
+            cmd.state, target, (resource.lockspace, resource.name), to_shared=resource.shared
+        )
     except LeaseError as exc:
         return _answer(cmd, exc)
     return cmd.reply(0)
@@ -344,7 +296,7 @@ async def cmd_convert(cmd: Command) -> Reply:
 async def cmd_set_lvb(cmd: Command) -> Reply:
     resource = Resource.decode(cmd.body)
     try:
-        cmd.state.leases.set_lvb((resource.lockspace, resource.name), cmd.body[RESOURCE_SIZE:])
+        cmd.state.leases.set_lvb((resource.lockspace, resource.name), cmd.body[protocol.RESOURCE_SIZE :])
     except LeaseError as exc:
         return _answer(cmd, exc)
     return cmd.reply(0)
@@ -363,11 +315,11 @@ async def cmd_request(cmd: Command) -> Reply:
     """Ask the holder of a lease to give it up (wire spec §5.13, on-disk spec §7.10)."""
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
     try:
-        await request_lease(
+        await transactions.request_lease(
             cmd.state,
             resource,
             cmd.header.data,
-            next_lver=bool(cmd.header.cmd_flags & REQUEST_NEXT_LVER),
+            next_lver=bool(cmd.header.cmd_flags & protocol.REQUEST_NEXT_LVER),
             open_storage=cmd.open_storage,
         )
     except LeaseError as exc:
@@ -426,7 +378,7 @@ async def cmd_write_resource(cmd: Command) -> Reply:
                 resource.name,
                 geometry,
                 num_hosts=cmd.header.data,  # sanlock uses data (max_hosts) as num_hosts; data2 is ignored
-                clear=bool(cmd.header.cmd_flags & WRITE_CLEAR),
+                clear=bool(cmd.header.cmd_flags & protocol.WRITE_CLEAR),
                 now=disk_timestamp(DEFAULT_CLOCK),
             )
     except LeaseError as exc:
@@ -473,7 +425,7 @@ async def cmd_read_resource_owners(cmd: Command) -> Reply:
         return cmd.reply(exc.rc, payload=out.encode(with_disks=False))
     hosts = [Host(leader.owner_id, leader.owner_generation, leader.timestamp)] if leader.timestamp else []
     hosts += [Host(host_id, generation, 0) for host_id, generation in shared]
-    flags = (resource.flags or request_flags(geometry)) | (RES_SHARED if shared else 0)
+    flags = (resource.flags or request_flags(geometry)) | (protocol.RES_SHARED if shared else 0)
     out = Resource(out.lockspace, out.name, lver=leader.lver, flags=flags)
     payload = out.encode(with_disks=False) + b"".join(h.encode() for h in hosts)
     return cmd.reply(0, data2=len(hosts), payload=payload)
@@ -496,7 +448,7 @@ async def cmd_register(cmd: Command) -> Reply:
 
 
 async def cmd_version(cmd: Command) -> Reply:
-    header = Header(Cmd.VERSION, 0, HEADER_SIZE, 0, 0, VERSION_NUM, version=SM_PROTO)
+    header = Header(Cmd.VERSION, 0, protocol.HEADER_SIZE, 0, 0, protocol.VERSION_NUM, version=protocol.SM_PROTO)
     return Reply(header.encode())
 
 
@@ -535,7 +487,10 @@ async def cmd_shutdown_wait(cmd: Command) -> Reply:
     if cmd.state.lockspaces and not cmd.header.data:
         return cmd.reply(ResultCode.EBUSY)
     cmd.state.shutting_down = True
-    return Reply(Header(0, 0, HEADER_SIZE, 0, 0, 0, magic=cmd.header.magic, version=SM_PROTO).encode(), close=True)
+    return Reply(
+        Header(0, 0, protocol.HEADER_SIZE, 0, 0, 0, magic=cmd.header.magic, version=protocol.SM_PROTO).encode(),
+        close=True,
+    )
 
 
 async def cmd_reg_event(cmd: Command) -> Reply:
@@ -565,7 +520,7 @@ async def cmd_end_event(cmd: Command) -> Reply:
 
 async def cmd_set_event(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
-    event = HostEvent.decode(cmd.body[LOCKSPACE_SIZE:])
+    event = HostEvent.decode(cmd.body[protocol.LOCKSPACE_SIZE :])
     flags = cmd.header.cmd_flags
     if not ls.name:
         return _fail(cmd, ResultCode.EINVAL, "set_event: empty lockspace name")
@@ -576,11 +531,11 @@ async def cmd_set_event(cmd: Command) -> Reply:
         set_event(
             lockspace,
             event,
-            all_hosts=bool(flags & SETEV_ALL_HOSTS),
-            clear_hostid=bool(flags & SETEV_CLEAR_HOSTID),
-            clear_event=bool(flags & SETEV_CLEAR_EVENT),
-            cur_generation=bool(flags & SETEV_CUR_GENERATION),
-            replace=bool(flags & SETEV_REPLACE_EVENT),
+            all_hosts=bool(flags & protocol.SETEV_ALL_HOSTS),
+            clear_hostid=bool(flags & protocol.SETEV_CLEAR_HOSTID),
+            clear_event=bool(flags & protocol.SETEV_CLEAR_EVENT),
+            cur_generation=bool(flags & protocol.SETEV_CUR_GENERATION),
+            replace=bool(flags & protocol.SETEV_REPLACE_EVENT),
         )
     except LeaseError as exc:
         return _answer(cmd, exc)
@@ -615,13 +570,13 @@ async def cmd_unsupported(cmd: Command) -> Reply:
 
 
 async def cmd_status(cmd: Command) -> Reply:
-    records = status_records(cmd.state, cmd.header.data, DEFAULT_CLOCK.now())
+    records = status.status_records(cmd.state, cmd.header.data, DEFAULT_CLOCK.now())
     header = cmd.header.reply(0, data2=cmd.header.data2)
     return Reply(header.encode() + b"".join(records), close=True)
 
 
 async def cmd_metrics(cmd: Command) -> Reply:
-    text = render(metrics_families(cmd.state, DEFAULT_CLOCK.now())).encode(errors="replace")
+    text = render(status.metrics_families(cmd.state, DEFAULT_CLOCK.now())).encode(errors="replace")
     return cmd.reply(0, payload=text, close=True)
 
 
