@@ -39,19 +39,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from leased import delta_lease, paxos_lease, protocol, status, transactions
-from leased.clock import DEFAULT_CLOCK, disk_timestamp
-from leased.constants import MiB
+from leased import lease_areas, protocol, status, transactions
+from leased.clock import DEFAULT_CLOCK
 from leased.errors import LeaseError, QuietRefusal, Refused, ResultCode, code_name
 from leased.events import end_channels, make_channel_room, set_event
 from leased.fencing import Fencer, ProcessFencer
-from leased.geometry import Geometry, request_flags, request_geometry
 from leased.lifecycle import configure_lockspace, examine_held, join_lockspace, leave_lockspace, lockspace_progress
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.metrics import render
-from leased.protocol import Cmd, Header, Host, HostEvent, Killpath, Lockspace, Options, Resource, split_resources
+from leased.protocol import Cmd, Header, HostEvent, Killpath, Lockspace, Options, Resource, split_resources
 from leased.state import ClientState, DaemonState
-from leased.storage import FileStorage, Storage, lease_storage
+from leased.storage import FileStorage, Storage
 from leased.tasks import Spawner
 from leased.text_forms import format_resource
 
@@ -328,22 +326,13 @@ async def cmd_request(cmd: Command) -> Reply:
 
 
 # ---------------------------------------------------------------------------
-# Direct storage commands (no lockspace needed)
-
-
-MAX_LEADER_IO_TIMEOUT = 0xFFFF
-"""A delta lease leader stores io_timeout in 16 bits; WRITE_LOCKSPACE's data2 is 32 (sanlock truncates it)."""
+# Direct storage commands (no lockspace needed): leased.lease_areas
 
 
 async def cmd_write_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     try:
-        geometry = request_geometry(ls.flags) or Geometry(512, MiB)
-        with lease_storage(cmd.open_storage, ls.disk.path) as storage:
-            io_timeout = cmd.header.data2 or cmd.state.config.io_timeout
-            if io_timeout > MAX_LEADER_IO_TIMEOUT:
-                raise LeaseError(ResultCode.EINVAL, f"io_timeout {io_timeout} does not fit the leader's 16-bit field")
-            await delta_lease.init_lockspace(storage, ls.disk.offset, ls.name, geometry, io_timeout)
+        await lease_areas.write_lockspace(cmd.open_storage, ls, cmd.header.data2 or cmd.state.config.io_timeout)
     except LeaseError as exc:
         return _fail(cmd, exc.rc, str(exc))
     return cmd.reply(0)
@@ -351,36 +340,25 @@ async def cmd_write_lockspace(cmd: Command) -> Reply:
 
 async def cmd_read_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
-    result, io_timeout, out = 0, 0, ls
-    host_id = ls.host_id or 1
     try:
-        with lease_storage(cmd.open_storage, ls.disk.path) as storage:
-            leader, geometry = await delta_lease.read_host_record(
-                storage, ls.disk.offset, host_id, ls.name, request_geometry(ls.flags), cmd.state.config.io_timeout
-            )
-        io_timeout = leader.io_timeout
-        out = Lockspace(leader.space_name.split(b"\0", 1)[0], host_id, request_flags(geometry), ls.disk)
+        found, io_timeout = await lease_areas.read_lockspace(
+            cmd.open_storage, ls, ls.host_id or 1, cmd.state.config.io_timeout
+        )
     except LeaseError as exc:
-        result = exc.rc
         log.error("read_lockspace %s:%d: %s", ls.disk.path, ls.disk.offset, exc)
-    return cmd.reply(result, data2=io_timeout, payload=out.encode())
+        return cmd.reply(exc.rc, payload=ls.encode())
+    return cmd.reply(0, data2=io_timeout, payload=found.encode())
 
 
 async def cmd_write_resource(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
     try:
-        geometry = request_geometry(resource.flags) or Geometry(512, MiB)
-        with lease_storage(cmd.open_storage, resource.disks[0].path, ResultCode.ENOENT) as storage:
-            await paxos_lease.init_resource(
-                storage,
-                resource.disks[0].offset,
-                resource.lockspace,
-                resource.name,
-                geometry,
-                num_hosts=cmd.header.data,  # sanlock uses data (max_hosts) as num_hosts; data2 is ignored
-                clear=bool(cmd.header.cmd_flags & protocol.WRITE_CLEAR),
-                now=disk_timestamp(DEFAULT_CLOCK),
-            )
+        await lease_areas.write_resource(
+            cmd.open_storage,
+            resource,
+            num_hosts=cmd.header.data,  # sanlock uses data (max_hosts) as num_hosts; data2 is ignored
+            clear=bool(cmd.header.cmd_flags & protocol.WRITE_CLEAR),
+        )
     except LeaseError as exc:
         return _fail(cmd, exc.rc, str(exc))
     return cmd.reply(0)
@@ -388,46 +366,24 @@ async def cmd_write_resource(cmd: Command) -> Reply:
 
 async def cmd_read_resource(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
-    out = Resource(resource.lockspace, resource.name, flags=resource.flags)
-    disk = resource.disks[0]
     try:
-        with lease_storage(cmd.open_storage, disk.path, ResultCode.ENOENT) as storage:
-            leader, geometry = await paxos_lease.read_resource_leader(
-                storage,
-                disk.offset,
-                resource.lockspace,
-                resource.name,
-                request_geometry(resource.flags),
-                cmd.state.config.io_timeout,
-                geometry_first=False,
-            )
+        found = await lease_areas.read_resource(cmd.open_storage, resource, cmd.state.config.io_timeout)
     except LeaseError as exc:
         log.error("read_resource: %s", exc)
-        return cmd.reply(exc.rc, payload=out.encode(with_disks=False))
-    space, name = leader.space_name.split(b"\0", 1)[0], leader.resource_name.split(b"\0", 1)[0]
-    out = Resource(space, name, lver=leader.lver, flags=request_flags(geometry))
-    return cmd.reply(0, payload=out.encode(with_disks=False))
+        found = Resource(resource.lockspace, resource.name, flags=resource.flags)
+        return cmd.reply(exc.rc, payload=found.encode(with_disks=False))
+    return cmd.reply(0, payload=found.encode(with_disks=False))
 
 
 async def cmd_read_resource_owners(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
-    out = Resource(resource.lockspace, resource.name, flags=resource.flags)
-    disk, timeout = resource.disks[0], cmd.state.config.io_timeout
     try:
-        with lease_storage(cmd.open_storage, disk.path, ResultCode.ENOENT) as storage:
-            wanted = request_geometry(resource.flags)
-            leader, geometry = await paxos_lease.read_resource_leader(
-                storage, disk.offset, resource.lockspace, resource.name, wanted, timeout, geometry_first=True
-            )
-            shared = await paxos_lease.read_shared_modes(storage, disk.offset, leader, geometry, timeout)
+        found, hosts = await lease_areas.read_resource_owners(cmd.open_storage, resource, cmd.state.config.io_timeout)
     except LeaseError as exc:
         log.error("read_resource_owners: %s", exc)
-        return cmd.reply(exc.rc, payload=out.encode(with_disks=False))
-    hosts = [Host(leader.owner_id, leader.owner_generation, leader.timestamp)] if leader.timestamp else []
-    hosts += [Host(host_id, generation, 0) for host_id, generation in shared]
-    flags = (resource.flags or request_flags(geometry)) | (protocol.RES_SHARED if shared else 0)
-    out = Resource(out.lockspace, out.name, lver=leader.lver, flags=flags)
-    payload = out.encode(with_disks=False) + b"".join(h.encode() for h in hosts)
+        found = Resource(resource.lockspace, resource.name, flags=resource.flags)
+        return cmd.reply(exc.rc, payload=found.encode(with_disks=False))
+    payload = found.encode(with_disks=False) + b"".join(h.encode() for h in hosts)
     return cmd.reply(0, data2=len(hosts), payload=payload)
 
 
