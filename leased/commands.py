@@ -102,24 +102,8 @@ def _answer(cmd: Command, exc: LeaseError, *, payload: bytes = b"", close: bool 
     return _fail(cmd, exc.rc, exc.detail if isinstance(exc, Refused) else str(exc), payload=payload, close=close)
 
 
-# An acquire refused because someone else holds (or is taking) the lease: the
-# normal life of a lock, not a fault.  With quiet_fail (-Q 1, the default) it
-# is logged at debug so that busy clusters do not flood the log at error.
-CONTENTION_CODES = frozenset(
-    {
-        ResultCode.EEXIST,
-        ResultCode.EBUSY,
-        ResultCode.EAGAIN,
-        ResultCode.ACQUIRE_IDLIVE,
-        ResultCode.ACQUIRE_OWNED,
-        ResultCode.ACQUIRE_OTHER,
-        ResultCode.ACQUIRE_SHRETRY,
-        ResultCode.ACQUIRE_OWNED_RETRY,
-    }
-)
-
-
 def _contention(cmd: Command, rc: int, detail: str) -> None:
+    """An acquire's contention (:func:`~leased.transactions.is_contention`): at debug with quiet_fail (-Q 1)."""
     level = logging.DEBUG if cmd.state.config.quiet_fail else logging.ERROR
     log.log(level, "%s ci %d pid %d: %s (%d %s)", cmd.name, cmd.client.ci, cmd.client.pid, detail, rc, code_name(rc))
 
@@ -215,13 +199,9 @@ async def cmd_acquire(cmd: Command) -> Reply:
     resources, used = split_resources(cmd.body, header.data, with_disks=True)
     options = Options.decode(cmd.body[used:])
     try:
-        target = _target(cmd)
-    except LeaseError as exc:
-        return _answer(cmd, exc)
-    try:
         await transactions.acquire_resources(
             cmd.state,
-            target,
+            _target(cmd),
             resources,
             open_storage=cmd.open_storage,
             owner_name=options.owner_name,
@@ -233,7 +213,7 @@ async def cmd_acquire(cmd: Command) -> Reply:
     except MemoryError as exc:
         return _fail(cmd, ResultCode.ENOMEM, str(exc) or type(exc).__name__)
     except LeaseError as exc:
-        if isinstance(exc, transactions.LocalConflict) or (exc.rc in CONTENTION_CODES and not isinstance(exc, Refused)):
+        if transactions.is_contention(exc):
             _contention(cmd, exc.rc, exc.detail)
             return cmd.reply(exc.rc)
         return _answer(cmd, exc)
@@ -425,8 +405,9 @@ async def cmd_killpath(cmd: Command) -> Reply:
 
 async def cmd_log_dump(cmd: Command) -> Reply:
     text = cmd.state.log_ring.dump() if cmd.state.log_ring else b""
-    header = cmd.header.reply(len(text), data2=cmd.header.data2)
-    header = Header(header.cmd, header.cmd_flags, cmd.header.length, header.seq, len(text), cmd.header.data2)
+    header = Header(
+        cmd.header.cmd, cmd.header.cmd_flags, cmd.header.length, cmd.header.seq, len(text), cmd.header.data2
+    )
     return Reply(header.encode() + text, close=True)
 
 

@@ -99,6 +99,33 @@ class LocalConflict(Refused):
     """An acquire refused before any disk work because the lease is busy on this host (wire spec §5.7)."""
 
 
+CONTENTION_CODES = frozenset(
+    {
+        ResultCode.EEXIST,
+        ResultCode.EBUSY,
+        ResultCode.EAGAIN,
+        ResultCode.ACQUIRE_IDLIVE,
+        ResultCode.ACQUIRE_OWNED,
+        ResultCode.ACQUIRE_OTHER,
+        ResultCode.ACQUIRE_SHRETRY,
+        ResultCode.ACQUIRE_OWNED_RETRY,
+    }
+)
+"""The codes of another host or client holding (or taking) a lease an acquire wanted."""
+
+
+def is_contention(exc: LeaseError) -> bool:
+    """Whether an acquire failed because someone else holds (or is taking) the lease.
+
+    That is the normal life of a lock, not a fault: a local conflict, or a
+    contention code from the disk work (a check that refused says so with
+    its own sentence, and is not contention).  The command layer logs it at
+    debug under quiet_fail (-Q 1, the default) so busy clusters do not flood
+    the log at error.
+    """
+    return isinstance(exc, LocalConflict) or (exc.rc in CONTENTION_CODES and not isinstance(exc, Refused))
+
+
 def _check_acquire(
     state: DaemonState, resources: list[Resource], *, adopt_orphans: bool, orphans_only: bool
 ) -> dict[Key, Token]:
