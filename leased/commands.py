@@ -431,13 +431,8 @@ async def cmd_shutdown_wait(cmd: Command) -> Reply:
 
 
 async def cmd_reg_event(cmd: Command) -> Reply:
-    ls = Lockspace.decode(cmd.body)
-    if not ls.name:
-        return _fail(cmd, ResultCode.EINVAL, "reg_event: empty lockspace name")
-    lockspace = cmd.state.find_lockspace(ls.name)
-    if lockspace is None:
-        return cmd.reply(ResultCode.ENOENT)
     try:
+        lockspace = cmd.state.event_lockspace(Lockspace.decode(cmd.body).name, "reg_event")
         make_channel_room(lockspace)
     except LeaseError as exc:
         return _answer(cmd, exc)
@@ -459,14 +454,9 @@ async def cmd_set_event(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     event = HostEvent.decode(cmd.body[protocol.LOCKSPACE_SIZE :])
     flags = cmd.header.cmd_flags
-    if not ls.name:
-        return _fail(cmd, ResultCode.EINVAL, "set_event: empty lockspace name")
-    lockspace = cmd.state.find_lockspace(ls.name)
-    if lockspace is None:
-        return cmd.reply(ResultCode.ENOENT)
     try:
         set_event(
-            lockspace,
+            cmd.state.event_lockspace(ls.name, "set_event"),
             event,
             all_hosts=bool(flags & protocol.SETEV_ALL_HOSTS),
             clear_hostid=bool(flags & protocol.SETEV_CLEAR_HOSTID),

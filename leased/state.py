@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from leased.errors import Refused, ResultCode
+from leased.errors import QuietRefusal, Refused, ResultCode
 from leased.faultpoints import FaultPoints
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.protocol import TARGET_SELF, Killpath, to_signed
@@ -167,6 +167,19 @@ class DaemonState:
             if lockspace.name == name and lockspace.state in states:
                 return lockspace
         return None
+
+    def event_lockspace(self, name: bytes, action: str) -> JoinedLockspace:
+        """The joined lockspace ``name`` an event command (``action``) acts on.
+
+        An empty name is refused (:class:`~leased.errors.Refused`, -EINVAL);
+        an unknown one is an ordinary answer (:class:`~leased.errors.QuietRefusal`, -ENOENT).
+        """
+        if not name:
+            raise Refused(ResultCode.EINVAL, f"{action}: empty lockspace name")
+        lockspace = self.find_lockspace(name)
+        if lockspace is None:
+            raise QuietRefusal(ResultCode.ENOENT, f"{action}: no such lockspace")
+        return lockspace
 
     def target_client(self, client: ClientState, pid: int) -> ClientState:
         """The registered client a registered-type command acts on (wire spec §7.3).
