@@ -24,8 +24,10 @@ Rules every handler keeps:
 What a command leaves running in the background (joining and leaving a
 lockspace, fencing a failed one, examining other hosts' requests) is
 :mod:`leased.lifecycle`'s policy, host events are :mod:`leased.events`',
-what the report commands say is :mod:`leased.status`', and reading and
-writing lease areas is the lease algorithms'.  A handler decodes the
+what the report commands say is :mod:`leased.status`', the storage
+commands' reads and writes of lease areas are :mod:`leased.lease_areas`',
+and which client or lockspace a request names is
+:class:`~leased.state.DaemonState`'s.  A handler decodes the
 request, calls one of those with plain arguments and the seams, and maps
 the outcome to a reply (:func:`_answer`): a value is success, a
 :class:`~leased.errors.QuietRefusal` its code alone, a
