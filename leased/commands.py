@@ -240,9 +240,8 @@ async def cmd_release(cmd: Command) -> Reply:
     structs, _ = split_resources(cmd.body, 2 if flags & protocol.REL_RENAME else header.data, with_disks=False)
     wanted = structs[:1] if flags & protocol.REL_RENAME else structs
     rename = structs[1].name if flags & protocol.REL_RENAME else None
-    return cmd.reply(
-        await transactions.release_leases(state, target, [(r.lockspace, r.name) for r in wanted], rename=rename)
-    )
+    keys = [(r.lockspace, r.name) for r in wanted]
+    return cmd.reply(await transactions.release_leases(state, target, keys, rename=rename))
 
 
 async def cmd_inquire(cmd: Command) -> Reply:
@@ -414,8 +413,7 @@ async def cmd_log_dump(cmd: Command) -> Reply:
 
 
 async def cmd_shutdown(cmd: Command) -> Reply:
-    force = cmd.header.data
-    if cmd.state.lockspaces and not force:
+    if cmd.state.lockspaces and not cmd.header.data:  # data: force
         log.debug("ignore shutdown, lockspace exists")
         return Reply(close=True)
     cmd.state.shutting_down = True
