@@ -13,7 +13,8 @@ Rules every handler keeps:
 * a registered-type command (ACQUIRE, RELEASE, INQUIRE, CONVERT, KILLPATH)
   acts on the client registered on this connection, or on the registered
   process named by ``data2``, and only if the requester may (same uid or
-  root): a client touches only its own leases unless explicitly allowed;
+  root): a client touches only its own leases unless explicitly allowed
+  (:meth:`~leased.state.DaemonState.target_client` decides which);
 * moving leases to a client is prepare-then-commit (:mod:`leased.resource`);
   the ownership transactions themselves (acquire, release, a closed
   client's leases) are :mod:`leased.transactions`', whose outcomes and
@@ -23,8 +24,10 @@ Rules every handler keeps:
 What a command leaves running in the background (joining and leaving a
 lockspace, fencing a failed one, examining other hosts' requests) is
 :mod:`leased.lifecycle`'s policy, host events are :mod:`leased.events`',
-what the report commands say is :mod:`leased.status`', and reading and
-writing lease areas is the lease algorithms'.  A handler decodes the
+what the report commands say is :mod:`leased.status`', the storage
+commands' reads and writes of lease areas are :mod:`leased.lease_areas`',
+and which client or lockspace a request names is
+:class:`~leased.state.DaemonState`'s.  A handler decodes the
 request, calls one of those with plain arguments and the seams, and maps
 the outcome to a reply (:func:`_answer`): a value is success, a
 :class:`~leased.errors.QuietRefusal` its code alone, a
@@ -38,70 +41,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from leased import delta_lease, paxos_lease
-from leased.clock import DEFAULT_CLOCK, disk_timestamp
-from leased.constants import MiB
+from leased import lease_areas, protocol, status, transactions
+from leased.clock import DEFAULT_CLOCK
 from leased.errors import LeaseError, QuietRefusal, Refused, ResultCode, code_name
 from leased.events import end_channels, make_channel_room, set_event
 from leased.fencing import Fencer, ProcessFencer
-from leased.geometry import Geometry, request_flags, request_geometry
-from leased.lifecycle import examine_held, join_lockspace, leave_lockspace, lockspace_progress
+from leased.lifecycle import configure_lockspace, examine_held, join_lockspace, leave_lockspace, lockspace_progress
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.metrics import render
-from leased.protocol import (
-    ACQUIRE_LVB,
-    ACQUIRE_ORPHAN,
-    ACQUIRE_ORPHAN_ONLY,
-    ACQUIRE_OWNER_NOWAIT,
-    ADD_ASYNC,
-    HEADER_SIZE,
-    INQ_WAIT,
-    LOCKSPACE_SIZE,
-    LSF_ADD,
-    LSF_REM,
-    REL_ALL,
-    REL_ORPHAN,
-    REL_RENAME,
-    REM_ASYNC,
-    REM_UNUSED,
-    REQUEST_NEXT_LVER,
-    RES_SHARED,
-    RESOURCE_SIZE,
-    SETEV_ALL_HOSTS,
-    SETEV_CLEAR_EVENT,
-    SETEV_CLEAR_HOSTID,
-    SETEV_CUR_GENERATION,
-    SETEV_REPLACE_EVENT,
-    SM_PROTO,
-    TARGET_SELF,
-    VERSION_NUM,
-    WRITE_CLEAR,
-    Cmd,
-    Disk,
-    Header,
-    Host,
-    HostEvent,
-    Killpath,
-    Lockspace,
-    Options,
-    Resource,
-    format_resource,
-    split_resources,
-)
-from leased.resource import Token
+from leased.protocol import Cmd, Header, HostEvent, Killpath, Lockspace, Options, Resource, split_resources
 from leased.state import ClientState, DaemonState
-from leased.status import host_list, host_status_records, metrics_families, renewal_records, status_records
 from leased.storage import FileStorage, Storage
 from leased.tasks import Spawner
-from leased.transactions import (
-    LocalConflict,
-    acquire_resources,
-    convert_lease,
-    open_lease_storage,
-    release_leases,
-    release_orphans,
-    request_lease,
-)
+from leased.text_forms import format_resource
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +92,6 @@ class Command:
 Handler = Callable[[Command], Awaitable[Reply]]
 
 
-def _ls_name(name: bytes) -> str:
-    return name.decode(errors="replace")
-
-
 def _fail(cmd: Command, rc: int, detail: str, *, data2: int = 0, payload: bytes = b"", close: bool = False) -> Reply:
     log.error("%s ci %d pid %d: %s (%d %s)", cmd.name, cmd.client.ci, cmd.client.pid, detail, rc, code_name(rc))
     return cmd.reply(rc, data2=data2, payload=payload, close=close)
@@ -156,58 +104,15 @@ def _answer(cmd: Command, exc: LeaseError, *, payload: bytes = b"", close: bool 
     return _fail(cmd, exc.rc, exc.detail if isinstance(exc, Refused) else str(exc), payload=payload, close=close)
 
 
-# An acquire refused because someone else holds (or is taking) the lease: the
-# normal life of a lock, not a fault.  With quiet_fail (-Q 1, the default) it
-# is logged at debug so that busy clusters do not flood the log at error.
-CONTENTION_CODES = frozenset(
-    {
-        ResultCode.EEXIST,
-        ResultCode.EBUSY,
-        ResultCode.EAGAIN,
-        ResultCode.ACQUIRE_IDLIVE,
-        ResultCode.ACQUIRE_OWNED,
-        ResultCode.ACQUIRE_OTHER,
-        ResultCode.ACQUIRE_SHRETRY,
-        ResultCode.ACQUIRE_OWNED_RETRY,
-    }
-)
-
-
 def _contention(cmd: Command, rc: int, detail: str) -> None:
+    """An acquire's contention (:func:`~leased.transactions.is_contention`): at debug with quiet_fail (-Q 1)."""
     level = logging.DEBUG if cmd.state.config.quiet_fail else logging.ERROR
     log.log(level, "%s ci %d pid %d: %s (%d %s)", cmd.name, cmd.client.ci, cmd.client.pid, detail, rc, code_name(rc))
 
 
-# ---------------------------------------------------------------------------
-# Target resolution for registered-type commands
-
-
-def target_client(cmd: Command) -> ClientState:
-    """The registered client a registered-type command acts on (wire spec §7.3); :class:`Refused` if none may be."""
-    state, client = cmd.state, cmd.client
-    if cmd.header.data2 == TARGET_SELF:
-        if not client.registered or client.dead:
-            raise Refused(ResultCode.EBUSY, "no pid: connection is not registered")
-        target = client
-    else:
-        pid = cmd.header.target_pid
-        found = state.registered_client(pid) if pid > 0 else None
-        if found is None:
-            raise Refused(ResultCode.ESRCH, f"target pid {pid} not found")
-        target = found
-        if client.uid not in (0, target.uid) and not state.config.allow_cross_uid:
-            raise Refused(ResultCode.EPERM, f"uid {client.uid} may not act for pid {pid} of uid {target.uid}")
-    if target.cmd_active and target is not client:
-        raise Refused(ResultCode.EBUSY, f"target pid {target.pid} busy with cmd {target.cmd_active}")
-    return target
-
-
-# ---------------------------------------------------------------------------
-# Storage
-
-
-def _open(cmd: Command, path: str, missing_rc: int = ResultCode.ENODEV) -> Storage:
-    return open_lease_storage(cmd.open_storage, path, missing_rc)
+def _target(cmd: Command) -> ClientState:
+    """The registered client this registered-type command acts on (:meth:`DaemonState.target_client`)."""
+    return cmd.state.target_client(cmd.client, cmd.header.target_pid)
 
 
 # ---------------------------------------------------------------------------
@@ -221,7 +126,7 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
             cmd.state,
             ls,
             cmd.header.data or cmd.state.config.io_timeout,
-            wait=not cmd.header.cmd_flags & ADD_ASYNC,
+            wait=not cmd.header.cmd_flags & protocol.ADD_ASYNC,
             open_storage=cmd.open_storage,
             spawn=cmd.spawn,
             fencer=cmd.fencer,
@@ -233,7 +138,7 @@ async def cmd_add_lockspace(cmd: Command) -> Reply:
 
 async def cmd_inq_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
-    return cmd.reply(await lockspace_progress(cmd.state, ls, wait=bool(cmd.header.cmd_flags & INQ_WAIT)))
+    return cmd.reply(await lockspace_progress(cmd.state, ls, wait=bool(cmd.header.cmd_flags & protocol.INQ_WAIT)))
 
 
 async def cmd_rem_lockspace(cmd: Command) -> Reply:
@@ -243,8 +148,8 @@ async def cmd_rem_lockspace(cmd: Command) -> Reply:
         await leave_lockspace(
             cmd.state,
             ls,
-            unused_only=bool(flags & REM_UNUSED),
-            wait=not flags & REM_ASYNC,
+            unused_only=bool(flags & protocol.REM_UNUSED),
+            wait=not flags & protocol.REM_ASYNC,
             spawn=cmd.spawn,
             fencer=cmd.fencer,
         )
@@ -254,14 +159,8 @@ async def cmd_rem_lockspace(cmd: Command) -> Reply:
 
 
 async def cmd_get_lockspaces(cmd: Command) -> Reply:
-    order = [(LockspaceState.JOINED, 0), (LockspaceState.REMOVING, LSF_REM), (LockspaceState.ADDING, LSF_ADD)]
-    entries = [
-        Lockspace(x.name, x.host_id, flags, Disk(x.key.path, x.key.offset)).encode()
-        for wanted, flags in order
-        for x in cmd.state.lockspaces
-        if x.state is wanted
-    ]
-    return cmd.reply(0, data2=len(entries), payload=b"".join(entries), close=True)
+    entries = status.lockspace_list(cmd.state)
+    return cmd.reply(0, data2=len(entries), payload=b"".join(x.encode() for x in entries), close=True)
 
 
 async def cmd_get_hosts(cmd: Command) -> Reply:
@@ -269,7 +168,7 @@ async def cmd_get_hosts(cmd: Command) -> Reply:
     lockspace = cmd.state.find_lockspace(ls.name)
     if lockspace is None or lockspace.table is None:
         return cmd.reply(ResultCode.ENOENT, close=True)
-    hosts = host_list(lockspace.table, lockspace.clock.now(), ls.host_id)
+    hosts = status.host_list(lockspace.table, lockspace.clock.now(), ls.host_id)
     return cmd.reply(0, data2=len(hosts), payload=b"".join(h.encode() for h in hosts), close=True)
 
 
@@ -279,7 +178,7 @@ async def cmd_host_status(cmd: Command) -> Reply:
     if lockspace is None or lockspace.table is None:
         return cmd.reply(ResultCode.ENOSPC, close=True)
     header = cmd.header.reply(0, data2=cmd.header.data2)
-    return Reply(header.encode() + b"".join(host_status_records(lockspace.table)), close=True)
+    return Reply(header.encode() + b"".join(status.host_status_records(lockspace.table)), close=True)
 
 
 async def cmd_renewal(cmd: Command) -> Reply:
@@ -290,7 +189,7 @@ async def cmd_renewal(cmd: Command) -> Reply:
     if not lockspace.history:
         return cmd.reply(0, data2=cmd.header.data2, close=True)
     header = cmd.header.reply(0, data2=lockspace.io_timeout)
-    return Reply(header.encode() + b"".join(renewal_records(lockspace)), close=True)
+    return Reply(header.encode() + b"".join(status.renewal_records(lockspace)), close=True)
 
 
 # ---------------------------------------------------------------------------
@@ -302,25 +201,21 @@ async def cmd_acquire(cmd: Command) -> Reply:
     resources, used = split_resources(cmd.body, header.data, with_disks=True)
     options = Options.decode(cmd.body[used:])
     try:
-        target = target_client(cmd)
-    except LeaseError as exc:
-        return _answer(cmd, exc)
-    try:
-        await acquire_resources(
+        await transactions.acquire_resources(
             cmd.state,
-            target,
+            _target(cmd),
             resources,
             open_storage=cmd.open_storage,
             owner_name=options.owner_name,
-            adopt_orphans=bool(header.cmd_flags & ACQUIRE_ORPHAN),
-            orphans_only=bool(header.cmd_flags & ACQUIRE_ORPHAN_ONLY),
-            owner_nowait=bool(header.cmd_flags & ACQUIRE_OWNER_NOWAIT),
-            lvb=bool(header.cmd_flags & ACQUIRE_LVB),
+            adopt_orphans=bool(header.cmd_flags & protocol.ACQUIRE_ORPHAN),
+            orphans_only=bool(header.cmd_flags & protocol.ACQUIRE_ORPHAN_ONLY),
+            owner_nowait=bool(header.cmd_flags & protocol.ACQUIRE_OWNER_NOWAIT),
+            lvb=bool(header.cmd_flags & protocol.ACQUIRE_LVB),
         )
     except MemoryError as exc:
         return _fail(cmd, ResultCode.ENOMEM, str(exc) or type(exc).__name__)
     except LeaseError as exc:
-        if isinstance(exc, LocalConflict) or (exc.rc in CONTENTION_CODES and not isinstance(exc, Refused)):
+        if transactions.is_contention(exc):
             _contention(cmd, exc.rc, exc.detail)
             return cmd.reply(exc.rc)
         return _answer(cmd, exc)
@@ -330,27 +225,28 @@ async def cmd_acquire(cmd: Command) -> Reply:
 async def cmd_release(cmd: Command) -> Reply:
     state, header = cmd.state, cmd.header
     try:
-        target = target_client(cmd)
+        target = _target(cmd)
     except LeaseError as exc:
         return _answer(cmd, exc)
     flags = header.cmd_flags
-    if flags & REL_ORPHAN:
-        if len(cmd.body) < RESOURCE_SIZE:
+    if flags & protocol.REL_ORPHAN:
+        if len(cmd.body) < protocol.RESOURCE_SIZE:
             # REL_ALL framed the request without a body (length 32): no resource names the orphans.
             return _fail(cmd, ResultCode.EINVAL, "release of orphans names no resource")
         (which,), _ = split_resources(cmd.body, 1, with_disks=False)
-        return cmd.reply(await release_orphans(state, which.lockspace, which.name))
-    if flags & REL_ALL:
-        return cmd.reply(await release_leases(state, target, None))
-    structs, _ = split_resources(cmd.body, 2 if flags & REL_RENAME else header.data, with_disks=False)
-    wanted = structs[:1] if flags & REL_RENAME else structs
-    rename = structs[1].name if flags & REL_RENAME else None
-    return cmd.reply(await release_leases(state, target, [(r.lockspace, r.name) for r in wanted], rename=rename))
+        return cmd.reply(await transactions.release_orphans(state, which.lockspace, which.name))
+    if flags & protocol.REL_ALL:
+        return cmd.reply(await transactions.release_leases(state, target, None))
+    structs, _ = split_resources(cmd.body, 2 if flags & protocol.REL_RENAME else header.data, with_disks=False)
+    wanted = structs[:1] if flags & protocol.REL_RENAME else structs
+    rename = structs[1].name if flags & protocol.REL_RENAME else None
+    keys = [(r.lockspace, r.name) for r in wanted]
+    return cmd.reply(await transactions.release_leases(state, target, keys, rename=rename))
 
 
 async def cmd_inquire(cmd: Command) -> Reply:
     try:
-        target = target_client(cmd)
+        target = _target(cmd)
     except Refused as exc:
         if exc.rc == ResultCode.ESRCH:
             return cmd.reply(exc.rc)  # a probe for "does this pid exist": not an error worth logging
@@ -366,53 +262,43 @@ async def cmd_inquire(cmd: Command) -> Reply:
 
 async def cmd_convert(cmd: Command) -> Reply:
     try:
-        target = target_client(cmd)
+        target = _target(cmd)
         resource = Resource.decode(cmd.body)
-        await convert_lease(cmd.state, target, (resource.lockspace, resource.name), to_shared=resource.shared)
+        await transactions.convert_lease(
+            cmd.state, target, (resource.lockspace, resource.name), to_shared=resource.shared
+        )
     except LeaseError as exc:
         return _answer(cmd, exc)
     return cmd.reply(0)
 
 
-def _held_token(state: DaemonState, resource: Resource) -> Token | None:
-    return state.leases.find_held((resource.lockspace, resource.name))
-
-
 async def cmd_set_lvb(cmd: Command) -> Reply:
     resource = Resource.decode(cmd.body)
-    data = cmd.body[RESOURCE_SIZE:]
-    token = _held_token(cmd.state, resource)
-    if token is None:
-        return _fail(cmd, ResultCode.ENOENT, f"set_lvb: {_ls_name(resource.name)} not held here")
-    if not token.lvb_enabled:
-        return _fail(cmd, ResultCode.EINVAL, "set_lvb: lease acquired without ACQUIRE_LVB")
-    if len(data) > token.lease.area.sector_size:
-        return _fail(cmd, ResultCode.E2BIG, f"set_lvb: {len(data)} bytes exceed the sector")
-    token.lease.lvb = data.ljust(token.lease.area.sector_size, b"\0")
-    token.lease.lvb_dirty = True
+    try:
+        cmd.state.leases.set_lvb((resource.lockspace, resource.name), cmd.body[protocol.RESOURCE_SIZE :])
+    except LeaseError as exc:
+        return _answer(cmd, exc)
     return cmd.reply(0)
 
 
 async def cmd_get_lvb(cmd: Command) -> Reply:
     resource = Resource.decode(cmd.body)
-    token = _held_token(cmd.state, resource)
-    if token is None:
-        return _fail(cmd, ResultCode.ENOENT, f"get_lvb: {_ls_name(resource.name)} not held here")
-    if not token.lvb_enabled or token.lease.lvb is None:
-        return _fail(cmd, ResultCode.EINVAL, "get_lvb: lease acquired without ACQUIRE_LVB")
-    wanted = cmd.header.data2 or token.lease.area.sector_size
-    return cmd.reply(0, payload=token.lease.lvb[:wanted])
+    try:
+        lvb = cmd.state.leases.get_lvb((resource.lockspace, resource.name), cmd.header.data2)
+    except LeaseError as exc:
+        return _answer(cmd, exc)
+    return cmd.reply(0, payload=lvb)
 
 
 async def cmd_request(cmd: Command) -> Reply:
     """Ask the holder of a lease to give it up (wire spec §5.13, on-disk spec §7.10)."""
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
     try:
-        await request_lease(
+        await transactions.request_lease(
             cmd.state,
             resource,
             cmd.header.data,
-            next_lver=bool(cmd.header.cmd_flags & REQUEST_NEXT_LVER),
+            next_lver=bool(cmd.header.cmd_flags & protocol.REQUEST_NEXT_LVER),
             open_storage=cmd.open_storage,
         )
     except LeaseError as exc:
@@ -421,25 +307,13 @@ async def cmd_request(cmd: Command) -> Reply:
 
 
 # ---------------------------------------------------------------------------
-# Direct storage commands (no lockspace needed)
-
-
-MAX_LEADER_IO_TIMEOUT = 0xFFFF
-"""A delta lease leader stores io_timeout in 16 bits; WRITE_LOCKSPACE's data2 is 32 (sanlock truncates it)."""
+# Direct storage commands (no lockspace needed): leased.lease_areas
 
 
 async def cmd_write_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     try:
-        geometry = request_geometry(ls.flags) or Geometry(512, MiB)
-        storage = _open(cmd, ls.disk.path)
-        try:
-            io_timeout = cmd.header.data2 or cmd.state.config.io_timeout
-            if io_timeout > MAX_LEADER_IO_TIMEOUT:
-                raise LeaseError(ResultCode.EINVAL, f"io_timeout {io_timeout} does not fit the leader's 16-bit field")
-            await delta_lease.init_lockspace(storage, ls.disk.offset, ls.name, geometry, io_timeout)
-        finally:
-            storage.close()
+        await lease_areas.write_lockspace(cmd.open_storage, ls, cmd.header.data2 or cmd.state.config.io_timeout)
     except LeaseError as exc:
         return _fail(cmd, exc.rc, str(exc))
     return cmd.reply(0)
@@ -447,42 +321,25 @@ async def cmd_write_lockspace(cmd: Command) -> Reply:
 
 async def cmd_read_lockspace(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
-    result, io_timeout, out = 0, 0, ls
-    host_id = ls.host_id or 1
     try:
-        storage = _open(cmd, ls.disk.path)
-        try:
-            leader, geometry = await delta_lease.read_host_record(
-                storage, ls.disk.offset, host_id, ls.name, request_geometry(ls.flags), cmd.state.config.io_timeout
-            )
-        finally:
-            storage.close()
-        io_timeout = leader.io_timeout
-        out = Lockspace(leader.space_name.split(b"\0", 1)[0], host_id, request_flags(geometry), ls.disk)
+        found, io_timeout = await lease_areas.read_lockspace(
+            cmd.open_storage, ls, ls.host_id or 1, cmd.state.config.io_timeout
+        )
     except LeaseError as exc:
-        result = exc.rc
         log.error("read_lockspace %s:%d: %s", ls.disk.path, ls.disk.offset, exc)
-    return cmd.reply(result, data2=io_timeout, payload=out.encode())
+        return cmd.reply(exc.rc, payload=ls.encode())
+    return cmd.reply(0, data2=io_timeout, payload=found.encode())
 
 
 async def cmd_write_resource(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
     try:
-        geometry = request_geometry(resource.flags) or Geometry(512, MiB)
-        storage = _open(cmd, resource.disks[0].path, ResultCode.ENOENT)
-        try:
-            await paxos_lease.init_resource(
-                storage,
-                resource.disks[0].offset,
-                resource.lockspace,
-                resource.name,
-                geometry,
-                num_hosts=cmd.header.data,  # sanlock uses data (max_hosts) as num_hosts; data2 is ignored
-                clear=bool(cmd.header.cmd_flags & WRITE_CLEAR),
-                now=disk_timestamp(DEFAULT_CLOCK),
-            )
-        finally:
-            storage.close()
+        await lease_areas.write_resource(
+            cmd.open_storage,
+            resource,
+            num_hosts=cmd.header.data,  # sanlock uses data (max_hosts) as num_hosts; data2 is ignored
+            clear=bool(cmd.header.cmd_flags & protocol.WRITE_CLEAR),
+        )
     except LeaseError as exc:
         return _fail(cmd, exc.rc, str(exc))
     return cmd.reply(0)
@@ -490,52 +347,24 @@ async def cmd_write_resource(cmd: Command) -> Reply:
 
 async def cmd_read_resource(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
-    out = Resource(resource.lockspace, resource.name, flags=resource.flags)
-    disk = resource.disks[0]
     try:
-        storage = _open(cmd, disk.path, ResultCode.ENOENT)
-        try:
-            leader, geometry = await paxos_lease.read_resource_leader(
-                storage,
-                disk.offset,
-                resource.lockspace,
-                resource.name,
-                request_geometry(resource.flags),
-                cmd.state.config.io_timeout,
-                geometry_first=False,
-            )
-        finally:
-            storage.close()
+        found = await lease_areas.read_resource(cmd.open_storage, resource, cmd.state.config.io_timeout)
     except LeaseError as exc:
         log.error("read_resource: %s", exc)
-        return cmd.reply(exc.rc, payload=out.encode(with_disks=False))
-    space, name = leader.space_name.split(b"\0", 1)[0], leader.resource_name.split(b"\0", 1)[0]
-    out = Resource(space, name, lver=leader.lver, flags=request_flags(geometry))
-    return cmd.reply(0, payload=out.encode(with_disks=False))
+        found = Resource(resource.lockspace, resource.name, flags=resource.flags)
+        return cmd.reply(exc.rc, payload=found.encode(with_disks=False))
+    return cmd.reply(0, payload=found.encode(with_disks=False))
 
 
 async def cmd_read_resource_owners(cmd: Command) -> Reply:
     (resource,), _ = split_resources(cmd.body, 1, with_disks=True)
-    out = Resource(resource.lockspace, resource.name, flags=resource.flags)
-    disk, timeout = resource.disks[0], cmd.state.config.io_timeout
     try:
-        storage = _open(cmd, disk.path, ResultCode.ENOENT)
-        try:
-            wanted = request_geometry(resource.flags)
-            leader, geometry = await paxos_lease.read_resource_leader(
-                storage, disk.offset, resource.lockspace, resource.name, wanted, timeout, geometry_first=True
-            )
-            shared = await paxos_lease.read_shared_modes(storage, disk.offset, leader, geometry, timeout)
-        finally:
-            storage.close()
+        found, hosts = await lease_areas.read_resource_owners(cmd.open_storage, resource, cmd.state.config.io_timeout)
     except LeaseError as exc:
         log.error("read_resource_owners: %s", exc)
-        return cmd.reply(exc.rc, payload=out.encode(with_disks=False))
-    hosts = [Host(leader.owner_id, leader.owner_generation, leader.timestamp)] if leader.timestamp else []
-    hosts += [Host(host_id, generation, 0) for host_id, generation in shared]
-    flags = (resource.flags or request_flags(geometry)) | (RES_SHARED if shared else 0)
-    out = Resource(out.lockspace, out.name, lver=leader.lver, flags=flags)
-    payload = out.encode(with_disks=False) + b"".join(h.encode() for h in hosts)
+        found = Resource(resource.lockspace, resource.name, flags=resource.flags)
+        return cmd.reply(exc.rc, payload=found.encode(with_disks=False))
+    payload = found.encode(with_disks=False) + b"".join(h.encode() for h in hosts)
     return cmd.reply(0, data2=len(hosts), payload=payload)
 
 
@@ -556,7 +385,7 @@ async def cmd_register(cmd: Command) -> Reply:
 
 
 async def cmd_version(cmd: Command) -> Reply:
-    header = Header(Cmd.VERSION, 0, HEADER_SIZE, 0, 0, VERSION_NUM, version=SM_PROTO)
+    header = Header(Cmd.VERSION, 0, protocol.HEADER_SIZE, 0, 0, protocol.VERSION_NUM, version=protocol.SM_PROTO)
     return Reply(header.encode())
 
 
@@ -567,7 +396,7 @@ async def cmd_restrict(cmd: Command) -> Reply:
 
 async def cmd_killpath(cmd: Command) -> Reply:
     try:
-        target = target_client(cmd)
+        target = _target(cmd)
     except Refused as exc:
         return _fail(cmd, exc.rc, exc.detail)
     target.killpath = Killpath.decode(cmd.body)
@@ -577,14 +406,14 @@ async def cmd_killpath(cmd: Command) -> Reply:
 
 async def cmd_log_dump(cmd: Command) -> Reply:
     text = cmd.state.log_ring.dump() if cmd.state.log_ring else b""
-    header = cmd.header.reply(len(text), data2=cmd.header.data2)
-    header = Header(header.cmd, header.cmd_flags, cmd.header.length, header.seq, len(text), cmd.header.data2)
+    header = Header(
+        cmd.header.cmd, cmd.header.cmd_flags, cmd.header.length, cmd.header.seq, len(text), cmd.header.data2
+    )
     return Reply(header.encode() + text, close=True)
 
 
 async def cmd_shutdown(cmd: Command) -> Reply:
-    force = cmd.header.data
-    if cmd.state.lockspaces and not force:
+    if cmd.state.lockspaces and not cmd.header.data:  # data: force
         log.debug("ignore shutdown, lockspace exists")
         return Reply(close=True)
     cmd.state.shutting_down = True
@@ -595,17 +424,15 @@ async def cmd_shutdown_wait(cmd: Command) -> Reply:
     if cmd.state.lockspaces and not cmd.header.data:
         return cmd.reply(ResultCode.EBUSY)
     cmd.state.shutting_down = True
-    return Reply(Header(0, 0, HEADER_SIZE, 0, 0, 0, magic=cmd.header.magic, version=SM_PROTO).encode(), close=True)
+    return Reply(
+        Header(0, 0, protocol.HEADER_SIZE, 0, 0, 0, magic=cmd.header.magic, version=protocol.SM_PROTO).encode(),
+        close=True,
+    )
 
 
 async def cmd_reg_event(cmd: Command) -> Reply:
-    ls = Lockspace.decode(cmd.body)
-    if not ls.name:
-        return _fail(cmd, ResultCode.EINVAL, "reg_event: empty lockspace name")
-    lockspace = cmd.state.find_lockspace(ls.name)
-    if lockspace is None:
-        return cmd.reply(ResultCode.ENOENT)
     try:
+        lockspace = cmd.state.event_lockspace(Lockspace.decode(cmd.body).name, "reg_event")
         make_channel_room(lockspace)
     except LeaseError as exc:
         return _answer(cmd, exc)
@@ -625,22 +452,17 @@ async def cmd_end_event(cmd: Command) -> Reply:
 
 async def cmd_set_event(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
-    event = HostEvent.decode(cmd.body[LOCKSPACE_SIZE:])
+    event = HostEvent.decode(cmd.body[protocol.LOCKSPACE_SIZE :])
     flags = cmd.header.cmd_flags
-    if not ls.name:
-        return _fail(cmd, ResultCode.EINVAL, "set_event: empty lockspace name")
-    lockspace = cmd.state.find_lockspace(ls.name)
-    if lockspace is None:
-        return cmd.reply(ResultCode.ENOENT)
     try:
         set_event(
-            lockspace,
+            cmd.state.event_lockspace(ls.name, "set_event"),
             event,
-            all_hosts=bool(flags & SETEV_ALL_HOSTS),
-            clear_hostid=bool(flags & SETEV_CLEAR_HOSTID),
-            clear_event=bool(flags & SETEV_CLEAR_EVENT),
-            cur_generation=bool(flags & SETEV_CUR_GENERATION),
-            replace=bool(flags & SETEV_REPLACE_EVENT),
+            all_hosts=bool(flags & protocol.SETEV_ALL_HOSTS),
+            clear_hostid=bool(flags & protocol.SETEV_CLEAR_HOSTID),
+            clear_event=bool(flags & protocol.SETEV_CLEAR_EVENT),
+            cur_generation=bool(flags & protocol.SETEV_CUR_GENERATION),
+            replace=bool(flags & protocol.SETEV_REPLACE_EVENT),
         )
     except LeaseError as exc:
         return _answer(cmd, exc)
@@ -648,16 +470,10 @@ async def cmd_set_event(cmd: Command) -> Reply:
 
 
 async def cmd_set_config(cmd: Command) -> Reply:
-    ls = Lockspace.decode(cmd.body)
-    lockspace = cmd.state.find_lockspace(ls.name, states=(LockspaceState.JOINED, LockspaceState.FAILED))
-    if lockspace is None:
-        return cmd.reply(ResultCode.ENOENT, close=True)
-    value = cmd.header.data
-    if value not in (1, 2, 4, 8):
-        return cmd.reply(ResultCode.EINVAL, close=True)
-    if value == 1 and lockspace.state is LockspaceState.FAILED:
-        return cmd.reply(ResultCode.ENOSPC, close=True)
-    lockspace.config_flags = value
+    try:
+        configure_lockspace(cmd.state, Lockspace.decode(cmd.body).name, cmd.header.data)
+    except LeaseError as exc:
+        return _answer(cmd, exc, close=True)
     return cmd.reply(0, close=True)
 
 
@@ -681,13 +497,13 @@ async def cmd_unsupported(cmd: Command) -> Reply:
 
 
 async def cmd_status(cmd: Command) -> Reply:
-    records = status_records(cmd.state, cmd.header.data, DEFAULT_CLOCK.now())
+    records = status.status_records(cmd.state, cmd.header.data, DEFAULT_CLOCK.now())
     header = cmd.header.reply(0, data2=cmd.header.data2)
     return Reply(header.encode() + b"".join(records), close=True)
 
 
 async def cmd_metrics(cmd: Command) -> Reply:
-    text = render(metrics_families(cmd.state, DEFAULT_CLOCK.now())).encode(errors="replace")
+    text = render(status.metrics_families(cmd.state, DEFAULT_CLOCK.now())).encode(errors="replace")
     return cmd.reply(0, payload=text, close=True)
 
 

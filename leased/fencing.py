@@ -43,6 +43,7 @@ import trio
 
 from leased.clock import Clock
 from leased.protocol import KILLPATH_PID, RESTRICT_SIGKILL, RESTRICT_SIGTERM, Killpath
+from leased.text_forms import split_killpath_args
 
 log = logging.getLogger(__name__)
 
@@ -99,24 +100,7 @@ class Fencer(Protocol):
 def killpath_argv(client: Holder) -> list[str]:
     """The killpath program and its arguments (backslash escapes as libsanlock writes them)."""
     assert client.killpath is not None
-    args: list[str] = []
-    current, escaped, any_char = [], False, False
-    for ch in client.killpath.args:
-        if escaped:
-            current.append(ch)
-            escaped, any_char = False, True
-        elif ch == "\\":
-            escaped = True
-        elif ch.isspace():
-            if any_char:
-                args.append("".join(current))
-            current, any_char = [], False
-        else:
-            current.append(ch)
-            any_char = True
-    if any_char:
-        args.append("".join(current))
-    argv = [client.killpath.path, *args][:8]
+    argv = [client.killpath.path, *split_killpath_args(client.killpath.args)][:8]
     if client.killpath_flags & KILLPATH_PID:
         argv = [*argv[:7], str(client.pid)]
     return argv

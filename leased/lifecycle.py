@@ -10,6 +10,7 @@ renewal task, after the reply has been sent or with no request at all:
   policy (:func:`new_lockspace`): a failed join forgets it, a failed
   renewal fences it, a scan that saw other hosts flag us examines their
   requests; how a join or a removal is going (:func:`lockspace_progress`);
+  a joined lockspace's settings (:func:`configure_lockspace`, SET_CONFIG);
 * leaving a lockspace (:func:`leave_lockspace`, :func:`begin_removal`,
   :func:`remove_lockspace`): SIGKILL every holder of a lease in it (wire
   spec §5.4), wait until they are gone, then release the host id;
@@ -76,10 +77,9 @@ from leased.ondisk import bitmap_test, encode_name, names_equal
 from leased.protocol import Lockspace
 from leased.resource import Token
 from leased.state import DaemonState
-from leased.storage import Storage
+from leased.storage import Storage, open_lease_storage
 from leased.tasks import Spawner
 from leased.timeouts import kill_grace_seconds
-from leased.transactions import open_lease_storage
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,26 @@ async def leave_lockspace(
     begin_removal(state, target, spawn, fencer)
     if wait:
         await target.removed.wait()
+
+
+CONFIG_VALUES = frozenset({1, 2, 4, 8})
+"""The lockspace settings SET_CONFIG takes (sanlock's ``SANLK_CONFIG_*``); one at a time."""
+
+
+def configure_lockspace(state: DaemonState, name: bytes, value: int) -> None:
+    """SET_CONFIG: keep ``value`` as the settings of lockspace ``name`` (joined, or failed).
+
+    Unknown lockspace, a value not in :data:`CONFIG_VALUES`, or 1 for a
+    failed lockspace: ordinary answers (-ENOENT, -EINVAL, -ENOSPC).
+    """
+    lockspace = state.find_lockspace(name, states=(LockspaceState.JOINED, LockspaceState.FAILED))
+    if lockspace is None:
+        raise QuietRefusal(ResultCode.ENOENT, "no such lockspace")
+    if value not in CONFIG_VALUES:
+        raise QuietRefusal(ResultCode.EINVAL, f"config value {value} unknown")
+    if value == 1 and lockspace.state is LockspaceState.FAILED:
+        raise QuietRefusal(ResultCode.ENOSPC, "lockspace failed")
+    lockspace.config_flags = value
 
 
 def new_lockspace(

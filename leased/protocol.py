@@ -1,11 +1,12 @@
-"""sanlock's client/daemon wire protocol: structs, command table and text formats.
+"""sanlock's client/daemon wire protocol: structs, command table and body framing.
 
 Every message is a 32-byte ``sm_header`` followed by a body whose shape is set
 by the command, not by the header's ``length`` (libsanlock sends wrong lengths
 for HOST_STATUS, RENEWAL and LOOKUP_RINDEX; wire spec §2.1).  This module holds
-one construct schema per C struct (§3), typed views of them, the per-command
-body framing (:func:`body_size`), and the inquire state-string format (§6).
-It does no I/O; :mod:`leased.connection` feeds it bytes.
+one construct schema per C struct (§3), typed views of them and the
+per-command body framing (:func:`body_size`); the text forms the wire
+carries (state strings, §6) are :mod:`leased.text_forms`'.  It does no I/O;
+:mod:`leased.connection` feeds it bytes.
 
 Names on the wire are 48-byte NUL-padded fields; here they are ``bytes``
 without the padding (python3-sanlock uses bytes too).  Paths are ``str``,
@@ -716,93 +717,3 @@ def split_resources(body: bytes, count: int, with_disks: bool) -> tuple[list[Res
             offset += num_disks * DISK_SIZE
         resources.append(Resource.decode(head, disks))
     return resources, offset
-
-
-# --------------------------------------------------------------------------
-# State strings (§6.1, §6.2)
-
-
-def escape_path(path: str) -> str:
-    """Backslash before every unescaped space and colon; an existing escape is kept."""
-    out, chars = [], iter(path)
-    for ch in chars:
-        if ch == "\\":
-            out.append(ch + next(chars, ""))
-        elif ch in " :":
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def format_resource(resource: Resource, lver: int | None) -> str:
-    """``LS:RES:path:offset[:path:offset]:lver`` or ``...:SH`` (lver None means shared)."""
-    parts = [resource.lockspace.decode(errors="surrogateescape"), resource.name.decode(errors="surrogateescape")]
-    for disk in resource.disks:
-        parts += [escape_path(disk.path), str(disk.offset)]
-    parts.append("SH" if lver is None else str(lver))
-    return ":".join(parts)
-
-
-def _split_unescaped(text: str, sep: str) -> list[str]:
-    fields, current, escaped = [], [], False
-    for ch in text:
-        if escaped:
-            current.append("\\" + ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == sep:
-            fields.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    if escaped:
-        current.append("\\")
-    fields.append("".join(current))
-    return fields
-
-
-def _unescape(text: str) -> str:
-    out, chars = [], iter(text)
-    for ch in chars:
-        out.append(next(chars, "") if ch == "\\" else ch)
-    return "".join(out)
-
-
-def parse_resource(text: str) -> Resource:
-    """One resource of a state string, as libsanlock's parser reads it."""
-    fields = _split_unescaped(text, ":")
-    separators = len(fields) - 1
-    if separators < 1 or separators == 2:
-        raise LeaseError(ResultCode.EINVAL, f"resource string {text!r} has {separators} separators")
-    num_disks = (separators - 1) // 2
-    if num_disks > MAX_DISKS:
-        raise LeaseError(ResultCode.EINVAL, f"resource string {text!r} has more than {MAX_DISKS} disks")
-    lockspace, name = _unescape(fields[0]).encode(), _unescape(fields[1]).encode()
-    if len(lockspace) > NAME_LEN or len(name) > NAME_LEN:
-        raise LeaseError(ResultCode.EINVAL, f"name too long in {text!r}")
-    disks = []
-    for index in range(num_disks):
-        path = _unescape(fields[2 + 2 * index])
-        if not path or len(path.encode()) >= PATH_LEN:
-            raise LeaseError(ResultCode.EINVAL, f"bad path in {text!r}")
-        disks.append(Disk(path, int(fields[3 + 2 * index] or "0", 0)))
-    flags, lver = 0, 0
-    if (separators - 1) % 2:
-        last = fields[-1]
-        if last.startswith("SH"):
-            flags |= RES_SHARED
-        else:
-            flags |= RES_LVER
-            lver = int(last, 0)
-    return Resource(lockspace, name, lver=lver, flags=flags, num_disks=len(disks), disks=tuple(disks))
-
-
-def split_state(state: str) -> list[str]:
-    """Split a state string into resource strings on unescaped spaces."""
-    return [part for part in _split_unescaped(state.rstrip("\0"), " ") if part]
-
-
-def parse_state(state: str) -> list[Resource]:
-    return [parse_resource(part) for part in split_state(state)]

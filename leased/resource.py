@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import trio
 
 from leased import paxos_lease
-from leased.errors import LeaseError, ResultCode
+from leased.errors import LeaseError, Refused, ResultCode
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.paxos_lease import PaxosLease
 from leased.protocol import Resource
@@ -156,6 +156,33 @@ class LeaseTable:
     def find_held(self, key: Key) -> Token | None:
         holders = self.held.get(key)
         return holders[0] if holders else None
+
+    def set_lvb(self, key: Key, data: bytes) -> None:
+        """SET_LVB: keep ``data`` as the lease's value block, written to disk with its release.
+
+        Refused (and nothing kept) for a lease not held here, one acquired
+        without ACQUIRE_LVB, and data longer than a sector.
+        """
+        token = self._lvb_token("set_lvb", key)
+        if not token.lvb_enabled:
+            raise Refused(ResultCode.EINVAL, "set_lvb: lease acquired without ACQUIRE_LVB")
+        if len(data) > token.lease.area.sector_size:
+            raise Refused(ResultCode.E2BIG, f"set_lvb: {len(data)} bytes exceed the sector")
+        token.lease.lvb = data.ljust(token.lease.area.sector_size, b"\0")
+        token.lease.lvb_dirty = True
+
+    def get_lvb(self, key: Key, size: int) -> bytes:
+        """GET_LVB: the first ``size`` bytes (0: all) of the lease's value block; refused as :meth:`set_lvb`."""
+        token = self._lvb_token("get_lvb", key)
+        if not token.lvb_enabled or token.lease.lvb is None:
+            raise Refused(ResultCode.EINVAL, "get_lvb: lease acquired without ACQUIRE_LVB")
+        return token.lease.lvb[: size or token.lease.area.sector_size]
+
+    def _lvb_token(self, action: str, key: Key) -> Token:
+        token = self.find_held(key)
+        if token is None:
+            raise Refused(ResultCode.ENOENT, f"{action}: {key[1].decode(errors='replace')} not held here")
+        return token
 
 
 async def release_on_disk(token: Token, *, rename: bytes | None = None) -> int:

@@ -16,9 +16,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from leased.errors import QuietRefusal, Refused, ResultCode
 from leased.faultpoints import FaultPoints
 from leased.lockspace import JoinedLockspace, LockspaceState
-from leased.protocol import Killpath
+from leased.protocol import TARGET_SELF, Killpath, to_signed
 from leased.resource import LeaseTable, Token
 from leased.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_WATCHDOG_FIRE_TIMEOUT, Timeouts
 from leased.watchdog import Watchdog
@@ -166,3 +167,40 @@ class DaemonState:
             if lockspace.name == name and lockspace.state in states:
                 return lockspace
         return None
+
+    def event_lockspace(self, name: bytes, action: str) -> JoinedLockspace:
+        """The joined lockspace ``name`` an event command (``action``) acts on.
+
+        An empty name is refused (:class:`~leased.errors.Refused`, -EINVAL);
+        an unknown one is an ordinary answer (:class:`~leased.errors.QuietRefusal`, -ENOENT).
+        """
+        if not name:
+            raise Refused(ResultCode.EINVAL, f"{action}: empty lockspace name")
+        lockspace = self.find_lockspace(name)
+        if lockspace is None:
+            raise QuietRefusal(ResultCode.ENOENT, f"{action}: no such lockspace")
+        return lockspace
+
+    def target_client(self, client: ClientState, pid: int) -> ClientState:
+        """The registered client a registered-type command acts on (wire spec §7.3).
+
+        ``pid`` is the request's target: -1 (``TARGET_SELF``) for ``client``
+        itself, else the pid of another registered process, which ``client``
+        may act for only with its uid or as root (or with
+        ``allow_cross_uid``).  Raises :class:`~leased.errors.Refused` when
+        there is none it may act on, or the target is busy with a command.
+        """
+        if pid == to_signed(TARGET_SELF):
+            if not client.registered or client.dead:
+                raise Refused(ResultCode.EBUSY, "no pid: connection is not registered")
+            target = client
+        else:
+            found = self.registered_client(pid) if pid > 0 else None
+            if found is None:
+                raise Refused(ResultCode.ESRCH, f"target pid {pid} not found")
+            target = found
+            if client.uid not in (0, target.uid) and not self.config.allow_cross_uid:
+                raise Refused(ResultCode.EPERM, f"uid {client.uid} may not act for pid {pid} of uid {target.uid}")
+        if target.cmd_active and target is not client:
+            raise Refused(ResultCode.EBUSY, f"target pid {target.pid} busy with cmd {target.cmd_active}")
+        return target

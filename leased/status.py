@@ -1,8 +1,8 @@
 """What the daemon says about itself: STATUS records and the metrics families.
 
 A few commands report the daemon's state rather than change it: sanlock's
-STATUS (``sanlock client status``), GET_HOSTS, HOST_STATUS and RENEWAL, and
-leased's private METRICS.  This module owns what they report;
+STATUS (``sanlock client status``), GET_LOCKSPACES, GET_HOSTS, HOST_STATUS
+and RENEWAL, and leased's private METRICS.  This module owns what they report;
 :mod:`leased.commands` reads the clock, calls in here and frames the reply.
 
 * :func:`status_records` builds the STATUS records: one for the daemon, then
@@ -12,6 +12,8 @@ leased's private METRICS.  This module owns what they report;
   leased's the same way (``tests/test_status_json.py`` runs both daemons).
   Fields leased has no counterpart for (the helper process, max_sectors_kb,
   aio) carry fixed values.
+* :func:`lockspace_list` builds what GET_LOCKSPACES reports: every
+  lockspace and whether it is joining or leaving.
 * :func:`host_list`, :func:`host_status_records` and :func:`renewal_records`
   build what GET_HOSTS, HOST_STATUS and RENEWAL report of one lockspace:
   its host table as the daemon judges it, and its own renewal history.
@@ -42,6 +44,8 @@ from leased.host_status import HostState, HostStatusTable
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.metrics import Family, LatencyHistogram, Sample
 from leased.protocol import (
+    LSF_ADD,
+    LSF_REM,
     SM_PROTO,
     VERSION_NUM,
     VERSION_STR,
@@ -149,6 +153,17 @@ def status_records(state: DaemonState, detail: int, now: float) -> list[bytes]:
 
 # ---------------------------------------------------------------------------
 # METRICS (leased extension)
+
+
+def lockspace_list(state: DaemonState) -> list[Lockspace]:
+    """GET_LOCKSPACES: the joined lockspaces, then those leaving (LSF_REM), then those joining (LSF_ADD)."""
+    order = [(LockspaceState.JOINED, 0), (LockspaceState.REMOVING, LSF_REM), (LockspaceState.ADDING, LSF_ADD)]
+    return [
+        Lockspace(x.name, x.host_id, flags, Disk(x.key.path, x.key.offset))
+        for wanted, flags in order
+        for x in state.lockspaces
+        if x.state is wanted
+    ]
 
 
 def host_list(table: HostStatusTable, now: float, host_id: int) -> list[Host]:

@@ -38,7 +38,8 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from leased.errors import LeaseError, ResultCode, rc_from_oserror
@@ -102,6 +103,30 @@ class Storage(Protocol):
     async def write(self, offset: int, data: bytes, timeout: float) -> None: ...
 
     def close(self) -> None: ...
+
+
+OpenStorage = Callable[[str], Storage]
+"""The daemon's ``open_storage`` seam: a lease file's path to an open storage handle."""
+
+
+def open_lease_storage(open_storage: OpenStorage, path: str, missing_rc: int = ResultCode.ENODEV) -> Storage:
+    """Open lease storage through the seam; a missing file is ``missing_rc`` (commands differ on it)."""
+    if not path:
+        raise LeaseError(missing_rc, "empty path")
+    try:
+        return open_storage(path)
+    except LeaseError as exc:
+        raise LeaseError(missing_rc if exc.rc == ResultCode.ENOENT else exc.rc, exc.detail) from exc
+
+
+@contextmanager
+def lease_storage(open_storage: OpenStorage, path: str, missing_rc: int = ResultCode.ENODEV) -> Iterator[Storage]:
+    """:func:`open_lease_storage` for the I/O of one command: closed when the block ends, however it ends."""
+    storage = open_lease_storage(open_storage, path, missing_rc)
+    try:
+        yield storage
+    finally:
+        storage.close()
 
 
 MAX_OFFSET: Final = (1 << 63) - 1

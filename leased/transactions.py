@@ -58,7 +58,6 @@ downward and none closes a cycle.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import trio
 
@@ -71,26 +70,13 @@ from leased.ondisk import encode_name
 from leased.protocol import RES_LVER, RES_NUM_HOSTS, RES_PERSISTENT, RES_SHARED, Cmd, Resource
 from leased.resource import Key, LeaseTable, Token, release_unless_shared_on
 from leased.state import ClientState, DaemonState
-from leased.storage import Storage
+from leased.storage import OpenStorage, Storage, lease_storage, open_lease_storage
 
 log = logging.getLogger(__name__)
-
-OpenStorage = Callable[[str], Storage]
-"""The daemon's ``open_storage`` seam: a lease file's path to an open storage handle."""
 
 
 def _name(name: bytes) -> str:
     return name.decode(errors="replace")
-
-
-def open_lease_storage(open_storage: OpenStorage, path: str, missing_rc: int = ResultCode.ENODEV) -> Storage:
-    """Open lease storage through the seam; a missing file is ``missing_rc`` (commands differ on it)."""
-    if not path:
-        raise LeaseError(missing_rc, "empty path")
-    try:
-        return open_storage(path)
-    except LeaseError as exc:
-        raise LeaseError(missing_rc if exc.rc == ResultCode.ENOENT else exc.rc, exc.detail) from exc
 
 
 def resource_area(token_storage: Storage, resource: Resource, lockspace: JoinedLockspace) -> ResourceArea:
@@ -111,6 +97,33 @@ class CommitRefused(Refused):
 
 class LocalConflict(Refused):
     """An acquire refused before any disk work because the lease is busy on this host (wire spec §5.7)."""
+
+
+CONTENTION_CODES = frozenset(
+    {
+        ResultCode.EEXIST,
+        ResultCode.EBUSY,
+        ResultCode.EAGAIN,
+        ResultCode.ACQUIRE_IDLIVE,
+        ResultCode.ACQUIRE_OWNED,
+        ResultCode.ACQUIRE_OTHER,
+        ResultCode.ACQUIRE_SHRETRY,
+        ResultCode.ACQUIRE_OWNED_RETRY,
+    }
+)
+"""The codes of another host or client holding (or taking) a lease an acquire wanted."""
+
+
+def is_contention(exc: LeaseError) -> bool:
+    """Whether an acquire failed because someone else holds (or is taking) the lease.
+
+    That is the normal life of a lock, not a fault: a local conflict, or a
+    contention code from the disk work (a check that refused says so with
+    its own sentence, and is not contention).  The command layer logs it at
+    debug under quiet_fail (-Q 1, the default) so busy clusters do not flood
+    the log at error.
+    """
+    return isinstance(exc, LocalConflict) or (exc.rc in CONTENTION_CODES and not isinstance(exc, Refused))
 
 
 def _check_acquire(
@@ -410,14 +423,11 @@ async def request_lease(
     lockspace = state.find_lockspace(resource.lockspace)
     if lockspace is None or not lockspace.usable or lockspace.lease is None:
         raise Refused(ResultCode.ENOSPC, f"request: lockspace {_name(resource.lockspace)} not joined")
-    storage = open_lease_storage(open_storage, resource.disks[0].path, ResultCode.ENOENT)
-    try:
+    with lease_storage(open_storage, resource.disks[0].path, ResultCode.ENOENT) as storage:
         area = resource_area(storage, resource, lockspace)
         owner = await paxos_lease.write_request(
             area, resource.lver, force_mode, lockspace.io_timeout, next_lver=next_lver
         )
-    finally:
-        storage.close()
     if owner:
         lockspace.flag_host(owner)
 

@@ -323,14 +323,14 @@ def test_importing_the_client_loads_no_trio_and_no_daemon_code() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     loaded = set(ast.literal_eval(out[0]))
-    allowed = {"leased", "leased.constants", "leased.errors", "leased.schema", "leased.protocol"}
+    allowed = {"leased", "leased.constants", "leased.errors", "leased.schema", "leased.protocol", "leased.text_forms"}
     assert {"leased.client", "leased.client.blocking"} <= loaded
     assert not {m for m in loaded if m not in allowed and not m.startswith("leased.client")}, loaded
     assert "trio" not in loaded and "leased.client.trio_shell" not in loaded
     assert out[1] == "True"
 
 
-WIRE = {"leased.constants", "leased.errors", "leased.schema", "leased.protocol"}
+WIRE = {"leased.constants", "leased.errors", "leased.schema", "leased.protocol", "leased.text_forms"}
 ALLOWED_IMPORTS = {
     "leased.client.results": WIRE,
     "leased.client.exchanges": WIRE | {"leased.client.results"},

@@ -30,7 +30,9 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 PURE_LAYERS = ("facts", "formats (pure)", "pure logic")
 """The layers that promise no I/O and no trio (docs/architecture.md)."""
 
-CLIENT_MAY_IMPORT = frozenset({"leased.constants", "leased.errors", "leased.schema", "leased.protocol"})
+CLIENT_MAY_IMPORT = frozenset(
+    {"leased.constants", "leased.errors", "leased.schema", "leased.protocol", "leased.text_forms"}
+)
 """What the client stack loads besides itself: facts and the wire format."""
 
 CLIENT_STILL_IMPORTS: dict[str, str] = {}

@@ -25,10 +25,6 @@ from leased.protocol import (
     Resource,
     StateRecord,
     body_size,
-    escape_path,
-    format_resource,
-    parse_resource,
-    parse_state,
     sanlk_disk,
     sanlk_host,
     sanlk_lockspace,
@@ -39,6 +35,7 @@ from leased.protocol import (
     split_resources,
 )
 from leased.schema import build, parse_exact
+from leased.text_forms import escape_path, format_resource, parse_resource, parse_state
 
 
 def words(*hex_words: str) -> bytes:

@@ -44,9 +44,9 @@ from leased.protocol import (
     Header,
     Options,
     Resource,
-    parse_state,
 )
 from leased.storage import FileStorage
+from leased.text_forms import parse_state
 from leased.timeouts import Timeouts
 from leased.torture import armed_daemon
 from leased.torture.local_daemons import leased_command

@@ -27,9 +27,9 @@ from leased.protocol import (
     Header,
     Options,
     Resource,
-    parse_state,
 )
 from leased.storage import FileStorage
+from leased.text_forms import parse_state
 
 MiB = 1 << 20
 

@@ -21,7 +21,8 @@ from leased.client import Client, SanlockError, StatusRecord
 from leased.constants import MiB
 from leased.errors import LeaseError, ResultCode, code_name
 from leased.locations import LockspaceArg, ResourceArg
-from leased.protocol import RES_SHARED, Resource, StateType, escape_path, format_resource
+from leased.protocol import RES_SHARED, Resource, StateType
+from leased.text_forms import escape_path, format_resource
 
 CLIENT_USAGE = """\
 leased client <action> [options]   (actions and options as sanlock client's)

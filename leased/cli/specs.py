@@ -9,7 +9,7 @@ A bad argument raises :class:`~leased.errors.LeaseError` (EINVAL, or
 ENAMETOOLONG for a name past 48 bytes), which each command line reports as
 its own result.
 
-These parse command-line text only; :func:`leased.protocol.parse_resource`
+These parse command-line text only; :func:`leased.text_forms.parse_resource`
 is a different thing: it parses the resource strings of the wire protocol.
 """
 

@@ -90,9 +90,9 @@ from leased.protocol import (
     StateRecord,
     StateType,
     event_cb,
-    parse_state,
     to_unsigned,
 )
+from leased.text_forms import parse_state
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,8 @@ from types import FrameType
 from typing import Any
 
 from leased.client import Client, Registration, SanlockError
-from leased.protocol import HEADER_SIZE, TARGET_SELF, Cmd, Disk, Header, Options, Resource, parse_state
+from leased.protocol import HEADER_SIZE, TARGET_SELF, Cmd, Disk, Header, Options, Resource
+from leased.text_forms import parse_state
 from leased.torture.history import History
 
 BLOCK = 4096
