@@ -7,6 +7,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,6 +41,48 @@ def test_socket_mode_owner_and_single_instance(tmp_path: Path) -> None:
         assert second.stderr.strip().splitlines()[-1].startswith("leased: another daemon is running")
         assert "Traceback" not in second.stderr
         assert daemon.client().version().version == "3.8.5", "the first daemon is untouched"
+
+
+LISTEN_FIRST_PROBE = """
+import sys
+from leased.cli import main
+rc = main(sys.argv[1:])
+print(rc, sorted(m for m in sys.modules if m == "trio" or m.startswith(("leased.daemon", "leased.state"))))
+"""
+
+
+def test_the_run_dir_is_claimed_before_the_daemon_loads(tmp_path: Path) -> None:
+    """Listen first: the pid lock and the socket come before trio and the lease code are imported.
+
+    A second daemon on a claimed run directory is refused by the claim
+    itself, so it never loads them; and a daemon whose start fails after
+    the claim (an unwritable log file) leaves neither socket nor lock behind.
+    """
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir)}
+    with start_daemon(argv(), run_dir) as daemon:
+        second = subprocess.run(
+            [sys.executable, "-c", LISTEN_FIRST_PROBE, *argv()[len(leased_command()) :]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.stderr.strip().startswith("leased: another daemon is running"), second.stderr
+        assert second.stdout.splitlines()[-1] == "1 []"
+        assert daemon.client().version().version == "3.8.5"
+    unwritable = str(tmp_path / "no" / "such" / "dir.log")  # with -L -1 no log file would be opened at all
+    failed = subprocess.run(
+        [*leased_command(), "daemon", "-D", "-w", "0", "--logfile", unwritable],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert not (run_dir / "sanlock.sock").exists()
+    with start_daemon(argv(), run_dir) as again:  # the lock was let go: the next daemon starts
+        assert again.client().version().version == "3.8.5"
 
 
 def test_bad_option_is_one_line(tmp_path: Path) -> None:
