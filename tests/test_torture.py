@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -214,13 +215,21 @@ def test_watchdog_mode_resets_a_killed_daemons_host_before_others_may_take_its_l
     for pid in alive:
         assert fault["t"] < fire <= kills[pid] <= fire + WATCHDOG_SLACK
         assert kills[pid] <= exited[pid]
+    # The last renewal the daemon reported to wdmd (whole seconds, as sent): others may take the leases
+    # host_dead_seconds after it, and the reset came before that.
+    lives = re.findall(
+        r"test_live ci \d+ renewal (\d+) expire (\d+)", (tmp_path / host / "wd/boot-1/wdmd.log").read_text()
+    )
+    renewal = max(int(r) for r, _ in lives if r != "0")
+    assert renewal <= killed and fire < renewal + dead
     heal = next(r for r in records if r["k"] == "heal" and r.get("id") == fault["id"])
     assert heal["t"] > kills[next(iter(alive))]  # the host came back after its reset
     finals = [r for r in records if r["k"] == "final"]
     assert [r["r"] for r in finals] == [f"R{i}" for i in range(6)] and all(r["free"] for r in finals)
     orphaned = sum(r["k"] == "orphaned" for r in records)
     print(
-        f"watchdog run: {host} daemon SIGKILLed, modelled reset {fire - killed:.1f} s later (acted on after "
-        f"{acted - fire:.2f} s), host_dead_seconds {dead}: {dead - (fire - killed):.1f} s to spare; "
+        f"watchdog run: {host} daemon SIGKILLed, last renewal {renewal - killed:+.1f} s, modelled reset "
+        f"{fire - killed:.1f} s later (acted on after {acted - fire:.2f} s), host_dead_seconds {dead}: "
+        f"{renewal + dead - fire:.1f} s to spare; "
         f"{len(alive)} workers killed by the reset, {orphaned} of them still using a lease"
     )
