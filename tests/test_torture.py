@@ -10,7 +10,9 @@ passes only means something if the same checker fails on a broken history.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -23,6 +25,7 @@ from leased.torture.checker import check
 from leased.torture.harness import ALL_FAULTS
 from leased.torture.history import read_history
 from leased.torture.local_daemons import leased_command, sanlock_binary
+from leased.torture.wdmd import ShimUnavailable, build_shim, wdmd_binary
 
 pytestmark = [pytest.mark.slow, pytest.mark.sanlock, pytest.mark.root]
 
@@ -161,3 +164,72 @@ def _processes_under(workdir: Path) -> list[int]:
         if str(workdir).encode() in text and "State:\tZ" not in status:
             found.append(int(entry.name))
     return found
+
+
+WATCHDOG_SLACK = 2.0
+"""How late after the modelled fire a reset may be acted on: the monitor reads the log every 0.2 s."""
+
+
+@pytest.mark.slow
+def test_watchdog_mode_resets_a_killed_daemons_host_before_others_may_take_its_leases(tmp_path: Path) -> None:
+    """One daemon_kill, forced (--fault-count 1, mean 1 s before it): the real wdmd of that host stops petting,
+    the modelled reset kills the workers that ran on, and that comes before host_dead_seconds; 0 violations."""
+    if os.geteuid() != 0:
+        pytest.skip("the torture run needs root")
+    try:
+        wdmd_binary()
+        build_shim()
+    except ShimUnavailable as exc:
+        pytest.skip(str(exc))
+    sanlock_hosts = "1" if sanlock_binary() is not None else "0"
+    argv = [*leased_command(), "torture", "--watchdog", "--workdir", str(tmp_path), "--duration", "60"]
+    argv += ["--leased-hosts", "2", "--sanlock-hosts", sanlock_hosts, "--clients", "2", "--resources", "6"]
+    argv += ["--faults", "daemon_kill", "--fault-count", "1", "--fault-interval", "1", "--seed", "6"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    summary = json.loads((tmp_path / "report.json").read_text())
+    assert summary["passed"] is True and summary["violations"] == []
+    assert summary["faults"]["daemon_kill"] == 1 and summary["faults"]["watchdog reset"] == 1
+    [reset] = summary["watchdog_resets"]
+    dead = summary["host_dead_seconds"]
+    assert dead == 8 * 3 + 60
+    assert reset["cause"] == "daemon_kill"
+    fire, acted, killed = reset["fire_at"], reset["acted_at"], reset["daemon_killed_at"]
+    assert killed < fire <= acted <= fire + WATCHDOG_SLACK
+    # The last renewal was before the kill, so others may take its leases host_dead_seconds after the kill at
+    # the earliest: the reset comes first (wdmd stops petting once the expiry is within its 10 s test interval).
+    assert fire - killed < dead
+
+    records = list(read_history(tmp_path / "history.jsonl"))
+    [fault] = [r for r in records if r["k"] == "fault"]
+    [down] = [r for r in records if r["k"] == "host_down" and r.get("why") == "watchdog reset"]
+    host = fault["target"]
+    assert down["target"] == host and down["fire_at"] == fire
+    # Every worker of the host alive at the SIGKILL of its daemon ran on until the reset, and no longer.
+    started = {r["p"] for r in records if r["k"] == "start" and r["h"] == host and r["t"] < fault["t"]}
+    exited = {r["pid"]: r["t"] for r in records if r["k"] == "client_exit"}
+    alive = {pid for pid in started if exited.get(pid, math.inf) > fault["t"]}
+    assert alive and alive == set(down["workers"])
+    kills = {r["pid"]: r["t"] for r in records if r["k"] == "client_kill" and r.get("why") == "watchdog reset"}
+    assert set(kills) == alive
+    for pid in alive:
+        assert fault["t"] < fire <= kills[pid] <= fire + WATCHDOG_SLACK
+        assert kills[pid] <= exited[pid]
+    # The last renewal the daemon reported to wdmd (whole seconds, as sent): others may take the leases
+    # host_dead_seconds after it, and the reset came before that.
+    lives = re.findall(
+        r"test_live ci \d+ renewal (\d+) expire (\d+)", (tmp_path / host / "wd/boot-1/wdmd.log").read_text()
+    )
+    renewal = max(int(r) for r, _ in lives if r != "0")
+    assert renewal <= killed and fire < renewal + dead
+    heal = next(r for r in records if r["k"] == "heal" and r.get("id") == fault["id"])
+    assert heal["t"] > kills[next(iter(alive))]  # the host came back after its reset
+    finals = [r for r in records if r["k"] == "final"]
+    assert [r["r"] for r in finals] == [f"R{i}" for i in range(6)] and all(r["free"] for r in finals)
+    orphaned = sum(r["k"] == "orphaned" for r in records)
+    print(
+        f"watchdog run: {host} daemon SIGKILLed, last renewal {renewal - killed:+.1f} s, modelled reset "
+        f"{fire - killed:.1f} s later (acted on after {acted - fire:.2f} s), host_dead_seconds {dead}: "
+        f"{renewal + dead - fire:.1f} s to spare; "
+        f"{len(alive)} workers killed by the reset, {orphaned} of them still using a lease"
+    )

@@ -211,3 +211,32 @@ def test_history_file_round_trip_skips_a_torn_last_line(tmp_path: Path) -> None:
     records = list(read_history(path))
     assert [r["k"] for r in records] == ["held", "releasing"]
     assert records[0]["h"] == "host-a" and records[0]["r"] == "R0" and records[0]["t"] <= records[1]["t"]
+
+
+def test_an_orphaned_worker_holds_until_the_watchdog_reset_kills_it() -> None:
+    """Watchdog mode: the daemon is SIGKILLed at 2, its worker goes on using R0 until the reset at 70."""
+    story = Story()
+    story.worker(1.0, 10, "a", "held", r="R0", m="EX", lver=1)
+    story.worker(1.1, 10, "a", "devcount", r="R0", n=1)
+    story.harness(2.0, "fault", kind="daemon_kill", target="a", id=1)
+    story.worker(2.1, 10, "a", "orphaned", r="R0", m="EX")
+    story.worker(69.9, 10, "a", "devcount", r="R0", n=2)
+    story.harness(70.0, "host_down", target="a", why="watchdog reset", fire_at=69.9, workers=[10])
+    story.harness(70.001, "client_kill", pid=10, why="watchdog reset")
+    story.harness(70.5, "client_exit", pid=10, status=-9, target="a")
+    story.harness(80.0, "heal", kind="daemon_kill", target="a", id=1)
+    story.harness(99.0, "final", r="R0", free=True)
+    story.hold(20, "b", "R0", "EX", 70.002, 71.0)
+    report = story.check()
+    assert report.passed, report.violations
+    assert report.faults["watchdog reset"] == 1 and report.operations["orphaned"] == 1
+    # Another host taking the lease before the reset is an overlap: the orphan was still using it.
+    story.records = [r for r in story.records if r.get("p") != 20]
+    story.hold(20, "b", "R0", "EX", 69.0, 71.0)
+    assert rules(story.check()) == ["exclusive-overlap"]
+
+
+def test_a_reset_that_never_came_is_a_violation() -> None:
+    story = Story()
+    story.harness(100.0, "violation", what="watchdog", target="a", detail="a: no watchdog reset 90.0 s after ...")
+    assert rules(story.check()) == ["watchdog"]

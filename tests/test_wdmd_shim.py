@@ -42,6 +42,7 @@ from leased.torture.wdmd import (
     BadLogLine,
     DeviceEvent,
     EventKind,
+    LogFollower,
     ShimDir,
     ShimUnavailable,
     WatchdogTimer,
@@ -167,6 +168,45 @@ def test_nothing_happens_after_the_reset() -> None:
 def test_pings_lists_keepalives_and_writes() -> None:
     events = [ev(1, OPEN), ev(2, KEEPALIVE), ev(3, WRITE, 1), ev(4, MAGIC, 1), ev(5, CLEAN)]
     assert pings(events) == [2, 3, 4]
+
+
+LOG = b"100.0 7 open\n100.1 7 gettimeout 60\n100.2 7 keepalive\n110.2 7 keepalive\n115.0 7 close unclean\n"
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 13, len(LOG)])
+def test_a_log_fed_in_any_pieces_gives_the_model_of_the_whole(size: int) -> None:
+    follower = LogFollower.start()
+    for start in range(0, len(LOG), size):
+        follower = follower.feed(LOG[start : start + size])
+    assert follower.partial == b""
+    assert follower.timer == model(parse_log(LOG.decode()))
+    assert follower.timer.fire_at == 110.2 + FIRE
+
+
+def test_a_line_being_written_waits_for_its_end() -> None:
+    follower = LogFollower.start().feed(b"100.0 7 open\n100.2 7 keep")
+    assert follower.partial == b"100.2 7 keep" and follower.timer.last_ping == 100.0
+    assert follower.feed(b"alive\n").timer.last_ping == 100.2
+    with pytest.raises(BadLogLine):
+        follower.feed(b"\n101 7 bark\n")
+
+
+def test_a_reset_is_due_once_the_deadline_has_passed_with_no_event_after_it() -> None:
+    """The monitor's question: the kernel fires at last ping + timeout whether or not anything is logged later."""
+    follower = LogFollower.start().feed(LOG)
+    assert follower.reset_due(170.1) is None
+    assert follower.reset_due(170.2) == 110.2 + FIRE
+    assert follower.reset_due(500.0) == 110.2 + FIRE
+    clean = LogFollower.start().feed(b"100.0 7 open\n101 7 magic 1\n101.1 7 close clean\n")
+    assert clean.reset_due(1e9) is None
+    assert LogFollower.start().reset_due(1e9) is None  # no wdmd yet: no device, no timer
+    # A reopen within the timeout (wdmd found its client renewing again) saves the host.
+    saved = follower.feed(b"160.0 7 open\n160.1 7 keepalive\n")
+    assert saved.reset_due(170.2) is None and saved.reset_due(220.1) == 160.1 + FIRE
+
+
+def test_a_device_timeout_given_at_start_is_the_timers() -> None:
+    assert LogFollower.start(30).feed(b"100 7 open\n").timer.fire_at == 130
 
 
 # --------------------------------------------------------------------------

@@ -241,8 +241,10 @@ def _count(ordered: list[Record], report: Report) -> None:
             report.operations["released" if record["rc"] == 0 else f"release failed rc {record['rc']}"] += 1
             if record["rc"] == -12:
                 report.faults["alloc failure at release"] += 1
-        elif kind in ("devcount", "interleaved", "vanish", "fenced", "daemon_gone", "lost", "client_exit"):
+        elif kind in ("devcount", "interleaved", "vanish", "fenced", "daemon_gone", "lost", "client_exit", "orphaned"):
             report.operations[kind] += 1
+        elif kind == "host_down" and record.get("why") == "watchdog reset":
+            report.faults["watchdog reset"] += 1
         elif kind == "fault":
             report.faults[record["kind"]] += 1
         elif kind == "orphans_released":

@@ -56,14 +56,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sanlock-hosts", type=int, default=1, help="real sanlock daemons, 0 for none (1)")
     p.add_argument("--clients", type=int, default=2, help="worker processes per host (2)")
     p.add_argument("--resources", type=int, default=4, help="resource leases R0..Rn-1 (4)")
-    p.add_argument("--io-timeout", type=int, default=1, help="io_timeout N of the lockspace, seconds (1)")
+    p.add_argument(
+        "--io-timeout",
+        type=int,
+        default=None,
+        help="io_timeout N of the lockspace, seconds (1; 3 with --watchdog, which refuses less than 2)",
+    )
     p.add_argument(
         "--watchdog-fire-timeout",
         type=int,
         default=None,
-        help="W of the leased hosts; 60 (sanlock's fixed value) when sanlock hosts take part, else 5",
+        help="W of the leased hosts; 60 (sanlock's fixed value) when sanlock hosts take part or with --watchdog "
+        "(wdmd's), else 5",
     )
     p.add_argument("--fault-interval", type=_positive, default=3.0, help="mean seconds between faults (3)")
+    p.add_argument(
+        "--fault-count",
+        type=int,
+        default=0,
+        help="inject this many faults, then end the fault phase once they are over (0: no limit, the default)",
+    )
+    p.add_argument(
+        "--watchdog",
+        action="store_true",
+        help="every host runs its own real wdmd (under the LD_PRELOAD shim) and its daemon -w 1; a daemon_kill "
+        "kills only the daemon, and the host is reset (workers, daemon, wdmd killed, then booted anew) when the "
+        "model of the kernel timer says the watchdog fired; needs gcc and wdmd (sanlock package)",
+    )
     p.add_argument("--faults", type=_faults, default="all", help="comma-separated fault kinds, 'all' or 'none'")
     p.add_argument(
         "--device",
@@ -173,14 +192,18 @@ def run_torture_command(argv: Sequence[str]) -> int:
         sanlock_hosts=opts.sanlock_hosts,
         clients=opts.clients,
         resources=opts.resources,
-        io_timeout=opts.io_timeout,
+        io_timeout=opts.io_timeout if opts.io_timeout is not None else (3 if opts.watchdog else 1),
         watchdog_fire_timeout=opts.watchdog_fire_timeout,
         fault_interval=opts.fault_interval,
         faults=opts.faults if isinstance(opts.faults, tuple) else _faults(opts.faults),
         device=opts.device,
         seed=opts.seed,
         faultpoints=DEFAULT_FAULTPOINTS if opts.faultpoints is None else opts.faultpoints,
+        watchdog=opts.watchdog,
+        fault_count=opts.fault_count,
     )
+    for problem in options.problems():
+        p.error(problem)
     try:
         report = run_torture(options)
     except TortureError as exc:

@@ -30,6 +30,18 @@ daemon, so the harness plays the watchdog and kills them.  Killing them at
 once is the earliest a watchdog could fire; the latest (8N + W after the last
 renewal) is what host_dead_seconds already allows for.
 
+The watchdog mode (``Options.watchdog``) stops playing: every host gets its
+own real wdmd under the shim of :mod:`leased.torture.wdmd` and its daemon
+runs with ``-w 1``.  ``daemon_kill`` then kills the daemon only; its workers
+go on using the leases they hold (``orphaned``).  A monitor per host follows
+the shim's log through the model of the kernel timer, and when the model
+says the host has been reset, resets it: SIGKILL for its workers, daemon
+and wdmd at once (``host_down`` with why "watchdog reset", ``client_kill``
+for each worker), then a boot: a clean /run and shm, a new wdmd, the
+daemon, the join, new workers.  Whatever made the timer fire (a killed
+daemon, a long stop, failing storage) is handled the same way, and a
+daemon_kill whose reset never comes is a violation.
+
 At the end faults stop, every host is brought back, workers finish their
 current lease and exit, and every resource must be acquirable afresh (the
 ``final`` records).  Then :mod:`leased.torture.checker` reads the history.
@@ -45,6 +57,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -61,6 +74,15 @@ from leased.torture.checker import Report, check
 from leased.torture.faultfs import FaultFS, FaultFSUnavailable, Mode, fault_fs
 from leased.torture.history import History, read_history
 from leased.torture.local_daemons import SANLOCK_DAEMON_ENV, leased_daemon_argv, sanlock_binary, sanlock_daemon_argv
+from leased.torture.wdmd import (
+    WDMD_TEST_INTERVAL,
+    LogFollower,
+    ShimDir,
+    ShimUnavailable,
+    build_shim,
+    wdmd_argv,
+    wdmd_binary,
+)
 from leased.torture.worker import BLOCK, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -74,6 +96,16 @@ ROGUE_FAULTS = ("rogue_interleave", "rogue_vanish")
 ALL_FAULTS = CLIENT_FAULTS + DAEMON_FAULTS + STORAGE_FAULTS + ROGUE_FAULTS
 
 DEFAULT_FAULTPOINTS = "acquire.prepare=0.02,acquire.commit=0.01,release.prepare=0.02,orphan.move=0.02"
+
+WDMD_FIRE_TIMEOUT = 60
+"""wdmd 3.8.5's fire timeout, fixed in the binary: the W of every host in watchdog mode."""
+WATCHDOG_MIN_IO_TIMEOUT = 2
+"""Below this wdmd 3.8.5 starves a healthy host (docs/watchdog.md): the expiry, renewal + 8N, is always
+within its 10 s test interval."""
+WATCHDOG_IO_TIMEOUT = 3
+"""The io_timeout of watchdog mode unless one is given: 2 leaves 2 s of margin over wdmd's test interval."""
+MONITOR_INTERVAL = 0.2
+"""How often a host's monitor reads its shim log: the latest a modelled reset is acted on, after it."""
 
 
 class TortureError(RuntimeError):
@@ -100,12 +132,33 @@ class Options:
     hold_max: float = 0.05
     sh_fraction: float = 0.3
     persistent_fraction: float = 0.2
+    watchdog: bool = False
+    """Each host runs its own real wdmd under the shim, daemons with -w 1; resets come from the modelled timer."""
+    fault_count: int = 0
+    """Stop injecting after this many faults, and end the fault phase once they are over (0: no limit)."""
 
     @property
     def wft(self) -> int:
+        if self.watchdog:
+            return WDMD_FIRE_TIMEOUT
         if self.watchdog_fire_timeout is not None:
             return self.watchdog_fire_timeout
         return 60 if self.sanlock_hosts else 5
+
+    def problems(self) -> list[str]:
+        """What makes these options unusable, in words for the command line."""
+        found = []
+        if self.watchdog and self.io_timeout < WATCHDOG_MIN_IO_TIMEOUT:
+            found.append(
+                f"--watchdog needs --io-timeout >= {WATCHDOG_MIN_IO_TIMEOUT} (default {WATCHDOG_IO_TIMEOUT}): with "
+                f"{self.io_timeout} the expiry (renewal + 8N) is always within wdmd's {WDMD_TEST_INTERVAL} s test "
+                "interval and wdmd 3.8.5 stops petting the device of a healthy host"
+            )
+        if self.watchdog and self.watchdog_fire_timeout not in (None, WDMD_FIRE_TIMEOUT):
+            found.append(f"--watchdog: the fire timeout is wdmd's fixed {WDMD_FIRE_TIMEOUT} s")
+        if self.fault_count < 0:
+            found.append("--fault-count must be 0 (no limit) or more")
+        return found
 
 
 @dataclass
@@ -129,6 +182,21 @@ class Host:
     fs: FaultFS | None = None
     """This host's own passthrough mount of the shared backing file, when faultfs runs here."""
     faulty_storage: bool = False
+    shim: ShimDir | None = None
+    """Watchdog mode: this host's watchdog world (its wdmd's run dir, fake device and log)."""
+    wdmd: trio.Process | None = None
+    follower: LogFollower = field(default_factory=LogFollower.start)
+    """The modelled timer of this boot's log, and how much of the log it has read."""
+    log_offset: int = 0
+    boot: int = 0
+    rebooting: bool = False
+    """Reset and not yet back: the monitor leaves the host alone, nothing else touches it."""
+    killed_at: float | None = None
+    """When daemon_kill killed the daemon, until the reset that must follow."""
+    pending: list[int] = field(default_factory=list)
+    """Ids of faults that end only when the host is back from its reset (daemon_kill)."""
+    ops: set[trio.CancelScope] = field(default_factory=set)
+    """Work on the daemon in progress (a rejoin): a reset cancels it, the daemon it talks to is gone."""
 
     def client(self, timeout: float = 30) -> Client:
         return Client(self.run_dir, timeout=timeout)
@@ -139,8 +207,16 @@ class Host:
 
 
 class Torture:
-    def __init__(self, options: Options, mounts: list[FaultFS], lease_path: Path, data_path: Path) -> None:
+    def __init__(
+        self,
+        options: Options,
+        mounts: list[FaultFS],
+        lease_path: Path,
+        data_path: Path,
+        shim_library: Path | None = None,
+    ) -> None:
         self.options = options
+        self.shim_library = shim_library
         self.mounts = mounts
         self.lease_path = lease_path
         self.data_path = data_path
@@ -151,6 +227,8 @@ class Torture:
         self.interrupted = 0
         self.fault_ids = 0
         self.resources: list[tuple[str, int]] = []
+        self.resets: list[dict[str, object]] = []
+        """Watchdog mode: one entry per modelled reset acted on (for the report)."""
         self.hosts = self._hosts()
 
     # -- set-up
@@ -167,6 +245,15 @@ class Torture:
             home.mkdir(parents=True, exist_ok=True)
             host = Host(index, kind, name, index + 1, home / "run", path, home / "daemon.log", fs=fs)
             host.faulty_storage = fs is not None and index == 0 and kind == "leased"
+            if o.watchdog:
+                if self.shim_library is None:
+                    raise TortureError("watchdog mode without the shim library")
+                try:
+                    host.shim = ShimDir.create(home / "wd", self.shim_library)
+                except ValueError as exc:
+                    raise TortureError(f"{exc} (--workdir is too long for watchdog mode)") from exc
+                host.shim.reboot(0)  # a work directory used before: start from a clean boot
+                host.follower = LogFollower.start(host.shim.device_timeout)
             hosts.append(host)
         return hosts
 
@@ -190,16 +277,23 @@ class Torture:
     async def start_daemon(self, host: Host) -> None:
         host.run_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, SANLOCK_RUN_DIR=str(host.run_dir))
+        watchdog = host.shim is not None
         if host.kind == "leased":
             argv = leased_daemon_argv(
-                host.name, watchdog_fire_timeout=self.options.wft, faultpoints=self.options.faultpoints
+                host.name,
+                watchdog_fire_timeout=self.options.wft,
+                faultpoints=self.options.faultpoints,
+                use_watchdog=watchdog,
             )
         else:
             binary = sanlock_binary()
             if binary is None:
                 raise TortureError("sanlock hosts asked for, but no sanlock binary (apt-get install sanlock)")
-            argv = sanlock_daemon_argv(binary, host.name)
+            argv = sanlock_daemon_argv(binary, host.name, use_watchdog=watchdog)
             env.update(SANLOCK_DAEMON_ENV)
+        if host.shim is not None:
+            await self.start_wdmd(host)
+            env = host.shim.env(env)
         with host.log_path.open("ab") as log_file:
             host.process = await trio.lowlevel.open_process(
                 argv, env=env, stdin=None, stdout=log_file, stderr=log_file, start_new_session=True
@@ -224,7 +318,149 @@ class Torture:
                 LOCKSPACE, host.host_id, host.lease_path, 0, io_timeout=self.options.io_timeout, wait=True
             )
         )
+        await trio.lowlevel.checkpoint()  # a reset while the thread ran cancels this join: no workers then
         host.ready.set()
+
+    # -- the watchdog (watchdog mode)
+
+    async def start_wdmd(self, host: Host) -> None:
+        """This host's real wdmd under its shim, once its socket accepts; a running one is kept."""
+        shim = host.shim
+        assert shim is not None
+        if host.wdmd is not None and host.wdmd.returncode is None:
+            return
+        log_path = shim.path / "wdmd.log"
+        with log_path.open("ab") as log_file:
+            host.wdmd = await trio.lowlevel.open_process(
+                wdmd_argv(shim, wdmd_binary()),
+                env=shim.env(),
+                stdin=None,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )
+        with trio.move_on_after(15):
+            while not shim.listening():
+                if host.wdmd.returncode is not None:
+                    raise TortureError(f"{host.name}: wdmd exited with {host.wdmd.returncode}; see {log_path}")
+                await trio.sleep(0.05)
+            return
+        raise TortureError(f"{host.name}: wdmd not listening on {shim.socket} after 15 s; see {log_path}")
+
+    async def stop_wdmd(self, host: Host) -> None:
+        """SIGTERM (a clean stop disarms); SIGKILL if it stays, as it does while a client holds its refcount."""
+        process = host.wdmd
+        if process is None:
+            return
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(5):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        host.wdmd = None
+
+    def reset_bound(self) -> float:
+        """The latest a reset may come after daemon_kill: renewal + 8N expires, wdmd's last ping (by then, give
+        or take a test interval), plus W; later than that the watchdog failed the host."""
+        o = self.options
+        return 8 * o.io_timeout + WDMD_TEST_INTERVAL + o.wft + 5
+
+    async def watch_watchdog(self, host: Host) -> None:
+        """Follow the host's shim log through the timer model; reset the host when the model says it was."""
+        while True:
+            await trio.sleep(MONITOR_INTERVAL)
+            if host.rebooting or host.shim is None:
+                continue
+            host.follower = host.follower.feed(self._read_log(host))
+            now = time.monotonic()
+            fire = host.follower.reset_due(now)
+            if fire is not None:
+                await self.watchdog_reset(host, fire)
+            elif host.killed_at is not None and now > host.killed_at + self.reset_bound():
+                detail = f"{host.name}: no watchdog reset {now - host.killed_at:.1f} s after its daemon was killed"
+                self.history.record("violation", what="watchdog", target=host.name, detail=detail)
+                await self.watchdog_reset(host, None)
+
+    def _read_log(self, host: Host) -> bytes:
+        assert host.shim is not None
+        try:
+            with host.shim.log.open("rb") as f:
+                f.seek(host.log_offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return b""
+        host.log_offset += len(chunk)
+        return chunk
+
+    async def watchdog_reset(self, host: Host, fire_at: float | None) -> None:
+        """The host is reset: nothing of it runs on (at once, not waiting for any lock), then it boots.
+
+        The kills come first and the records after them, so the history says
+        the workers died no earlier than they did.  ``fire_at`` is the
+        modelled reset (None: the harness's own, after a reset that never came).
+        """
+        host.rebooting = True
+        host.not_ready()
+        for scope in list(host.ops):
+            scope.cancel()
+        workers = list(host.workers.items())
+        for _, worker in workers:
+            with contextlib.suppress(ProcessLookupError):
+                worker.kill()
+        for process in (host.process, host.wdmd):
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        now = self.history.record(
+            "host_down",
+            target=host.name,
+            why="watchdog reset",
+            fire_at=fire_at,
+            daemon_killed_at=host.killed_at,
+            faults=list(host.pending),
+            workers=[pid for pid, _ in workers],
+        )
+        for pid, _ in workers:
+            self.history.record("client_kill", pid=pid, why="watchdog reset")
+        self.resets.append(
+            {
+                "host": host.name,
+                "fire_at": fire_at,
+                "acted_at": now,
+                "daemon_killed_at": host.killed_at,
+                "workers_killed": len(workers),
+                "cause": "daemon_kill" if host.killed_at is not None else "other",
+            }
+        )
+        host.killed_at = None
+        async with host.lock:
+            for process in (host.process, host.wdmd):
+                if process is not None:
+                    await process.wait()
+            host.process = host.wdmd = None
+            host.stopped = False
+            assert host.shim is not None
+            host.boot += 1
+            host.shim.reboot(host.boot)
+            host.follower, host.log_offset = LogFollower.start(host.shim.device_timeout), 0
+            await self.start_daemon(host)
+            await self._rejoin(host)
+            host.rebooting = False
+            for fault in host.pending:
+                self.history.record("heal", kind="daemon_kill", target=host.name, id=fault)
+            host.pending.clear()
+
+    @contextlib.contextmanager
+    def host_op(self, host: Host) -> Iterator[trio.CancelScope]:
+        """Work on a host's daemon that a reset of the host ends (quietly: the host is booting anew)."""
+        with trio.CancelScope() as scope:
+            host.ops.add(scope)
+            try:
+                yield scope
+            finally:
+                host.ops.discard(scope)
 
     async def stop_daemon(self, host: Host) -> None:
         process = host.process
@@ -260,6 +496,7 @@ class Torture:
             persistent_fraction=self.options.persistent_fraction if host.kind == "leased" else 0.0,
             hold_max=self.options.hold_max,
             iterations=iterations,
+            hold_when_orphaned=self.options.watchdog,
         )
 
     async def run_worker(self, host: Host, mode: str = "normal", iterations: int = 0) -> None:
@@ -310,19 +547,25 @@ class Torture:
 
         Rounds rather than independent draws, so that a short run still
         injects every kind: a kind that cannot apply right now (no host up
-        for it) is skipped for this round.
+        for it) is skipped for this round.  With ``fault_count`` it returns
+        once that many faults were injected and are over; else never.
         """
+        limit = self.options.fault_count
+        injected = 0
         async with trio.open_nursery() as nursery:
-            while True:
+            while self.options.faults and not (limit and injected >= limit):
                 kinds = list(self.options.faults)
                 self.rng.shuffle(kinds)
-                if not kinds:
-                    return
                 for kind in kinds:
                     await trio.sleep(self.rng.expovariate(1 / self.options.fault_interval))
                     hosts = self._applicable(kind)
                     if hosts:
                         nursery.start_soon(getattr(self, f"fault_{kind}"), self.rng.choice(hosts))
+                        injected += 1
+                        if limit and injected >= limit:
+                            break
+        if not limit:
+            await trio.sleep_forever()
 
     async def fault_client_kill(self, host: Host) -> None:
         if not host.workers:
@@ -370,6 +613,16 @@ class Torture:
             fault = self._next_fault_id()
             self.history.record("fault", kind="daemon_kill", target=host.name, id=fault)
             host.not_ready()
+            if self.options.watchdog:
+                # The daemon only: its workers run on, and its wdmd sees a client that stopped renewing.
+                # The host's monitor resets it when the model says the watchdog fired; the fault heals then.
+                host.process.kill()
+                host.killed_at = time.monotonic()
+                host.pending.append(fault)
+                with trio.CancelScope(shield=True):
+                    await host.process.wait()
+                host.process = None
+                return
             host.process.kill()
             # The watchdog's reset: nothing of this host runs on.
             self.history.record("host_down", target=host.name)
@@ -430,9 +683,12 @@ class Torture:
                 except (SanlockError, OSError):
                     continue
                 async with host.lock:
+                    if host.rebooting or host.process is None:
+                        continue
                     host.not_ready()
                     self.history.record("lockspace_lost", target=host.name)
-                    await self._rejoin(host)
+                    with self.host_op(host):
+                        await self._rejoin(host)
 
     async def _has_lockspace(self, host: Host) -> bool:
         spaces = await trio.to_thread.run_sync(host.client(timeout=30).get_lockspaces)
@@ -451,11 +707,19 @@ class Torture:
                     return
                 log.warning("%s: join failed (%s); retrying", host.name, exc)
                 await trio.sleep(1)
+            except OSError as exc:  # the daemon went (a watchdog reset); the reset's boot joins anew
+                log.warning("%s: join failed (%s); retrying", host.name, exc)
+                await trio.sleep(1)
 
     # -- the end
 
     async def finish(self) -> None:
         self.ending = True
+        if self.options.watchdog:
+            # A host whose daemon was killed comes back only through its reset: wait for it (and its boot).
+            with trio.move_on_after(self.reset_bound() + 120):
+                while any(h.killed_at is not None or h.rebooting for h in self.hosts):
+                    await trio.sleep(0.2)
         for host in self.hosts:
             async with host.lock:
                 if host.process is None:
@@ -546,18 +810,12 @@ class Torture:
                     nursery.start_soon(first_join, host)
             if failures:
                 raise TortureError(f"could not join the lockspace: {'; '.join(failures)}")
-            async with trio.open_nursery() as nursery:
-                for host in self.hosts:
-                    for _ in range(self.options.clients):
-                        nursery.start_soon(self.worker_slot, host)
-                async with trio.open_nursery() as faults:
-                    faults.start_soon(self.fault_loop)
-                    faults.start_soon(self.watch_lockspaces)
-                    await trio.sleep(self.options.duration)
-                    faults.cancel_scope.cancel()
-                await self.finish()
-                nursery.cancel_scope.cancel()
-            await self.final_check()
+            async with trio.open_nursery() as monitors:
+                if self.options.watchdog:
+                    for host in self.hosts:
+                        monitors.start_soon(self.watch_watchdog, host)
+                await self._work()
+                monitors.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 for host in self.hosts:
@@ -567,7 +825,41 @@ class Torture:
                         with contextlib.suppress(ProcessLookupError):
                             process.kill()
                     await self.stop_daemon(host)
+                    await self.stop_wdmd(host)
                 self.history.close()
+
+    async def _work(self) -> None:
+        """Workers and faults for ``duration`` (or until ``fault_count`` faults are over), the end, the check."""
+        async with trio.open_nursery() as nursery:
+            for host in self.hosts:
+                for _ in range(self.options.clients):
+                    nursery.start_soon(self.worker_slot, host)
+            async with trio.open_nursery() as faults:
+                faults.start_soon(self.watch_lockspaces)
+                with trio.move_on_after(self.options.duration):
+                    await self.fault_loop()
+                faults.cancel_scope.cancel()
+            await self.finish()
+            nursery.cancel_scope.cancel()
+        await self.final_check()
+
+
+def _watchdog_text(torture: Torture, options: Options) -> str:
+    """The resets the run acted on: when each came after its daemon's SIGKILL, against host_dead_seconds."""
+    dead = host_dead_seconds(options.io_timeout, options.wft)
+    lines = [f"watchdog mode: io_timeout {options.io_timeout}, host_dead_seconds {dead}"]
+    lines.append(f"watchdog resets: {len(torture.resets)}")
+    for reset in torture.resets:
+        fire, acted, killed = reset["fire_at"], reset["acted_at"], reset["daemon_killed_at"]
+        assert isinstance(acted, float)
+        when = f"modelled at {fire:.3f}, acted on {acted - fire:.2f} s later" if isinstance(fire, float) else "NONE"
+        after = (
+            f", {fire - killed:.1f} s after its daemon's SIGKILL"
+            if isinstance(fire, float) and isinstance(killed, float)
+            else ""
+        )
+        lines.append(f"  {reset['host']}: {when}{after}, {reset['workers_killed']} workers killed")
+    return "\n".join(lines) + "\n"
 
 
 def _jsonable(options: Options) -> dict[str, object]:
@@ -622,13 +914,26 @@ def run_torture(options: Options) -> Report:
     history_path = options.workdir / "history.jsonl"
     if history_path.exists():
         history_path.unlink()
+    problems = options.problems()
+    if problems:
+        raise TortureError("; ".join(problems))
+    library = None
+    if options.watchdog:
+        try:
+            wdmd_binary()
+            library = build_shim()
+        except ShimUnavailable as exc:
+            raise TortureError(f"watchdog mode: {exc}") from exc
     with storage_for(options) as (mounts, lease_path):
         if not mounts:
             options.faults = tuple(f for f in options.faults if f not in STORAGE_FAULTS)
-        torture = Torture(options, mounts, lease_path, options.workdir / "counters")
+        torture = Torture(options, mounts, lease_path, options.workdir / "counters", library)
         trio.run(torture.run)
     report = check(read_history(history_path))
-    (options.workdir / "report.txt").write_text(f"seed: {torture.seed}\n" + report.text())
+    text = f"seed: {torture.seed}\n" + report.text()
+    if options.watchdog:
+        text = _watchdog_text(torture, options) + text
+    (options.workdir / "report.txt").write_text(text)
     summary = {
         "seed": torture.seed,
         "passed": report.passed,
@@ -638,6 +943,9 @@ def run_torture(options: Options) -> Report:
         "faults": dict(report.faults),
         "violations": [v.__dict__ for v in report.violations],
     }
+    if options.watchdog:
+        summary["watchdog_resets"] = torture.resets
+        summary["host_dead_seconds"] = host_dead_seconds(options.io_timeout, options.wft)
     (options.workdir / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     return report
 

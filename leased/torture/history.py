@@ -29,13 +29,18 @@ worker
 ``interleaved``    rogue: sent unserialized calls, leases and stream kept
 ``vanish``         rogue: about to exit half way through a message
 ``fenced``         got SIGTERM from its daemon; exits now
-``daemon_gone``    its daemon connection broke; exits now
+``daemon_gone``    its daemon connection broke; exits now (watchdog mode: runs on)
+``orphaned``       watchdog mode: its daemon went while it held ``r`` (``m``);
+                   it goes on using it until killed
 ``exit``           clean end
 harness
 ``fault``          a fault was injected (``kind``, ``target``, ``detail``)
 ``client_kill``    about to SIGKILL worker ``pid`` (``why``)
 ``client_exit``    worker ``pid`` was reaped (``status``)
-``host_down``      host ``h`` stopped (daemon killed: its clients reset)
+``host_down``      host ``target`` stopped (daemon killed: its clients reset);
+                   watchdog mode: ``why`` "watchdog reset", ``fire_at``
+                   the modelled reset, ``daemon_killed_at``, ``workers``
+``violation``      (harness) ``what`` "watchdog": a reset that never came
 ``lockspace_lost`` the daemon of ``h`` no longer has the lockspace
 ``final``          end of run: ``r`` could (``free``) be acquired afresh
 =================  ==========================================================

@@ -216,6 +216,43 @@ def model(events: Iterable[DeviceEvent], timeout: float = DEFAULT_DEVICE_TIMEOUT
     return timer
 
 
+@dataclass(frozen=True)
+class LogFollower:
+    """The timer of a log that is still being written, fed what was appended since the last read.
+
+    A host's monitor reads the new bytes of ``watchdog.log`` every fraction
+    of a second and asks whether the host would have been reset by now.
+    Feeding the log in any pieces gives the timer :func:`model` gives the
+    whole of it: a line cut by the read (the shim was writing it) waits in
+    ``partial`` for the rest.
+    """
+
+    timer: WatchdogTimer = WatchdogTimer()
+    partial: bytes = b""
+
+    @classmethod
+    def start(cls, timeout: float = DEFAULT_DEVICE_TIMEOUT) -> LogFollower:
+        return cls(WatchdogTimer(timeout=timeout))
+
+    def feed(self, chunk: bytes) -> LogFollower:
+        """The follower after ``chunk`` (appended to the log); :class:`BadLogLine` on a line the shim never writes."""
+        *lines, rest = (self.partial + chunk).split(b"\n")
+        timer = self.timer
+        for line in lines:
+            if line.strip():
+                timer = timer.feed(parse_line(line.decode(errors="replace")))
+        return LogFollower(timer, rest)
+
+    def reset_due(self, now: float) -> float | None:
+        """When the host was reset, if the timer says it has been by ``now``; else None.
+
+        ``now`` is CLOCK_MONOTONIC.  A running timer whose deadline has passed
+        counts even though no later event "proved" it: the kernel needs no
+        event to fire.
+        """
+        return self.timer.fire_at if self.timer.reset_by(now) else None
+
+
 def pings(events: Iterable[DeviceEvent]) -> list[float]:
     """The times at which the device was pinged (keepalive ioctls and writes), in order."""
     kinds = {EventKind.KEEPALIVE, EventKind.WRITE, EventKind.MAGIC}
@@ -352,6 +389,28 @@ class ShimDir:
     def timer(self) -> WatchdogTimer:
         """The modelled kernel timer after every event logged so far."""
         return model(self.events(), self.device_timeout)
+
+    def listening(self) -> bool:
+        """Whether a wdmd accepts connections on this directory's socket."""
+        return _accepts(self.socket)
+
+    def reboot(self, boot: int) -> Path:
+        """What a reboot does to this host's watchdog world: an empty /run and /dev/shm, a new log.
+
+        A wdmd killed with clients leaves its shm marker and run directory
+        behind, and a new one refuses to start over them; a reboot clears
+        both.  The logs of the life that ended move to ``boot-<boot>/`` (kept
+        for the post-mortem), so the next life's model starts from a stopped
+        device.  Only for a directory no live process uses.
+        """
+        kept = self.path / f"boot-{boot}"
+        kept.mkdir(exist_ok=True)
+        for path in (self.log, self.syslog, self.path / "wdmd.log"):
+            with contextlib.suppress(FileNotFoundError):
+                path.rename(kept / path.name)
+        for directory in (self.run_dir, self.marker.parent):
+            shutil.rmtree(directory, ignore_errors=True)
+        return kept
 
 
 # --------------------------------------------------------------------------

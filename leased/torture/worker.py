@@ -23,6 +23,15 @@ Modes:
 
 SIGTERM (what a daemon sends when this host's leases can no longer be
 trusted) is written down as ``fenced`` and ends the process at once.
+
+When its daemon goes away (the connection breaks) a worker writes
+``daemon_gone`` and exits, unless ``hold_when_orphaned`` (the harness's
+watchdog mode): then it runs on until something kills it, as a VM whose
+host lost its lock daemon would, and if it holds a lease it writes
+``orphaned`` and goes on using that lease, devcount and all.  Only the
+watchdog's reset of the host may end it, and that must come before another
+host takes the lease.  (In this mode a worker asks inquire before every
+release, so a daemon that dies while it holds is found while it holds.)
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from leased.client import Client, Registration, SanlockError
 from leased.protocol import HEADER_SIZE, TARGET_SELF, Cmd, Disk, Header, Options, Resource
@@ -71,6 +80,8 @@ class WorkerConfig:
     """Share of exclusive acquires that are persistent and adopt an orphan (leased hosts)."""
     hold_max: float = 0.05
     call_timeout: float = 120.0
+    hold_when_orphaned: bool = False
+    """Daemon gone while holding a lease: keep using it until killed (watchdog mode) instead of exiting."""
     iterations: int = 0
     """Stop after this many acquires (0: until SIGUSR1)."""
 
@@ -115,6 +126,8 @@ class Worker:
         self.counters = Counters(config.data_path)
         self.stopping = False
         self.pid = os.getpid()
+        self.holding: tuple[str, bool, tuple[int, int]] | None = None
+        """(resource, shared, the counter as it must read) while the lease is in use."""
 
     # -- signals
 
@@ -160,9 +173,30 @@ class Worker:
 
     def _gone(self, registration: Registration, exc: SanlockError) -> bool:
         if registration.broken is not None or exc.rc in GONE:
+            if self.config.hold_when_orphaned and self.holding is not None:
+                self._orphaned(*self.holding)
             self.history.record("daemon_gone", rc=exc.rc, detail=str(exc))
+            if self.config.hold_when_orphaned:
+                while True:  # holding nothing, but running on as its host does, until the host is reset
+                    time.sleep(1)
             os._exit(0)
         return False
+
+    def _orphaned(self, name: str, shared: bool, expected: tuple[int, int]) -> NoReturn:
+        """Keep using the lease with no daemon behind it, checking nobody else writes, until killed."""
+        self.history.record("orphaned", r=name, m="SH" if shared else "EX")
+        index = self.config.data_blocks[name]
+        while True:
+            time.sleep(0.2)
+            seen = self.counters.read(index)
+            if seen != expected:
+                detail = f"{name}: counter {seen} while holding it (orphaned), expected {expected}"
+                self.history.record("violation", r=name, what="devcount", detail=detail)
+                os._exit(1)
+            if not shared:
+                expected = (seen[0] + 1, self.pid)
+                self.counters.write(index, *expected)
+                self.history.record("devcount", r=name, n=expected[0])
 
     def _acquire(
         self, registration: Registration, name: str, path: str, offset: int, shared: bool, persistent: bool
@@ -194,22 +228,26 @@ class Worker:
     def _hold(self, registration: Registration, name: str, shared: bool) -> None:
         index = self.config.data_blocks[name]
         before = self.counters.read(index)
+        expected = before
         if not shared:
-            count = before[0] + 1
-            self.counters.write(index, count, self.pid)
-            self.history.record("devcount", r=name, n=count)
+            expected = (before[0] + 1, self.pid)
+            self.counters.write(index, *expected)
+            self.history.record("devcount", r=name, n=expected[0])
+        self.holding = (name, shared, expected)
         time.sleep(self.rng.uniform(0, self.config.hold_max))
-        if self.rng.random() < 0.3 and not self._holds(registration, name):
+        ask = self.rng.random() < 0.3 or self.config.hold_when_orphaned  # orphaned: find out while holding
+        if ask and not self._holds(registration, name):
+            self.holding = None
             self.history.record("lost", r=name)
             return
         after = self.counters.read(index)
-        expected = before if shared else (before[0] + 1, self.pid)
         if after != expected:
             what = "shared" if shared else "exclusive"
             detail = f"{name}: counter {after} while holding {what}, expected {expected}"
             self.history.record("violation", r=name, what="devcount", detail=detail)
 
     def _release(self, registration: Registration, name: str) -> None:
+        self.holding = None  # its use ends here: a release that fails does not resume it
         for attempt in range(10):
             self.history.record("releasing", r=name)
             try:
@@ -257,6 +295,9 @@ class Worker:
                 if reply.cmd == Cmd.INQUIRE:
                     break
         except OSError as exc:
+            if not self._daemon_answers():
+                self.history.record("daemon_gone", detail=f"while interleaving: {exc}")
+                os._exit(0)
             self.history.record("violation", r=name, what="stream", detail=f"connection lost after interleaving: {exc}")
             os._exit(1)
         finally:
@@ -266,6 +307,14 @@ class Worker:
             self.history.record("lost", r=name, detail=f"after interleaving: inquire {reply.result} {names}")
             return
         self.history.record("interleaved", r=name, replies=replies)
+
+    def _daemon_answers(self) -> bool:
+        """Whether the daemon itself is there (a lost connection is a finding only if it is)."""
+        try:
+            Client(self.config.run_dir, timeout=5).version()
+        except (SanlockError, OSError):
+            return False
+        return True
 
     def _vanish(self, registration: Registration) -> None:
         """Send half a header, then die: the daemon must release what we held."""
