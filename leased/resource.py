@@ -5,6 +5,14 @@ knows every token on this host, which keys are being acquired or released
 (so a second local acquire gets -EBUSY or -EAGAIN instead of racing on disk),
 and enforces sanlock's local rule: one holder for EX, any number for SH.
 
+The local answers are sanlock 3.8's (``acquire_token`` and
+``_release_token`` in its src/resource.c), checked in its order: a resource
+being released on disk (its last local holder went) answers -EAGAIN, one
+being acquired on disk -EBUSY; a shared request meeting this host's shared
+hold joins it at once, with no disk I/O; any other local hold answers
+-EEXIST.  A holder leaving while others stay is no release in progress: it
+writes nothing, and the hold stays joinable.
+
 Every move of a lease to an owner follows *prepare, then commit*: an acquire
 reserves its keys and does all disk work first, and only when everything is
 in hand attaches the tokens to the client in one step.  A failure before that
@@ -74,7 +82,8 @@ class LeaseTable:
     def __init__(self) -> None:
         self.held: dict[Key, list[Token]] = {}
         self.acquiring: set[Key] = set()
-        self.releasing: set[Key] = set()
+        self.releasing: dict[Key, int] = {}
+        """Keys whose last local holder is being released on disk, with how many such releases run."""
         self._disk_locks: dict[Key, trio.Lock] = {}
 
     @asynccontextmanager
@@ -108,11 +117,11 @@ class LeaseTable:
             yield from tokens
 
     def conflict(self, key: Key, shared: bool) -> int:
-        """The local refusal for acquiring ``key`` now, or 0 (wire spec §5.7)."""
-        if key in self.acquiring:
-            return ResultCode.EBUSY
+        """The local refusal for acquiring ``key`` now, or 0 (wire spec §5.7); sanlock's order of checks."""
         if key in self.releasing:
             return ResultCode.EAGAIN
+        if key in self.acquiring:
+            return ResultCode.EBUSY
         holders = self.held.get(key, [])
         if any(t.orphan for t in holders):
             return ResultCode.EUCLEAN
@@ -137,6 +146,20 @@ class LeaseTable:
 
     def unreserve(self, keys: list[Key]) -> None:
         self.acquiring.difference_update(keys)
+
+    def begin_release(self, key: Key) -> None:
+        """This host's hold of ``key`` is being released on disk: local acquires answer -EAGAIN until it ends."""
+        self.releasing[key] = self.releasing.get(key, 0) + 1
+
+    def end_release(self, key: Key) -> None:
+        left = self.releasing.get(key, 0) - 1
+        if left > 0:
+            self.releasing[key] = left
+        else:
+            self.releasing.pop(key, None)
+
+    def is_last_holder(self, token: Token) -> bool:
+        return self.held.get(token.key) == [token]
 
     def attach(self, tokens: list[Token]) -> None:
         """The commit point of an acquire."""

@@ -128,10 +128,15 @@ def is_contention(exc: LeaseError) -> bool:
 
 def _check_acquire(
     state: DaemonState, resources: list[Resource], *, adopt_orphans: bool, orphans_only: bool
-) -> dict[Key, Token]:
-    """An acquire's checks before any disk work; returns the orphans to adopt, by key."""
+) -> tuple[dict[Key, Token], dict[Key, Token]]:
+    """An acquire's checks before any disk work.
+
+    Returns the orphans to adopt and the local shared holds to join (a
+    holder of each), by key.
+    """
     keys = [(r.lockspace, r.name) for r in resources]
     adopt: dict[Key, Token] = {}
+    join: dict[Key, Token] = {}
     for resource in resources:
         if len(resource.disks) > 1:
             raise Refused(ResultCode.EINVAL, "multi-disk leases are not supported")
@@ -150,9 +155,31 @@ def _check_acquire(
         conflict = state.leases.conflict(key, resource.shared)
         if conflict:
             raise LocalConflict(conflict, f"{_name(resource.name)} is busy here (local conflict)")
+        holder = state.leases.shared_hold(key) if resource.shared else None
+        if holder is not None:
+            join[key] = holder
     if len(set(keys)) != len(keys):
         raise Refused(ResultCode.EINVAL, "the same resource twice in one acquire")
-    return adopt
+    return adopt, join
+
+
+def _join(state: DaemonState, target: ClientState, resource: Resource, holder: Token, generation: int) -> Token:
+    """A token sharing ``holder``'s on-disk hold, attached to the table at once (sanlock's "add shared").
+
+    Attached before anything awaits, so this host's hold cannot be released
+    under it; it becomes the target's at the acquire's commit point, or is let
+    go again (:func:`_let_go_of_joined`) if the acquire fails.
+    """
+    token = Token(
+        resource=Resource(resource.lockspace, resource.name, flags=resource.flags, num_disks=1, disks=resource.disks),
+        lockspace=holder.lockspace,
+        lease=holder.lease,
+        client_id=target.ci,
+        client_generation=generation,
+        persistent=bool(resource.flags & RES_PERSISTENT),
+    )
+    state.leases.attach([token])
+    return token
 
 
 async def acquire_resources(
@@ -172,29 +199,47 @@ async def acquire_resources(
     The checks refuse before anything changes (:class:`~leased.errors.Refused`,
     :class:`LocalConflict`); ``adopt_orphans`` adopts orphans of the same
     keys instead of taking them on disk, ``orphans_only`` refuses keys that
-    have none.  No await between the checks and the reservation, so no other
-    acquire can slip in.  The target is busy with ACQUIRE until this returns.
+    have none.  A shared request meeting this host's shared hold joins it
+    there and then, with no disk I/O and no reservation (sanlock 3.8's
+    ``acquire_token`` "add shared"); the other keys are reserved (-EBUSY for
+    other local acquires) and taken on disk.  No await between the checks, the
+    joins and the reservation, so no other acquire or release can slip in.
+    The target is busy with ACQUIRE until this returns.
     """
-    adopt = _check_acquire(state, resources, adopt_orphans=adopt_orphans, orphans_only=orphans_only)
-    keys = [(r.lockspace, r.name) for r in resources]
+    adopt, join = _check_acquire(state, resources, adopt_orphans=adopt_orphans, orphans_only=orphans_only)
     target.cmd_active = Cmd.ACQUIRE
     generation = target.generation
+    joined = [
+        _join(state, target, r, join[(r.lockspace, r.name)], generation)
+        for r in resources
+        if (r.lockspace, r.name) in join
+    ]
+    keys = [(r.lockspace, r.name) for r in resources if (r.lockspace, r.name) not in join]
     state.leases.reserve(keys)
     try:
-        async with state.leases.disk_turn(keys):
-            return await acquire_leases(
-                state,
-                target,
-                resources,
-                adopt,
-                generation=generation,
-                open_storage=open_storage,
-                owner_name=owner_name,
-                owner_nowait=owner_nowait,
-                lvb=lvb,
-            )
+        try:
+            async with state.leases.disk_turn(keys):
+                return await acquire_leases(
+                    state,
+                    target,
+                    resources,
+                    adopt,
+                    joined=joined,
+                    generation=generation,
+                    open_storage=open_storage,
+                    owner_name=owner_name,
+                    owner_nowait=owner_nowait,
+                    lvb=lvb,
+                )
+        finally:
+            state.leases.unreserve(keys)
+    except BaseException:
+        # outside the other keys' disk turns: giving a joined hold back takes its own turn
+        with trio.CancelScope(shield=True):
+            for token in joined:
+                await _release_held(state.leases, token)
+        raise
     finally:
-        state.leases.unreserve(keys)
         target.cmd_active = 0
         target.cmd_last = Cmd.ACQUIRE
 
@@ -205,6 +250,7 @@ async def acquire_leases(
     resources: list[Resource],
     adopt: dict[Key, Token],
     *,
+    joined: list[Token] | None = None,
     generation: int,
     open_storage: OpenStorage,
     owner_name: bytes,
@@ -214,49 +260,47 @@ async def acquire_leases(
     """The disk work of an acquire, then its commit point; the caller holds the disk turn of every key.
 
     ``adopt`` maps the keys of orphans to adopt to those orphans (no disk
-    work: they move at the commit point).  Returns the tokens taken on disk,
-    now the target's.  Raises the disk work's :class:`LeaseError` (or a
+    work: they move at the commit point); ``joined`` are tokens already in
+    the table sharing a local shared hold (:func:`_join`), the target's at
+    the commit point and the caller's to give back on failure.  Returns the
+    tokens taken on disk and joined, now the target's.  Raises the disk work's :class:`LeaseError` (or a
     MemoryError from a fault point) after giving back everything this call
     took, and :class:`CommitRefused` when the target exited (its generation
     changed) or an orphan to adopt went away meanwhile.
     """
     taken: list[Token] = []
+    joined = joined or []
+    joined_keys = {token.key for token in joined}
     try:
         for resource in resources:
             key = (resource.lockspace, resource.name)
-            if key in adopt:
-                continue  # adopting an orphan needs no disk I/O; it is moved at the commit point
-            joined = state.leases.shared_hold(key) if resource.shared else None
-            if joined is not None:
-                # This host already holds it shared on disk (one mode block for all its local
-                # holders): join that hold without touching the disk.  A second paxos round here
-                # would rewrite our host sector, and a failed one would blank the mode block the
-                # other local holders rely on (found by leased torture).
-                lockspace, lease, lvb_enabled = joined.lockspace, joined.lease, False
-            else:
-                found = state.find_lockspace(resource.lockspace)
-                if found is None or not found.usable or found.lease is None:
-                    raise LeaseError(ResultCode.ENOSPC, f"lockspace {_name(resource.lockspace)} not joined")
-                lockspace = found
-                storage = open_lease_storage(open_storage, resource.disks[0].path, ResultCode.ENOENT)
-                try:
-                    lease = await paxos_lease.acquire(
-                        resource_area(storage, resource, lockspace),
-                        lockspace.host_id,
-                        lockspace.host_generation,
-                        shared=resource.shared,
-                        lver=resource.lver if resource.flags & RES_LVER else 0,
-                        view=lockspace.view(),
-                        num_hosts=resource.data32 if resource.flags & RES_NUM_HOSTS else None,
-                        owner_nowait=owner_nowait,
-                        read_lvb_data=lvb,
-                        io_timeout=lockspace.io_timeout,
-                        clock=lockspace.clock,
-                    )
-                except BaseException:
-                    storage.close()
-                    raise
-                lvb_enabled = lvb
+            if key in adopt or key in joined_keys:
+                continue  # no disk I/O: an orphan moves at the commit point, a joined hold is in the table
+            # This host holds no hold of it to join (the checks joined those): a paxos round.
+            # Joining matters: a second round would rewrite our host sector, and a failed one would
+            # blank the mode block the other local holders rely on (found by leased torture).
+            found = state.find_lockspace(resource.lockspace)
+            if found is None or not found.usable or found.lease is None:
+                raise LeaseError(ResultCode.ENOSPC, f"lockspace {_name(resource.lockspace)} not joined")
+            lockspace = found
+            storage = open_lease_storage(open_storage, resource.disks[0].path, ResultCode.ENOENT)
+            try:
+                lease = await paxos_lease.acquire(
+                    resource_area(storage, resource, lockspace),
+                    lockspace.host_id,
+                    lockspace.host_generation,
+                    shared=resource.shared,
+                    lver=resource.lver if resource.flags & RES_LVER else 0,
+                    view=lockspace.view(),
+                    num_hosts=resource.data32 if resource.flags & RES_NUM_HOSTS else None,
+                    owner_nowait=owner_nowait,
+                    read_lvb_data=lvb,
+                    io_timeout=lockspace.io_timeout,
+                    clock=lockspace.clock,
+                )
+            except BaseException:
+                storage.close()
+                raise
             # Held on disk from here on: into `taken` before anything else can fail, so a failure
             # below (the fault point stands for any allocation) gives this lease back too.
             taken.append(
@@ -269,7 +313,7 @@ async def acquire_leases(
                     client_id=target.ci,
                     client_generation=generation,
                     persistent=bool(resource.flags & RES_PERSISTENT),
-                    lvb_enabled=lvb_enabled,
+                    lvb_enabled=lvb,
                 )
             )
             state.faultpoints.check("acquire.prepare")
@@ -289,6 +333,7 @@ async def acquire_leases(
             raise CommitRefused(ResultCode.ENOENT, f"orphan {_name(orphan.key[1])} went away during the acquire")
     state.leases.attach(taken)
     target.tokens.extend(taken)
+    target.tokens.extend(joined)
     for orphan in adopt.values():
         orphan.orphan, orphan.client_id, orphan.client_generation = False, target.ci, generation
         target.tokens.append(orphan)
@@ -297,7 +342,9 @@ async def acquire_leases(
         target.name = owner_name
     for token in taken:
         log.info("acquired %s:%s lver %d for pid %d", _name(token.key[0]), _name(token.key[1]), token.lver, target.pid)
-    return taken
+    for token in joined:
+        log.info("acquired %s:%s shared for pid %d: joined this host's hold", *map(_name, token.key), target.pid)
+    return [*taken, *joined]
 
 
 async def _give_back(table: LeaseTable, taken: list[Token]) -> None:
@@ -321,20 +368,38 @@ async def release_token(state: DaemonState, client: ClientState, token: Token, *
     the lease and may ask again.
     """
     state.faultpoints.check("release.prepare")
-    state.leases.releasing.add(token.key)
+    return await _release_held(state.leases, token, client, rename=rename)
+
+
+async def _release_held(
+    table: LeaseTable, token: Token, client: ClientState | None = None, *, rename: bytes | None = None
+) -> int:
+    """Detach a token from the table (and its client) and release it on disk if it was this host's last holder.
+
+    As sanlock 3.8's ``_release_token``: only the last local holder's release
+    is a release in progress (local acquires answer -EAGAIN until its disk
+    write is done); one of several shared holders leaving writes nothing, and
+    the hold stays joinable.  Detached inside the disk turn, so of two holders
+    releasing at once exactly one (the last) writes the disk; marked in the
+    same step as it turns out to be the last, with no await between.
+    """
+    releasing = table.is_last_holder(token)
+    if releasing:
+        table.begin_release(token.key)
     try:
-        # Detach inside the disk turn: whether other local shared holders remain is decided
-        # there, so of two holders releasing at once exactly one (the last) writes the disk.
-        async with state.leases.disk_turn([token.key]):
-            if token in client.tokens:
+        async with table.disk_turn([token.key]):
+            if client is not None and token in client.tokens:
                 client.tokens.remove(token)
-            if token not in state.leases.held.get(token.key, []):
+            if token not in table.held.get(token.key, []):
                 return 0  # already let go by another path (the client's exit) while we waited
-            state.leases.detach(token)
-            return await release_unless_shared_on(state.leases, token, rename=rename)
+            table.detach(token)
+            if not releasing and not table.held.get(token.key):
+                releasing = True
+                table.begin_release(token.key)
+            return await release_unless_shared_on(table, token, rename=rename)
     finally:
-        if not state.leases.held.get(token.key):
-            state.leases.releasing.discard(token.key)
+        if releasing:
+            table.end_release(token.key)
 
 
 async def release_leases(
@@ -396,14 +461,23 @@ async def convert_lease(state: DaemonState, target: ClientState, key: Key, *, to
     target.cmd_active = Cmd.CONVERT
     try:
         async with state.leases.disk_turn([token.key]):
-            # Checked inside the turn: a local shared acquire waiting for it has already reserved the key.
+            # Checked inside the turn, with no await before the reservation below.
             others = any(t is not token for t in state.leases.held.get(token.key, []))
             if not to_shared and (others or token.key in state.leases.acquiring):
-                # another local client holds it shared, or is getting it
+                # Another local client holds it shared.  sanlock 3.8's convert_token does not
+                # look: it converts (its ballot skips our own mode block) and leaves the other
+                # local holders believing they share an exclusive lease; its later releases of
+                # them fail with SANLK_ERROR.  leased refuses as it would for other hosts' holds.
                 raise QuietRefusal(ResultCode.EAGAIN, f"convert: {_name(key[1])} is shared here")
-            await paxos_lease.convert(
-                token.lease, to_shared=to_shared, view=token.lockspace.view(), clock=token.lockspace.clock
-            )
+            # A convert is a disk move of the one hold local clients share: no local acquire may
+            # join it half converted (-EBUSY, as for an acquire in progress, until it is done).
+            state.leases.reserve([token.key])
+            try:
+                await paxos_lease.convert(
+                    token.lease, to_shared=to_shared, view=token.lockspace.view(), clock=token.lockspace.clock
+                )
+            finally:
+                state.leases.unreserve([token.key])
     finally:
         target.cmd_active = 0
     flags = (token.resource.flags | RES_SHARED) if to_shared else (token.resource.flags & ~RES_SHARED)

@@ -411,6 +411,37 @@ def test_shared_leases_on_one_host(pool: Pool, py: Callable[[], Agent]) -> None:
     assert client.call("read_resource_owners", LS, name, disks) == []
 
 
+def test_local_shared_holders_after_one_of_them_left(pool: Pool, py: Callable[[], Agent]) -> None:
+    """sanlock 3.8's _release_token: one of several local shared holders leaving is no release in progress.
+
+    Only the last token's release puts the resource on the list of those being
+    released (whose acquires answer EAGAIN); the others go with "release_token
+    more shared" and the resource stays held.  So a shared acquire joins the
+    remaining hold and an exclusive one meets it (EEXIST), as before; leased
+    answered EAGAIN to both until the last holder left.
+    """
+    client, name = py(), pool.take()
+    disks = pool.leases.disks(name)
+    fd1, fd2, fd3, fd4 = (client.call("register") for _ in range(4))
+    assert client.call("acquire", LS, name, disks, slkfd=fd1, shared=True) is None
+    assert client.call("acquire", LS, name, disks, slkfd=fd2, shared=True) is None
+    assert client.call("release", LS, name, disks, slkfd=fd1) is None
+    assert client.errno("acquire", LS, name, disks, slkfd=fd4) == EEXIST
+    assert client.call("acquire", LS, name, disks, slkfd=fd3, shared=True) is None
+    assert client.call("acquire", LS, name, disks, slkfd=fd1, shared=True) is None
+    shared = [{"lockspace": LS, "resource": name, "flags": RES_SHARED, "version": 0, "disks": disks}]
+    assert [client.call("inquire", slkfd=fd) for fd in (fd1, fd2, fd3, fd4)] == [shared, shared, shared, []]
+    for fd in (fd2, fd1):
+        assert client.call("release", LS, name, disks, slkfd=fd) is None
+        assert client.errno("acquire", LS, name, disks, slkfd=fd4) == EEXIST
+    owners = client.call("read_resource_owners", LS, name, disks)
+    assert [(h["host_id"], h["timestamp"]) for h in owners] == [(1, 0)], "a local holder remains: held on disk"
+    assert client.call("release", LS, name, disks, slkfd=fd3) is None
+    assert acquire_once_released(client, name, disks, fd4) is None
+    assert client.call("inquire", slkfd=fd4) == [{**shared[0], "flags": RES_LVER, "version": 2}]
+    assert client.call("release", LS, name, disks, slkfd=fd4) is None
+
+
 def acquire_once_released(agent: Agent, name: bytes, disks: list[tuple[str, int]], slkfd: int) -> object:
     """Acquire ``name`` on ``slkfd`` once the daemon has finished releasing it; what ``sanlock.acquire`` returned.
 
@@ -541,6 +572,38 @@ def test_convert_with_the_cli(pool: Pool, py: Callable[[], Agent]) -> None:
     missing = cli(pool.daemon, "convert", "-r", pool.leases.spec(unheld), "-p", str(holder.pid))
     assert (missing.returncode, missing.stdout.splitlines()[-1]) == (1, "convert done -2")  # ENOENT
     assert holder.call("release", LS, name, disks, slkfd=fd) is None
+
+
+def test_convert_to_exclusive_beside_another_local_shared_holder(
+    pool: Pool, py: Callable[[], Agent], request: pytest.FixtureRequest
+) -> None:
+    """Where leased keeps exclusion and sanlock 3.8.5 does not: the one answer here that differs on purpose.
+
+    sanlock's convert_token never looks at the other local tokens: its ballot
+    skips our own mode block, so it converts, and the other local holder still
+    believes it shares the lease; releasing it then fails ("release_token
+    exclusive not last", SANLK_ERROR).  leased answers EAGAIN, as for shared
+    holders on other hosts, and both keep their shared hold.
+    """
+    first, second, name = py(), py(), pool.take()
+    disks = pool.leases.disks(name)
+    fd1, fd2 = first.call("register"), second.call("register")
+    assert first.call("acquire", LS, name, disks, slkfd=fd1, shared=True) is None
+    assert second.call("acquire", LS, name, disks, slkfd=fd2, shared=True) is None
+    converted = cli(pool.daemon, "convert", "-r", pool.leases.spec(name), "-p", str(first.pid))
+    shared = {"lockspace": LS, "resource": name, "flags": RES_SHARED, "version": 0, "disks": disks}
+    if "sanlock" in request.node.callspec.id:
+        assert converted.stdout.splitlines()[-1] == "convert done 0"
+        assert first.call("inquire", slkfd=fd1)[0]["flags"] == RES_LVER
+        assert second.call("inquire", slkfd=fd2) == [shared]
+        assert second.errno("release", LS, name, disks, slkfd=fd2) == -201  # SANLK_ERROR
+        assert first.call("release", LS, name, disks, slkfd=fd1) is None
+        return
+    assert converted.stdout.splitlines()[-1] == "convert done -11"
+    assert first.call("inquire", slkfd=fd1) == [shared]
+    assert second.call("inquire", slkfd=fd2) == [shared]
+    assert second.call("release", LS, name, disks, slkfd=fd2) is None
+    assert first.call("release", LS, name, disks, slkfd=fd1) is None
 
 
 def test_cli_status_version_log_dump_host_status(pool: Pool, py: Callable[[], Agent]) -> None:

@@ -1,0 +1,335 @@
+"""Many local processes sharing resources, against leased and real sanlock 3.8.5 (issue 24).
+
+A load shaped like sanlock's own load generator: ``--processes`` processes
+(Debian's /usr/bin/python3 with the unmodified python3-sanlock binding), each
+registered with ``sanlock.register()``, loop until ``--duration`` runs out:
+
+* pick one or two resources at random among ``--lockspaces`` lockspaces of
+  ``--resources`` resources each, and acquire each of them shared or
+  exclusive at random (one ``sanlock.acquire`` per resource);
+* check with ``sanlock.inquire()`` that the daemon says this process holds
+  exactly what it believes it holds, and in the same modes;
+* sometimes convert one held lease to the other mode (python3-sanlock 3.8.5
+  has no ``convert``: libsanlock's ``sanlock_convert`` through ctypes, on the
+  registered connection), and check again;
+* release what it holds, and check that nothing is left (a release that
+  fails on disk still ends the client's hold, in sanlock as in leased).
+
+Both daemons run at once, each with its own run directory and lease file
+(the lockspaces at io_timeout 1, laid out by python3-sanlock's
+``write_lockspace``/``write_resource``), started as
+``bench/daemon_vs_sanlock.py`` starts them; the load runs against one daemon,
+then the other, so each sees the same machine.  Printed per daemon:
+successful acquires a second, the count of each result code of acquire,
+convert and release, and the ratio leased/sanlock of successful acquires a
+second.  Exits 1 when any process found that inquire disagrees with what it
+believes it holds (each disagreement is printed); a failed set-up or driver
+stops it with a message.
+
+Usage: PYTHONPATH=. .venv/bin/python bench/mixed_load.py [--duration 20] [--processes 16]
+       [--lockspaces 4] [--resources 16] [--only leased|sanlock] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from leased.errors import ResultCode
+from leased.torture.local_daemons import SANLOCK_DAEMON_ENV, leased_daemon_argv, sanlock_binary, sanlock_daemon_argv
+
+MiB = 1 << 20
+PYTHON3 = "/usr/bin/python3"
+
+SETUP = r"""
+import sys, time
+import sanlock
+
+path, lockspaces, resources = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+MiB = 1 << 20
+for j in range(lockspaces):
+    ls = b"LS%d" % j
+    sanlock.write_lockspace(ls, path, j * MiB, iotimeout=1)
+    for i in range(resources):
+        sanlock.write_resource(ls, b"R%d" % i, [(path, (lockspaces + j * resources + i) * MiB)])
+for j in range(lockspaces):
+    sanlock.add_lockspace(b"LS%d" % j, 1, path, j * MiB, iotimeout=1, wait=False)
+deadline = time.monotonic() + 60
+while not all(sanlock.inq_lockspace(b"LS%d" % j, 1, path, j * MiB) for j in range(lockspaces)):
+    if time.monotonic() > deadline:
+        sys.exit("lockspaces not joined in 60 s")
+    time.sleep(0.1)
+"""
+
+LOAD = r"""
+import ctypes, json, os, random, sys, time
+from multiprocessing import Pool
+import sanlock
+
+path, lockspaces, resources, processes, duration = (
+    sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+)
+MiB = 1 << 20
+RES_SHARED = 4
+
+
+class SanlkResource(ctypes.Structure):
+    # struct sanlk_resource without its disks: all that sanlock_convert sends
+    _fields_ = [
+        ("lockspace_name", ctypes.c_char * 48),
+        ("name", ctypes.c_char * 48),
+        ("lver", ctypes.c_uint64),
+        ("data64", ctypes.c_uint64),
+        ("data32", ctypes.c_uint32),
+        ("unused", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("num_disks", ctypes.c_uint32),
+    ]
+
+
+libsanlock = ctypes.CDLL("libsanlock.so.1")
+libsanlock.sanlock_convert.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.POINTER(SanlkResource)]
+
+
+def disks(key):
+    j, i = key
+    return [(path, (lockspaces + j * resources + i) * MiB)]
+
+
+def names(key):
+    return b"LS%d" % key[0], b"R%d" % key[1]
+
+
+def code(exc):
+    # python3-sanlock: errno -rc for -200 < rc < 0, sanlock's own codes as they are
+    return -exc.errno if exc.errno > 0 else exc.errno
+
+
+def convert(fd, key, shared):
+    ls, name = names(key)
+    res = SanlkResource(ls, name, 0, 0, 0, 0, RES_SHARED if shared else 0, 1)
+    return libsanlock.sanlock_convert(fd, -1, 0, ctypes.byref(res))
+
+
+def worker(seed):
+    rng = random.Random(seed)
+    fd = sanlock.register()
+    acquire, conv, release = {}, {}, {}
+    held = {}  # key -> shared
+    disagreements = []
+    acquired = 0
+
+    def count(table, rc):
+        table[str(rc)] = table.get(str(rc), 0) + 1
+
+    def check(when):
+        said = {}
+        for lease in sanlock.inquire(slkfd=fd):
+            ls, name = lease["lockspace"].decode(), lease["resource"].decode()
+            said[(int(ls[2:]), int(name[1:]))] = bool(lease["flags"] & RES_SHARED)
+        if said != held:
+            believed = sorted((k, "SH" if v else "EX") for k, v in held.items())
+            told = sorted((k, "SH" if v else "EX") for k, v in said.items())
+            disagreements.append(f"pid {os.getpid()} {when}: believes {believed}, inquire says {told}")
+            held.clear()
+            held.update(said)
+
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        keys = rng.sample([(j, i) for j in range(lockspaces) for i in range(resources)], rng.choice((1, 2)))
+        for key in keys:
+            shared = rng.random() < 0.5
+            ls, name = names(key)
+            try:
+                sanlock.acquire(ls, name, disks(key), slkfd=fd, shared=shared)
+            except sanlock.SanlockException as exc:
+                count(acquire, code(exc))
+            else:
+                count(acquire, 0)
+                acquired += 1
+                held[key] = shared
+        check("after acquire")
+        if held and rng.random() < 0.25:
+            key = rng.choice(sorted(held))
+            rc = convert(fd, key, not held[key])
+            count(conv, rc)
+            if rc == 0:
+                held[key] = not held[key]
+            check("after convert")
+        for key in sorted(held):
+            ls, name = names(key)
+            try:
+                sanlock.release(ls, name, disks(key), slkfd=fd)
+            except sanlock.SanlockException as exc:
+                count(release, code(exc))
+            else:
+                count(release, 0)
+            # sanlock lets go of the client's token before its disk work: a failed release
+            # (its disk write refused) still ends this process's hold
+            del held[key]
+        check("after release")
+    os.close(fd)
+    return dict(acquire=acquire, convert=conv, release=release, acquired=acquired, disagreements=disagreements)
+
+
+with Pool(processes) as pool:
+    start = time.monotonic()
+    results = pool.map(worker, [os.getpid() * 1000 + n for n in range(processes)], chunksize=1)
+    wall = time.monotonic() - start
+print(json.dumps({"wall": wall, "results": results}))
+"""
+
+
+@dataclass
+class Figures:
+    """One daemon's outcome under the load."""
+
+    wall: float = 0.0
+    acquired: int = 0
+    acquire: Counter[int] = field(default_factory=Counter)
+    convert: Counter[int] = field(default_factory=Counter)
+    release: Counter[int] = field(default_factory=Counter)
+    disagreements: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.acquired / self.wall if self.wall else 0.0
+
+    @classmethod
+    def from_driver(cls, output: dict[str, Any]) -> Figures:
+        figures = cls(wall=output["wall"])
+        for result in output["results"]:
+            figures.acquired += result["acquired"]
+            for kind in ("acquire", "convert", "release"):
+                getattr(figures, kind).update({int(rc): n for rc, n in result[kind].items()})
+            figures.disagreements += result["disagreements"]
+        return figures
+
+
+def code_name(rc: int) -> str:
+    if rc == 0:
+        return "0"
+    try:
+        return f"{rc} {ResultCode(rc).name}"
+    except ValueError:
+        return f"{rc} {errno.errorcode.get(-rc, '?')}"
+
+
+def counts(counter: Counter[int]) -> str:
+    total = sum(counter.values())
+    if not total:
+        return "none"
+    parts = [f"{code_name(rc)}: {n} ({100 * n / total:.1f}%)" for rc, n in sorted(counter.items(), reverse=True)]
+    return f"{total} = " + ", ".join(parts)
+
+
+def wait_socket(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir)}
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"daemon exited: {proc.returncode}")
+        probe = subprocess.run(["sanlock", "client", "version"], env=env, capture_output=True, check=False)
+        if (run_dir / "sanlock.sock").exists() and probe.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"daemon did not listen in {run_dir}")
+
+
+def run(argv: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+    if done.returncode != 0:
+        raise SystemExit(f"{argv[:3]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per daemon")
+    parser.add_argument("--processes", type=int, default=16)
+    parser.add_argument("--lockspaces", type=int, default=4)
+    parser.add_argument("--resources", type=int, default=16, help="resources per lockspace")
+    parser.add_argument("--only", choices=("leased", "sanlock"), help="run one daemon only")
+    parser.add_argument("--keep", type=Path, help="keep run dirs and daemon logs here (log_dump of each too)")
+    args = parser.parse_args()
+    sanlock = sanlock_binary()
+    if not Path(PYTHON3).exists() or sanlock is None:
+        raise SystemExit("needs Debian's sanlock and python3-sanlock (apt-get install sanlock python3-sanlock)")
+    commands = {"sanlock": sanlock_daemon_argv(sanlock), "leased": leased_daemon_argv()}
+    if args.only:
+        commands = {args.only: commands[args.only]}
+    size = (args.lockspaces * (args.resources + 1) + 1) * MiB
+    base = Path(tempfile.mkdtemp(prefix="mixed-load-"))
+    daemons: dict[str, tuple[subprocess.Popen[bytes], dict[str, str], Path]] = {}
+    figures: dict[str, Figures] = {}
+    try:
+        for label, argv in commands.items():
+            run_dir = base / label / "run"
+            run_dir.mkdir(parents=True)
+            env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir), **SANLOCK_DAEMON_ENV}
+            with (base / label / "daemon.log").open("wb") as log:
+                proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            daemons[label] = (proc, env, base / label / "leases")
+            wait_socket(run_dir, proc)
+            with daemons[label][2].open("wb") as f:
+                f.truncate(size)
+        for _, env, lease_path in daemons.values():
+            run([PYTHON3, "-c", SETUP, str(lease_path), str(args.lockspaces), str(args.resources)], env, 120)
+        for label, (_, env, lease_path) in daemons.items():
+            driver = [
+                PYTHON3,
+                "-c",
+                LOAD,
+                str(lease_path),
+                str(args.lockspaces),
+                str(args.resources),
+                str(args.processes),
+                str(args.duration),
+            ]
+            out = run(driver, env, args.duration * 4 + 120)
+            figures[label] = Figures.from_driver(json.loads(out.stdout))
+            if args.keep:
+                dump = subprocess.run(["sanlock", "client", "log_dump"], env=env, capture_output=True, check=False)
+                (base / label / "log_dump").write_bytes(dump.stdout)
+    finally:
+        for proc, env, _ in daemons.values():
+            subprocess.run(["sanlock", "client", "shutdown", "-f", "1", "-w", "1"], env=env, capture_output=True)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if args.keep:
+            shutil.copytree(base, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("leases", "run"))
+        shutil.rmtree(base, ignore_errors=True)
+
+    print(
+        f"mixed local load: {args.processes} processes, {args.lockspaces} lockspaces x {args.resources} resources, "
+        f"{args.duration:g} s per daemon"
+    )
+    for label, fig in figures.items():
+        print(f"{label}: {fig.rate:.1f} successful acquires/s ({fig.acquired} in {fig.wall:.1f} s)")
+        print(f"  acquire: {counts(fig.acquire)}")
+        print(f"  convert: {counts(fig.convert)}")
+        print(f"  release: {counts(fig.release)}")
+    if "leased" in figures and "sanlock" in figures and figures["sanlock"].rate:
+        print(f"ratio leased/sanlock, successful acquires/s: {figures['leased'].rate / figures['sanlock'].rate:.2f}")
+    disagreements = [f"{label}: {line}" for label, fig in figures.items() for line in fig.disagreements]
+    for line in disagreements:
+        print(f"DISAGREEMENT {line}", file=sys.stderr)
+    return 1 if disagreements else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
