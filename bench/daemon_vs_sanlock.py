@@ -9,7 +9,14 @@ the ratio leased/sanlock (below 1.0 means leased is faster); for the
 8-client run, throughput in acquire+release pairs per second and the ratio
 sanlock/leased time.
 
-Usage: .venv/bin/python bench/daemon_vs_sanlock.py [--rounds N] [--clients 8]
+Then the targets of issue 24, each a ratio leased/sanlock from this one run:
+start to listening (exec to the first accepted connection, median of
+``--starts`` fresh daemons each), register+close (median, from above) and
+the mixed local load of ``bench/mixed_load.py`` (successful acquires a
+second, ``--mixed`` seconds per daemon; 0 skips it).  Exits 1 when a figure
+misses its target (start <= 10, register+close <= 1.0, mixed >= 1.0).
+
+Usage: .venv/bin/python bench/daemon_vs_sanlock.py [--rounds N] [--clients 8] [--starts 9] [--mixed 20]
 """
 
 from __future__ import annotations
@@ -17,7 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import socket
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,14 +111,68 @@ def wait_socket(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"daemon did not listen on {sock}")
 
 
+def start_to_listening(argv: list[str], base: Path, starts: int) -> float:
+    """Median seconds from exec to the first connection the daemon accepts, over ``starts`` fresh daemons."""
+    times = []
+    for attempt in range(starts):
+        run_dir = base / f"start-{attempt}"
+        run_dir.mkdir(parents=True)
+        env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir), **SANLOCK_DAEMON_ENV}
+        path = str(run_dir / "sanlock.sock")
+        began = time.monotonic()
+        proc = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            while True:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    try:
+                        probe.connect(path)
+                        break
+                    except OSError:
+                        if proc.poll() is not None:
+                            raise SystemExit(f"{argv[0]} exited with {proc.returncode} before listening") from None
+                        if time.monotonic() - began > 30:
+                            raise SystemExit(f"{argv[0]} did not listen in 30 s") from None
+                time.sleep(0.0002)
+            times.append(time.monotonic() - began)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return statistics.median(times)
+
+
+def mixed_load_ratio(seconds: float) -> float:
+    """bench/mixed_load.py's ratio leased/sanlock of successful acquires a second (its own output is shown)."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("mixed_load.py")), "--duration", str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=seconds * 10 + 600,
+        check=False,
+    )
+    print(done.stdout, end="")
+    print(done.stderr, end="", file=sys.stderr)
+    found = re.search(r"ratio leased/sanlock, successful acquires/s: ([0-9.]+)", done.stdout)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"bench/mixed_load.py failed ({done.returncode})")
+    return float(found.group(1))
+
+
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=600)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--starts", type=int, default=9, help="fresh daemons started per daemon for start-up")
+    parser.add_argument("--mixed", type=float, default=20, help="seconds of mixed local load per daemon; 0: skip")
     args = parser.parse_args()
     sanlock = sanlock_binary()
     if not Path(PYTHON3).exists() or sanlock is None:
@@ -119,6 +184,7 @@ def main() -> None:
             "sanlock": sanlock_daemon_argv(sanlock),
             "leased": leased_daemon_argv(),
         }
+        start = {label: start_to_listening(argv, base / label, args.starts) for label, argv in commands.items()}
         try:
             for label, argv in commands.items():
                 run_dir = base / label / "run"
@@ -161,7 +227,25 @@ def main() -> None:
         f"{f'{args.clients} clients (pairs/s)':<28} {ours_rate:>10.1f} {theirs_rate:>10.1f} "
         f"{ours_c['wall'] / theirs_c['wall']:>15.2f}"
     )
+    print(f"{'start to listening (ms)':<28} {start['leased'] * 1000:>10.1f} {start['sanlock'] * 1000:>10.1f}")
+
+    register = results["leased"]["register_close"]["median"] / results["sanlock"]["register_close"]["median"]
+    targets = [
+        ("start to listening, median", start["leased"] / start["sanlock"], "<=", 10.0),
+        ("register+close, median", register, "<=", 1.0),
+    ]
+    if args.mixed > 0:
+        print()
+        targets.append(("mixed local load, successful acquires/s", mixed_load_ratio(args.mixed), ">=", 1.0))
+    print()
+    print(f"{'issue 24 target (leased/sanlock)':<44} {'ratio':>8} {'target':>9}  verdict")
+    missed = 0
+    for name, ratio, sense, bound in targets:
+        met = ratio <= bound if sense == "<=" else ratio >= bound
+        missed += not met
+        print(f"{name:<44} {ratio:>8.2f} {sense + ' ' + format(bound, 'g'):>9}  {'met' if met else 'MISSED'}")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
