@@ -23,8 +23,7 @@ line) comes out on bad input.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 Value: TypeAlias = int | str | tuple[str, ...]
 
@@ -80,9 +79,12 @@ def _host_name(text: str) -> str:
     return _text(text)
 
 
-@dataclass(frozen=True)
-class Key:
-    """One setting: how to parse it, its default and why, and where it may be given."""
+class Key(NamedTuple):
+    """One setting: how to parse it, its default and why, and where it may be given.
+
+    (Named tuples, not dataclasses, here: ``leased daemon`` reads its settings
+    before it listens, and dataclasses would load ``inspect`` first.)
+    """
 
     name: str
     parse: Callable[[str], int | str]
@@ -318,19 +320,18 @@ KEYS: tuple[Key, ...] = (
 BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """An effective value and where it came from ('default', 'FILE:LINE', 'environment X', 'command line -o')."""
 
     value: Value | None
     origin: str
 
 
-@dataclass
 class Settings:
     """The effective value of every key."""
 
-    values: dict[str, Setting] = field(default_factory=dict)
+    def __init__(self, values: dict[str, Setting] | None = None) -> None:
+        self.values: dict[str, Setting] = {} if values is None else values
 
     def __getitem__(self, name: str) -> Value | None:
         return self.values[name].value

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import grp
-import logging
 import os
 import pwd
 import sys
@@ -32,7 +31,6 @@ if TYPE_CHECKING:  # the daemon's parts load once options are parsed: `--help` s
     from leased.faultpoints import FaultPoints
     from leased.listener import Claim
 
-log = logging.getLogger("leased")
 
 DEFAULT_RUN_DIR = "/run/sanlock"
 
@@ -136,6 +134,8 @@ def _id_of(settings: Settings, name: str) -> int:
 
 def _notes(settings: Settings) -> list[tuple[int, str]]:
     """Lines for the daemon's log once its sinks are up: what the settings do not do."""
+    import logging  # here, not at the top: the daemon listens before it loads logging
+
     notes = [
         (
             logging.INFO,

@@ -10,11 +10,8 @@ into sanlock's ``<action> done <rc>`` by the command itself
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
-
-from leased.cli.options import LEASED_USAGE
 
 
 def _say(line: str) -> None:
@@ -27,11 +24,18 @@ def _complain(detail: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     if not args or args[0] in ("help", "--help", "-h"):
+        from leased.cli.options import LEASED_USAGE
+
         sys.stdout.write(LEASED_USAGE)
         return 0 if args else 1
     command, rest = args[0], args[1:]
+    if command != "daemon":
+        # The daemon sets up its own sinks, and must listen before it imports anything it can spare
+        # (logging alone is 8 ms); the other commands log warnings to stderr.
+        import logging
+
+        logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     try:
         if command == "direct":
             from leased.cli.direct import run_direct
