@@ -116,6 +116,12 @@ def setup_logging(settings: LogSettings, ring: logging.Handler, *, stderr: TextI
     root.addHandler(ring)
     # A sink that fails later (syslog gone, disk full) must not print a traceback per line.
     logging.raiseExceptions = False
+    # No sink prints where a line was logged from or which process logged it, and every record is
+    # built (the ring takes debug): skip the stack walk and process lookups each record would cost
+    # (logging's documented optimisations).
+    logging._srcfile = None
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
     journal = stream_is_journal(settings.journal_stream, stderr)
     stderr_level = logging.INFO if settings.foreground else None

@@ -114,28 +114,62 @@ class ClientState:
     fd: int = -1
 
 
+_PLAIN = (int, float, str, bytes, bool, type(None))
+"""Argument types a record may keep unformatted: their text cannot change before the dump."""
+
+
 class LogRing(logging.Handler):
-    """The last ``capacity`` bytes of log text, for ``client log_dump``."""
+    """The last ``capacity`` bytes of log text, for ``client log_dump``.
+
+    Every record goes here, debug ones included, and almost none is ever
+    read: formatting each one as it came (the time stamp above all) was a
+    good part of what a short-lived client cost the daemon.  So a record is
+    kept as its parts (times, thread, message and arguments) and formatted
+    when dumped.  Only arguments whose text cannot change are kept as they
+    are; a record with any other argument is formatted at once.  Sizes are
+    estimated as records come (so the ring stays bounded) and the dump is
+    cut to ``capacity`` exactly.
+    """
 
     def __init__(self, capacity: int) -> None:
         super().__init__(logging.DEBUG)
         self.capacity = capacity
-        self.lines: collections.deque[str] = collections.deque()
+        self.entries: collections.deque[tuple[float, int, int, str, tuple[object, ...], int]] = collections.deque()
         self.size = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-            line = f"{stamp} {int(time.monotonic())} [{record.thread or 0}]: {record.getMessage()}"
+            message, args = record.msg, record.args
+            if (
+                not isinstance(message, str)
+                or not isinstance(args, tuple)
+                or not all(isinstance(arg, _PLAIN) for arg in args)
+            ):
+                message, args = record.getMessage(), ()
+            estimate = 40 + len(message) + sum(len(a) if isinstance(a, str | bytes) else 20 for a in args)
         except Exception:  # a bad log call must not break the daemon
             return
-        self.lines.append(line)
-        self.size += len(line) + 1
-        while self.size > self.capacity and self.lines:
-            self.size -= len(self.lines.popleft()) + 1
+        self.entries.append((record.created, int(time.monotonic()), record.thread or 0, message, args, estimate))
+        self.size += estimate
+        while self.size > self.capacity and self.entries:
+            self.size -= self.entries.popleft()[5]
 
     def dump(self) -> bytes:
-        return "\n".join(self.lines).encode(errors="replace")
+        lines: list[str] = []
+        for created, monotonic, thread, message, args, _ in self.entries:
+            try:
+                text = message % args if args else message
+            except Exception:  # a bad format shows as it was written, not as a broken dump
+                text = f"{message} {args!r}"
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+            lines.append(f"{stamp} {monotonic} [{thread}]: {text}")
+        kept, size = [], 0
+        for line in reversed(lines):
+            size += len(line) + 1
+            if size > self.capacity:
+                break
+            kept.append(line)
+        return "\n".join(reversed(kept)).encode(errors="replace")
 
 
 @dataclass
