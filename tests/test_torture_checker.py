@@ -177,6 +177,35 @@ def test_use_ends_at_the_first_request_to_release_even_if_it_failed() -> None:
     assert rules(story.check()) == ["exclusive-overlap"]
 
 
+@pytest.mark.parametrize("end", ["killed", "daemon gone"])
+def test_use_ends_at_a_request_to_release_that_its_death_left_unanswered(end: str) -> None:
+    """Found by a 30-minute --watchdog run: a worker asked to release, then was SIGSTOPped and killed
+    (or its daemon was killed) before the answer, while its daemon had already released the lease on
+    disk and another process took it.  The worker stopped using it when it asked, so no overlap."""
+    story = Story()
+    story.worker(1.0, 10, "a", "held", r="R0", m="EX", lver=1)
+    story.worker(2.0, 10, "a", "releasing", r="R0")
+    if end == "killed":
+        story.harness(5.0, "client_kill", pid=10, why="fault")
+        story.harness(5.01, "client_exit", pid=10, status=-9, target="a")
+    else:
+        story.worker(2.1, 10, "a", "daemon_gone", rc=-107, detail="release reply header: connection closed")
+    story.hold(20, "b", "R0", "EX", 2.05, 3.0)
+    assert story.check().passed
+    story.hold(30, "c", "R0", "EX", 1.5, 1.8)  # before the request to release: still an overlap
+    assert rules(story.check()) == ["exclusive-overlap"]
+
+
+def test_a_request_to_release_that_nobody_followed_is_still_a_dead_holder() -> None:
+    story = Story()
+    story.worker(1.0, 10, "a", "held", r="R0", m="EX", lver=1)
+    story.worker(2.0, 10, "a", "releasing", r="R0")
+    story.harness(5.0, "client_kill", pid=10, why="fault")
+    story.harness(5.01, "client_exit", pid=10, status=-9, target="a")
+    story.harness(9.0, "final", r="R0", free=False)
+    assert rules(story.check()) == ["dead-holder"]
+
+
 def test_a_lease_gone_after_a_failed_release_was_told() -> None:
     story = Story()
     story.worker(1.0, 10, "a", "held", r="R0", m="EX", lver=1)

@@ -224,9 +224,13 @@ def _intervals(
                 report.violations.append(Violation("lost", detail, t))
         elif kind == "violation":
             report.violations.append(Violation(record["what"], f"pid {key[0]} on {record['h']}: {record['detail']}", t))
-    for (pid, _), interval in holding.items():
-        interval.end = processes[pid].death() if pid in processes else math.inf
-        interval.ended_by = "death" if math.isfinite(interval.end) else "open"
+    for key, interval in holding.items():
+        death = processes[key[0]].death() if key[0] in processes else math.inf
+        # A worker that asked to release and died (or lost its daemon) before the answer stopped
+        # using the lease when it asked, as one whose release was answered: its daemon may well have
+        # released it on disk and given it to another process before the death.
+        interval.end = min(releasing.get(key, math.inf), death)
+        interval.ended_by = "death" if math.isfinite(death) else "open"
         done.append(interval)
     return done
 
