@@ -24,7 +24,7 @@ import trio
 
 from leased.client import Client
 from leased.torture.faultfs import FaultFS, FaultFSUnavailable, fault_fs
-from leased.torture.wdmd import WDMD_TEST_INTERVAL, LogFollower, ShimDir
+from leased.torture.wdmd import WDMD_TEST_INTERVAL
 
 log = logging.getLogger(__name__)
 
@@ -123,21 +123,8 @@ class Host:
     fs: FaultFS | None = None
     """This host's own passthrough mount of the shared backing file, when faultfs runs here."""
     faulty_storage: bool = False
-    shim: ShimDir | None = None
-    """Watchdog mode: this host's watchdog world (its wdmd's run dir, fake device and log)."""
-    wdmd: trio.Process | None = None
-    follower: LogFollower = field(default_factory=LogFollower.start)
-    """The modelled timer of this boot's log, and how much of the log it has read."""
-    log_offset: int = 0
-    boot: int = 0
-    rebooting: bool = False
-    """Reset and not yet back: the monitor leaves the host alone, nothing else touches it."""
-    killed_at: float | None = None
-    """When daemon_kill killed the daemon, until the reset that must follow."""
-    pending: list[int] = field(default_factory=list)
-    """Ids of faults that end only when the host is back from its reset (daemon_kill)."""
     ops: set[trio.CancelScope] = field(default_factory=set)
-    """Work on the daemon in progress (a rejoin): a reset cancels it, the daemon it talks to is gone."""
+    """Work on the daemon in progress (a rejoin): a watchdog reset cancels it, the daemon it talks to is gone."""
 
     def client(self, timeout: float = 30) -> Client:
         return Client(self.run_dir, timeout=timeout)
@@ -145,6 +132,26 @@ class Host:
     def not_ready(self) -> None:
         if self.ready.is_set():
             self.ready = trio.Event()
+
+
+def make_hosts(options: Options, mounts: list[FaultFS], lease_path: Path) -> list[Host]:
+    """The run's hosts, leased ones first, each with its home in the work directory (made here).
+
+    With faultfs mounts, host ``i`` reaches the lease file through mount ``i``;
+    the first host, if it runs leased, is the one whose storage faults fail.
+    """
+    kinds = ["leased"] * options.leased_hosts + ["sanlock"] * options.sanlock_hosts
+    hosts = []
+    for index, kind in enumerate(kinds):
+        name = f"{kind}-{index + 1}"
+        fs = mounts[index] if mounts else None
+        path = str(fs.mountpoint / lease_path.name) if fs else str(lease_path)
+        home = options.workdir / name
+        home.mkdir(parents=True, exist_ok=True)
+        host = Host(index, kind, name, index + 1, home / "run", path, home / "daemon.log", fs=fs)
+        host.faulty_storage = fs is not None and index == 0 and kind == "leased"
+        hosts.append(host)
+    return hosts
 
 
 @contextlib.contextmanager
