@@ -22,8 +22,8 @@ from daemons import wait_for
 from once import once_per_run
 
 from leased.torture.checker import check
-from leased.torture.harness import ALL_FAULTS
 from leased.torture.history import read_history
+from leased.torture.hosts import ALL_FAULTS
 from leased.torture.local_daemons import leased_command, sanlock_binary
 from leased.torture.wdmd import ShimUnavailable, build_shim, wdmd_binary
 

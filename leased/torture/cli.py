@@ -28,7 +28,7 @@ the run could not be made.  Needs root (daemons, FUSE).  The lease file (or
 
 
 def _faults(text: str) -> tuple[str, ...]:
-    from leased.torture.harness import ALL_FAULTS
+    from leased.torture.hosts import ALL_FAULTS
 
     if text == "all":
         return ALL_FAULTS
@@ -174,7 +174,8 @@ def run_torture_command(argv: Sequence[str]) -> int:
         opts = p.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse has already printed
         return int(exc.code or 0)
-    from leased.torture.harness import DEFAULT_FAULTPOINTS, Options, TortureError, run_torture
+    from leased.torture.harness import run_torture
+    from leased.torture.hosts import DEFAULT_FAULTPOINTS, Options, TortureError
 
     if opts.leased_hosts < 1 and opts.sanlock_hosts < 1:
         p.error("at least one host is needed")

@@ -31,16 +31,16 @@ once is the earliest a watchdog could fire; the latest (8N + W after the last
 renewal) is what host_dead_seconds already allows for.
 
 The watchdog mode (``Options.watchdog``) stops playing: every host gets its
-own real wdmd under the shim of :mod:`leased.torture.wdmd` and its daemon
-runs with ``-w 1``.  ``daemon_kill`` then kills the daemon only; its workers
-go on using the leases they hold (``orphaned``).  A monitor per host follows
-the shim's log through the model of the kernel timer, and when the model
-says the host has been reset, resets it: SIGKILL for its workers, daemon
-and wdmd at once (``host_down`` with why "watchdog reset", ``client_kill``
-for each worker), then a boot: a clean /run and shm, a new wdmd, the
-daemon, the join, new workers.  Whatever made the timer fire (a killed
-daemon, a long stop, failing storage) is handled the same way, and a
-daemon_kill whose reset never comes is a violation.
+own real wdmd and its daemon runs with ``-w 1``.  ``daemon_kill`` then kills
+the daemon only; its workers go on using the leases they hold
+(``orphaned``).  Each host's :class:`~leased.torture.host_watchdog.HostWatchdog`
+follows its wdmd's device through the model of the kernel timer and, when
+the model says the host has been reset, resets it: whatever made the timer
+fire (a killed daemon, a long stop, failing storage) is handled the same
+way, and a daemon_kill whose reset never comes is a violation.  What a
+reset does to the host's daemon and workers (SIGKILL at once, then a boot:
+the daemon, the join, new workers) it asks of the harness through
+:class:`~leased.torture.host_watchdog.HostRun`, which ``_HostRun`` here is.
 
 At the end faults stop, every host is brought back, workers finish their
 current lease and exit, and every resource must be acquirable afresh (the
@@ -57,153 +57,39 @@ import os
 import random
 import signal
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import trio
 
 from leased import delta_lease, paxos_lease
-from leased.client import Client, Registration, SanlockError
+from leased.client import Registration, SanlockError
 from leased.geometry import Geometry, legacy_geometry
 from leased.storage import FileStorage
 from leased.timeouts import host_dead_seconds
 from leased.torture.checker import Report, check
-from leased.torture.faultfs import FaultFS, FaultFSUnavailable, Mode, fault_fs
+from leased.torture.faultfs import FaultFS, Mode
 from leased.torture.history import History, read_history
-from leased.torture.local_daemons import SANLOCK_DAEMON_ENV, leased_daemon_argv, sanlock_binary, sanlock_daemon_argv
-from leased.torture.wdmd import (
-    WDMD_TEST_INTERVAL,
-    LogFollower,
-    ShimDir,
-    ShimUnavailable,
-    build_shim,
-    wdmd_argv,
-    wdmd_binary,
+from leased.torture.host_watchdog import HostWatchdog, Reset, reset_bound, resets_text
+from leased.torture.hosts import (
+    CLIENT_FAULTS,
+    ROGUE_FAULTS,
+    STORAGE_FAULTS,
+    Host,
+    Options,
+    TortureError,
+    make_hosts,
+    storage_for,
 )
+from leased.torture.local_daemons import SANLOCK_DAEMON_ENV, leased_daemon_argv, sanlock_binary, sanlock_daemon_argv
+from leased.torture.wdmd import ShimUnavailable, build_shim, wdmd_binary
 from leased.torture.worker import BLOCK, WorkerConfig
 
 log = logging.getLogger(__name__)
 
 LOCKSPACE = "TORTURE"
-
-CLIENT_FAULTS = ("client_kill", "client_stop")
-DAEMON_FAULTS = ("daemon_stop", "daemon_kill")
-STORAGE_FAULTS = ("storage_eio", "storage_stall")
-ROGUE_FAULTS = ("rogue_interleave", "rogue_vanish")
-ALL_FAULTS = CLIENT_FAULTS + DAEMON_FAULTS + STORAGE_FAULTS + ROGUE_FAULTS
-
-DEFAULT_FAULTPOINTS = "acquire.prepare=0.02,acquire.commit=0.01,release.prepare=0.02,orphan.move=0.02"
-
-WDMD_FIRE_TIMEOUT = 60
-"""wdmd 3.8.5's fire timeout, fixed in the binary: the W of every host in watchdog mode."""
-WATCHDOG_MIN_IO_TIMEOUT = 2
-"""Below this wdmd 3.8.5 starves a healthy host (docs/watchdog.md): the expiry, renewal + 8N, is always
-within its 10 s test interval."""
-WATCHDOG_IO_TIMEOUT = 3
-"""The io_timeout of watchdog mode unless one is given: 2 leaves 2 s of margin over wdmd's test interval."""
-MONITOR_INTERVAL = 0.2
-"""How often a host's monitor reads its shim log: the latest a modelled reset is acted on, after it."""
-
-
-class TortureError(RuntimeError):
-    """The run could not be set up or brought to an end (not a violation: those are in the report)."""
-
-
-@dataclass
-class Options:
-    workdir: Path
-    duration: float = 120.0
-    leased_hosts: int = 2
-    sanlock_hosts: int = 1
-    clients: int = 2
-    resources: int = 4
-    io_timeout: int = 1
-    watchdog_fire_timeout: int | None = None
-    """None: 60 when real sanlock takes part (its fixed value, which every host must share), else 5."""
-    fault_interval: float = 3.0
-    faults: tuple[str, ...] = ALL_FAULTS
-    device: str | None = None
-    """Use this file or block device (its content is destroyed) instead of a file in ``workdir``."""
-    seed: int | None = None
-    faultpoints: str = DEFAULT_FAULTPOINTS
-    hold_max: float = 0.05
-    sh_fraction: float = 0.3
-    persistent_fraction: float = 0.2
-    watchdog: bool = False
-    """Each host runs its own real wdmd under the shim, daemons with -w 1; resets come from the modelled timer."""
-    fault_count: int = 0
-    """Stop injecting after this many faults, and end the fault phase once they are over (0: no limit)."""
-
-    @property
-    def wft(self) -> int:
-        if self.watchdog:
-            return WDMD_FIRE_TIMEOUT
-        if self.watchdog_fire_timeout is not None:
-            return self.watchdog_fire_timeout
-        return 60 if self.sanlock_hosts else 5
-
-    def problems(self) -> list[str]:
-        """What makes these options unusable, in words for the command line."""
-        found = []
-        if self.watchdog and self.io_timeout < WATCHDOG_MIN_IO_TIMEOUT:
-            found.append(
-                f"--watchdog needs --io-timeout >= {WATCHDOG_MIN_IO_TIMEOUT} (default {WATCHDOG_IO_TIMEOUT}): with "
-                f"{self.io_timeout} the expiry (renewal + 8N) is always within wdmd's {WDMD_TEST_INTERVAL} s test "
-                "interval and wdmd 3.8.5 stops petting the device of a healthy host"
-            )
-        if self.watchdog and self.watchdog_fire_timeout not in (None, WDMD_FIRE_TIMEOUT):
-            found.append(f"--watchdog: the fire timeout is wdmd's fixed {WDMD_FIRE_TIMEOUT} s")
-        if self.fault_count < 0:
-            found.append("--fault-count must be 0 (no limit) or more")
-        return found
-
-
-@dataclass
-class Host:
-    index: int
-    kind: str
-    """``leased`` or ``sanlock``."""
-    name: str
-    host_id: int
-    run_dir: Path
-    lease_path: str
-    """The lease file or device as this host sees it (through faultfs for the faulty host)."""
-    log_path: Path
-    process: trio.Process | None = None
-    ready: trio.Event = field(default_factory=trio.Event)
-    """Set while the daemon runs and has the lockspace; replaced by a fresh one when it goes."""
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    """Held by whoever takes the host down or brings it back, so only one does at a time."""
-    workers: dict[int, trio.Process] = field(default_factory=dict)
-    stopped: bool = False
-    fs: FaultFS | None = None
-    """This host's own passthrough mount of the shared backing file, when faultfs runs here."""
-    faulty_storage: bool = False
-    shim: ShimDir | None = None
-    """Watchdog mode: this host's watchdog world (its wdmd's run dir, fake device and log)."""
-    wdmd: trio.Process | None = None
-    follower: LogFollower = field(default_factory=LogFollower.start)
-    """The modelled timer of this boot's log, and how much of the log it has read."""
-    log_offset: int = 0
-    boot: int = 0
-    rebooting: bool = False
-    """Reset and not yet back: the monitor leaves the host alone, nothing else touches it."""
-    killed_at: float | None = None
-    """When daemon_kill killed the daemon, until the reset that must follow."""
-    pending: list[int] = field(default_factory=list)
-    """Ids of faults that end only when the host is back from its reset (daemon_kill)."""
-    ops: set[trio.CancelScope] = field(default_factory=set)
-    """Work on the daemon in progress (a rejoin): a reset cancels it, the daemon it talks to is gone."""
-
-    def client(self, timeout: float = 30) -> Client:
-        return Client(self.run_dir, timeout=timeout)
-
-    def not_ready(self) -> None:
-        if self.ready.is_set():
-            self.ready = trio.Event()
 
 
 class Torture:
@@ -216,9 +102,6 @@ class Torture:
         shim_library: Path | None = None,
     ) -> None:
         self.options = options
-        self.shim_library = shim_library
-        self.mounts = mounts
-        self.lease_path = lease_path
         self.data_path = data_path
         self.seed = options.seed if options.seed is not None else random.randrange(1 << 32)
         self.rng = random.Random(self.seed)
@@ -227,35 +110,30 @@ class Torture:
         self.interrupted = 0
         self.fault_ids = 0
         self.resources: list[tuple[str, int]] = []
-        self.resets: list[dict[str, object]] = []
+        self.resets: list[Reset] = []
         """Watchdog mode: one entry per modelled reset acted on (for the report)."""
-        self.hosts = self._hosts()
+        self.hosts = make_hosts(options, mounts, lease_path)
+        self.watchdogs = self._watchdogs(shim_library)
 
     # -- set-up
 
-    def _hosts(self) -> list[Host]:
-        o = self.options
-        kinds = ["leased"] * o.leased_hosts + ["sanlock"] * o.sanlock_hosts
-        hosts = []
-        for index, kind in enumerate(kinds):
-            name = f"{kind}-{index + 1}"
-            fs = self.mounts[index] if self.mounts else None
-            path = str(fs.mountpoint / self.lease_path.name) if fs else str(self.lease_path)
-            home = o.workdir / name
-            home.mkdir(parents=True, exist_ok=True)
-            host = Host(index, kind, name, index + 1, home / "run", path, home / "daemon.log", fs=fs)
-            host.faulty_storage = fs is not None and index == 0 and kind == "leased"
-            if o.watchdog:
-                if self.shim_library is None:
-                    raise TortureError("watchdog mode without the shim library")
-                try:
-                    host.shim = ShimDir.create(home / "wd", self.shim_library)
-                except ValueError as exc:
-                    raise TortureError(f"{exc} (--workdir is too long for watchdog mode)") from exc
-                host.shim.reboot(0)  # a work directory used before: start from a clean boot
-                host.follower = LogFollower.start(host.shim.device_timeout)
-            hosts.append(host)
-        return hosts
+    def _watchdogs(self, shim_library: Path | None) -> dict[str, HostWatchdog]:
+        """Watchdog mode: each host's watchdog, by host name, sharing ``resets``; otherwise none."""
+        if not self.options.watchdog:
+            return {}
+        if shim_library is None:
+            raise TortureError("watchdog mode without the shim library")
+        return {
+            host.name: HostWatchdog.create(
+                host.name,
+                self.options.workdir / host.name / "wd",
+                shim_library,
+                self.history,
+                self.options,
+                self.resets,
+            )
+            for host in self.hosts
+        }
 
     async def init_storage(self) -> None:
         """A fresh lockspace and resources R0..Rn-1, one align area each, and zeroed counter blocks."""
@@ -277,23 +155,23 @@ class Torture:
     async def start_daemon(self, host: Host) -> None:
         host.run_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, SANLOCK_RUN_DIR=str(host.run_dir))
-        watchdog = host.shim is not None
+        watchdog = self.watchdogs.get(host.name)
         if host.kind == "leased":
             argv = leased_daemon_argv(
                 host.name,
                 watchdog_fire_timeout=self.options.wft,
                 faultpoints=self.options.faultpoints,
-                use_watchdog=watchdog,
+                use_watchdog=watchdog is not None,
             )
         else:
             binary = sanlock_binary()
             if binary is None:
                 raise TortureError("sanlock hosts asked for, but no sanlock binary (apt-get install sanlock)")
-            argv = sanlock_daemon_argv(binary, host.name, use_watchdog=watchdog)
+            argv = sanlock_daemon_argv(binary, host.name, use_watchdog=watchdog is not None)
             env.update(SANLOCK_DAEMON_ENV)
-        if host.shim is not None:
-            await self.start_wdmd(host)
-            env = host.shim.env(env)
+        if watchdog is not None:
+            await watchdog.start()
+            env = watchdog.env(env)
         with host.log_path.open("ab") as log_file:
             host.process = await trio.lowlevel.open_process(
                 argv, env=env, stdin=None, stdout=log_file, stderr=log_file, start_new_session=True
@@ -320,137 +198,6 @@ class Torture:
         )
         await trio.lowlevel.checkpoint()  # a reset while the thread ran cancels this join: no workers then
         host.ready.set()
-
-    # -- the watchdog (watchdog mode)
-
-    async def start_wdmd(self, host: Host) -> None:
-        """This host's real wdmd under its shim, once its socket accepts; a running one is kept."""
-        shim = host.shim
-        assert shim is not None
-        if host.wdmd is not None and host.wdmd.returncode is None:
-            return
-        log_path = shim.path / "wdmd.log"
-        with log_path.open("ab") as log_file:
-            host.wdmd = await trio.lowlevel.open_process(
-                wdmd_argv(shim, wdmd_binary()),
-                env=shim.env(),
-                stdin=None,
-                stdout=log_file,
-                stderr=log_file,
-                start_new_session=True,
-            )
-        with trio.move_on_after(15):
-            while not shim.listening():
-                if host.wdmd.returncode is not None:
-                    raise TortureError(f"{host.name}: wdmd exited with {host.wdmd.returncode}; see {log_path}")
-                await trio.sleep(0.05)
-            return
-        raise TortureError(f"{host.name}: wdmd not listening on {shim.socket} after 15 s; see {log_path}")
-
-    async def stop_wdmd(self, host: Host) -> None:
-        """SIGTERM (a clean stop disarms); SIGKILL if it stays, as it does while a client holds its refcount."""
-        process = host.wdmd
-        if process is None:
-            return
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(5):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        host.wdmd = None
-
-    def reset_bound(self) -> float:
-        """The latest a reset may come after daemon_kill: renewal + 8N expires, wdmd's last ping (by then, give
-        or take a test interval), plus W; later than that the watchdog failed the host."""
-        o = self.options
-        return 8 * o.io_timeout + WDMD_TEST_INTERVAL + o.wft + 5
-
-    async def watch_watchdog(self, host: Host) -> None:
-        """Follow the host's shim log through the timer model; reset the host when the model says it was."""
-        while True:
-            await trio.sleep(MONITOR_INTERVAL)
-            if host.rebooting or host.shim is None:
-                continue
-            host.follower = host.follower.feed(self._read_log(host))
-            now = time.monotonic()
-            fire = host.follower.reset_due(now)
-            if fire is not None:
-                await self.watchdog_reset(host, fire)
-            elif host.killed_at is not None and now > host.killed_at + self.reset_bound():
-                detail = f"{host.name}: no watchdog reset {now - host.killed_at:.1f} s after its daemon was killed"
-                self.history.record("violation", what="watchdog", target=host.name, detail=detail)
-                await self.watchdog_reset(host, None)
-
-    def _read_log(self, host: Host) -> bytes:
-        assert host.shim is not None
-        try:
-            with host.shim.log.open("rb") as f:
-                f.seek(host.log_offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return b""
-        host.log_offset += len(chunk)
-        return chunk
-
-    async def watchdog_reset(self, host: Host, fire_at: float | None) -> None:
-        """The host is reset: nothing of it runs on (at once, not waiting for any lock), then it boots.
-
-        The kills come first and the records after them, so the history says
-        the workers died no earlier than they did.  ``fire_at`` is the
-        modelled reset (None: the harness's own, after a reset that never came).
-        """
-        host.rebooting = True
-        host.not_ready()
-        for scope in list(host.ops):
-            scope.cancel()
-        workers = list(host.workers.items())
-        for _, worker in workers:
-            with contextlib.suppress(ProcessLookupError):
-                worker.kill()
-        for process in (host.process, host.wdmd):
-            if process is not None and process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-        now = self.history.record(
-            "host_down",
-            target=host.name,
-            why="watchdog reset",
-            fire_at=fire_at,
-            daemon_killed_at=host.killed_at,
-            faults=list(host.pending),
-            workers=[pid for pid, _ in workers],
-        )
-        for pid, _ in workers:
-            self.history.record("client_kill", pid=pid, why="watchdog reset")
-        self.resets.append(
-            {
-                "host": host.name,
-                "fire_at": fire_at,
-                "acted_at": now,
-                "daemon_killed_at": host.killed_at,
-                "workers_killed": len(workers),
-                "cause": "daemon_kill" if host.killed_at is not None else "other",
-            }
-        )
-        host.killed_at = None
-        async with host.lock:
-            for process in (host.process, host.wdmd):
-                if process is not None:
-                    await process.wait()
-            host.process = host.wdmd = None
-            host.stopped = False
-            assert host.shim is not None
-            host.boot += 1
-            host.shim.reboot(host.boot)
-            host.follower, host.log_offset = LogFollower.start(host.shim.device_timeout), 0
-            await self.start_daemon(host)
-            await self._rejoin(host)
-            host.rebooting = False
-            for fault in host.pending:
-                self.history.record("heal", kind="daemon_kill", target=host.name, id=fault)
-            host.pending.clear()
 
     @contextlib.contextmanager
     def host_op(self, host: Host) -> Iterator[trio.CancelScope]:
@@ -613,12 +360,12 @@ class Torture:
             fault = self._next_fault_id()
             self.history.record("fault", kind="daemon_kill", target=host.name, id=fault)
             host.not_ready()
-            if self.options.watchdog:
+            watchdog = self.watchdogs.get(host.name)
+            if watchdog is not None:
                 # The daemon only: its workers run on, and its wdmd sees a client that stopped renewing.
                 # The host's monitor resets it when the model says the watchdog fired; the fault heals then.
                 host.process.kill()
-                host.killed_at = time.monotonic()
-                host.pending.append(fault)
+                watchdog.daemon_killed(fault)
                 with trio.CancelScope(shield=True):
                     await host.process.wait()
                 host.process = None
@@ -635,7 +382,7 @@ class Torture:
                 host.process = None
                 await trio.sleep(self.rng.uniform(0.5, 3))
                 await self.start_daemon(host)
-                await self._rejoin(host)
+                await self.rejoin(host)
                 self.history.record("heal", kind="daemon_kill", target=host.name, id=fault)
 
     async def _storage_fault(self, host: Host, kind: str, mode: Mode) -> None:
@@ -683,18 +430,22 @@ class Torture:
                 except (SanlockError, OSError):
                     continue
                 async with host.lock:
-                    if host.rebooting or host.process is None:
+                    if self._rebooting(host) or host.process is None:
                         continue
                     host.not_ready()
                     self.history.record("lockspace_lost", target=host.name)
                     with self.host_op(host):
-                        await self._rejoin(host)
+                        await self.rejoin(host)
+
+    def _rebooting(self, host: Host) -> bool:
+        watchdog = self.watchdogs.get(host.name)
+        return watchdog is not None and watchdog.rebooting
 
     async def _has_lockspace(self, host: Host) -> bool:
         spaces = await trio.to_thread.run_sync(host.client(timeout=30).get_lockspaces)
         return any(s.name == LOCKSPACE.encode() and not s.removing for s in spaces)
 
-    async def _rejoin(self, host: Host) -> None:
+    async def rejoin(self, host: Host) -> None:
         """Join until it works: a join can fail for a while (its storage was just failing, or the host id
         lease of its previous life is still being released); the lockspace may also already be back."""
         while True:
@@ -715,10 +466,10 @@ class Torture:
 
     async def finish(self) -> None:
         self.ending = True
-        if self.options.watchdog:
+        if self.watchdogs:
             # A host whose daemon was killed comes back only through its reset: wait for it (and its boot).
-            with trio.move_on_after(self.reset_bound() + 120):
-                while any(h.killed_at is not None or h.rebooting for h in self.hosts):
+            with trio.move_on_after(reset_bound(self.options) + 120):
+                while not all(watchdog.settled for watchdog in self.watchdogs.values()):
                     await trio.sleep(0.2)
         for host in self.hosts:
             async with host.lock:
@@ -728,7 +479,7 @@ class Torture:
                     host.not_ready()
                     self.history.record("lockspace_lost", target=host.name)
                 if not host.ready.is_set():
-                    await self._rejoin(host)
+                    await self.rejoin(host)
         for host in self.hosts:
             for process in list(host.workers.values()):
                 with contextlib.suppress(ProcessLookupError):
@@ -793,7 +544,7 @@ class Torture:
 
     async def _run(self) -> None:
         await self.init_storage()
-        self.history.record("run", seed=self.seed, options=_jsonable(self.options))
+        self.history.record("run", seed=self.seed, options=self.options.jsonable())
         try:
             for host in self.hosts:
                 await self.start_daemon(host)
@@ -811,9 +562,9 @@ class Torture:
             if failures:
                 raise TortureError(f"could not join the lockspace: {'; '.join(failures)}")
             async with trio.open_nursery() as monitors:
-                if self.options.watchdog:
-                    for host in self.hosts:
-                        monitors.start_soon(self.watch_watchdog, host)
+                for host in self.hosts:
+                    if host.name in self.watchdogs:
+                        monitors.start_soon(self.watchdogs[host.name].watch, _HostRun(self, host))
                 await self._work()
                 monitors.cancel_scope.cancel()
         finally:
@@ -825,7 +576,8 @@ class Torture:
                         with contextlib.suppress(ProcessLookupError):
                             process.kill()
                     await self.stop_daemon(host)
-                    await self.stop_wdmd(host)
+                    if host.name in self.watchdogs:
+                        await self.watchdogs[host.name].stop()
                 self.history.close()
 
     async def _work(self) -> None:
@@ -844,68 +596,37 @@ class Torture:
         await self.final_check()
 
 
-def _watchdog_text(torture: Torture, options: Options) -> str:
-    """The resets the run acted on: when each came after its daemon's SIGKILL, against host_dead_seconds."""
-    dead = host_dead_seconds(options.io_timeout, options.wft)
-    lines = [f"watchdog mode: io_timeout {options.io_timeout}, host_dead_seconds {dead}"]
-    lines.append(f"watchdog resets: {len(torture.resets)}")
-    for reset in torture.resets:
-        fire, acted, killed = reset["fire_at"], reset["acted_at"], reset["daemon_killed_at"]
-        assert isinstance(acted, float)
-        when = f"modelled at {fire:.3f}, acted on {acted - fire:.2f} s later" if isinstance(fire, float) else "NONE"
-        after = (
-            f", {fire - killed:.1f} s after its daemon's SIGKILL"
-            if isinstance(fire, float) and isinstance(killed, float)
-            else ""
-        )
-        lines.append(f"  {reset['host']}: {when}{after}, {reset['workers_killed']} workers killed")
-    return "\n".join(lines) + "\n"
+@dataclass(eq=False)
+class _HostRun:
+    """One host's daemon and workers as its watchdog's reset reaches them (:class:`HostRun`)."""
 
+    torture: Torture
+    host: Host
 
-def _jsonable(options: Options) -> dict[str, object]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items()}
+    def halt(self) -> list[int]:
+        host = self.host
+        host.not_ready()
+        for scope in list(host.ops):
+            scope.cancel()
+        workers = list(host.workers.items())
+        for _, worker in workers:
+            with contextlib.suppress(ProcessLookupError):
+                worker.kill()
+        if host.process is not None and host.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                host.process.kill()
+        return [pid for pid, _ in workers]
 
-
-@contextlib.contextmanager
-def storage_for(options: Options) -> Iterator[tuple[list[FaultFS], Path]]:
-    """The lease file, and when storage faults are asked for, one faultfs mount of it per host.
-
-    Every host goes through a mount of its own, not only the faulty one:
-    the filesystem does buffered I/O on the backing file, and a host doing
-    ``O_DIRECT`` on that same file beside it collides with the page cache
-    (the kernel then fails direct writes with EIO and warns of corruption).
-    With one mount per host all I/O on the backing file is buffered, and
-    coherent; each mount still passes ``O_DIRECT`` semantics to its host.
-    """
-    workdir = options.workdir
-    if options.device is not None:
-        yield [], Path(options.device)
-        return
-    backing = workdir / "backing"
-    backing.mkdir(parents=True, exist_ok=True)
-    path = backing / "leases"
-    _new_lease_file(path, options)
-    wants_fs = any(f in STORAGE_FAULTS for f in options.faults) and options.leased_hosts > 0
-    if wants_fs:
-        try:
-            with contextlib.ExitStack() as stack:
-                mounts = []
-                for index in range(options.leased_hosts + options.sanlock_hosts):
-                    top = workdir / f"fs-{index + 1}"
-                    top.mkdir(parents=True, exist_ok=True)
-                    if not (top / "backing").exists():
-                        (top / "backing").symlink_to(backing)
-                    mounts.append(stack.enter_context(fault_fs(top)))
-                yield mounts, path
-                return
-        except FaultFSUnavailable as exc:
-            log.warning("storage faults disabled: %s", exc)
-    yield [], path
-
-
-def _new_lease_file(path: Path, options: Options) -> None:
-    with path.open("wb") as f:
-        f.truncate((options.resources + 1) * 8 * 1024 * 1024)
+    async def reboot(self, watchdog: HostWatchdog) -> None:
+        host = self.host
+        async with host.lock:
+            if host.process is not None:
+                await host.process.wait()
+            host.process = None
+            host.stopped = False
+            await watchdog.new_boot()
+            await self.torture.start_daemon(host)
+            await self.torture.rejoin(host)
 
 
 def run_torture(options: Options) -> Report:
@@ -932,7 +653,7 @@ def run_torture(options: Options) -> Report:
     report = check(read_history(history_path))
     text = f"seed: {torture.seed}\n" + report.text()
     if options.watchdog:
-        text = _watchdog_text(torture, options) + text
+        text = resets_text(torture.resets, options) + text
     (options.workdir / "report.txt").write_text(text)
     summary = {
         "seed": torture.seed,
