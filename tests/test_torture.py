@@ -23,7 +23,7 @@ from once import once_per_run
 
 from leased.torture.checker import check
 from leased.torture.history import read_history
-from leased.torture.hosts import ALL_FAULTS
+from leased.torture.hosts import ALL_FAULTS, Options, make_hosts
 from leased.torture.local_daemons import leased_command, sanlock_binary
 from leased.torture.wdmd import ShimUnavailable, build_shim, wdmd_binary
 
@@ -233,3 +233,51 @@ def test_watchdog_mode_resets_a_killed_daemons_host_before_others_may_take_its_l
         f"{renewal + dead - fire:.1f} s to spare; "
         f"{len(alive)} workers killed by the reset, {orphaned} of them still using a lease"
     )
+
+
+def test_the_shared_local_profile_gives_one_leased_host_many_shared_clients(tmp_path: Path) -> None:
+    options = Options(tmp_path, profile="shared-local", clients=2)
+    hosts = make_hosts(options, [], tmp_path / "leases")
+    first, others = hosts[0], hosts[1:]
+    assert first.kind == "leased" and options.shared_host(first)
+    assert options.clients_on(first) == 4 and options.sh_fraction_on(first) == 1.0
+    assert options.hold_max_on(first) > options.hold_max
+    assert others and all(
+        not options.shared_host(h) and options.clients_on(h) == 2 and options.sh_fraction_on(h) == 0.0 for h in others
+    )
+    mixed = Options(tmp_path)
+    assert [mixed.sh_fraction_on(h) for h in hosts] == [mixed.sh_fraction] * len(hosts)
+    assert Options(tmp_path, profile="bogus").problems() == ["--profile must be one of mixed, shared-local"]
+
+
+@pytest.mark.slow
+def test_shared_local_run_keeps_exclusion_while_local_clients_share_holds(tmp_path: Path) -> None:
+    """Several clients of one host share holds while other hosts (real sanlock among them) take the same
+    leases exclusive: the run passes, local shared holds really overlap, and the exclusive ones happen."""
+    if os.geteuid() != 0:
+        pytest.skip("the torture run needs root (FUSE)")
+    sanlock_hosts = "1" if sanlock_binary() is not None else "0"
+    argv = [*leased_command(), "torture", "--profile", "shared-local", "--workdir", str(tmp_path)]
+    argv += ["--duration", "20", "--leased-hosts", "2", "--sanlock-hosts", sanlock_hosts, "--clients", "2"]
+    argv += ["--resources", "2", "--faults", "client_kill,client_stop,storage_eio", "--seed", "3"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    summary = json.loads((tmp_path / "report.json").read_text())
+    assert summary["passed"] is True and summary["violations"] == []
+    records = list(read_history(tmp_path / "history.jsonl"))
+    held = [r for r in records if r["k"] == "held"]
+    assert {r["m"] for r in held if r["h"] == "leased-1"} == {"SH"}
+    assert {r["m"] for r in held if r["h"] != "leased-1"} == {"EX"}
+    # Two processes of the shared host held one resource at the same time, at least once.
+    holding: dict[str, set[int]] = {}
+    overlapped = False
+    for record in records:
+        if record.get("h") != "leased-1" or record["k"] not in ("held", "releasing"):
+            continue
+        owners = holding.setdefault(record["r"], set())
+        if record["k"] == "held":
+            owners.add(record["p"])
+            overlapped = overlapped or len(owners) > 1
+        else:
+            owners.discard(record["p"])
+    assert overlapped, "no two local clients ever shared a hold"

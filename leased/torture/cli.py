@@ -49,6 +49,8 @@ def _positive(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
+    from leased.torture.hosts import PROFILES
+
     p = argparse.ArgumentParser(prog="leased torture", description=DESCRIPTION)
     p.add_argument("--workdir", type=Path, required=True, help="directory for run dirs, logs, history and report")
     p.add_argument("--duration", type=_positive, default=120, help="seconds of faults before the run ends (120)")
@@ -82,6 +84,14 @@ def parser() -> argparse.ArgumentParser:
         help="every host runs its own real wdmd (under the LD_PRELOAD shim) and its daemon -w 1; a daemon_kill "
         "kills only the daemon, and the host is reset (workers, daemon, wdmd killed, then booted anew) when the "
         "model of the kernel timer says the watchdog fired; needs gcc and wdmd (sanlock package)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="mixed",
+        help="mixed: workers take leases shared or exclusive at random (the default); shared-local: the first "
+        "leased host runs twice the workers, all shared, so several local processes share each hold, while "
+        "the other hosts' workers take the same leases exclusive",
     )
     p.add_argument("--faults", type=_faults, default="all", help="comma-separated fault kinds, 'all' or 'none'")
     p.add_argument(
@@ -202,6 +212,7 @@ def run_torture_command(argv: Sequence[str]) -> int:
         faultpoints=DEFAULT_FAULTPOINTS if opts.faultpoints is None else opts.faultpoints,
         watchdog=opts.watchdog,
         fault_count=opts.fault_count,
+        profile=opts.profile,
     )
     for problem in options.problems():
         p.error(problem)

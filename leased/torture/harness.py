@@ -239,9 +239,9 @@ class Torture:
             data_blocks={name: i for i, (name, _) in enumerate(self.resources)},
             seed=self.rng.randrange(1 << 32),
             mode=mode,
-            sh_fraction=self.options.sh_fraction,
+            sh_fraction=self.options.sh_fraction_on(host),
             persistent_fraction=self.options.persistent_fraction if host.kind == "leased" else 0.0,
-            hold_max=self.options.hold_max,
+            hold_max=self.options.hold_max_on(host),
             iterations=iterations,
             hold_when_orphaned=self.options.watchdog,
         )
@@ -584,7 +584,7 @@ class Torture:
         """Workers and faults for ``duration`` (or until ``fault_count`` faults are over), the end, the check."""
         async with trio.open_nursery() as nursery:
             for host in self.hosts:
-                for _ in range(self.options.clients):
+                for _ in range(self.options.clients_on(host)):
                     nursery.start_soon(self.worker_slot, host)
             async with trio.open_nursery() as faults:
                 faults.start_soon(self.watch_lockspaces)

@@ -36,6 +36,8 @@ ALL_FAULTS = CLIENT_FAULTS + DAEMON_FAULTS + STORAGE_FAULTS + ROGUE_FAULTS
 
 DEFAULT_FAULTPOINTS = "acquire.prepare=0.02,acquire.commit=0.01,release.prepare=0.02,orphan.move=0.02"
 
+PROFILES = ("mixed", "shared-local")
+
 WDMD_FIRE_TIMEOUT = 60
 """wdmd 3.8.5's fire timeout, fixed in the binary: the W of every host in watchdog mode."""
 WATCHDOG_MIN_IO_TIMEOUT = 2
@@ -73,6 +75,26 @@ class Options:
     """Each host runs its own real wdmd under the shim, daemons with -w 1; resets come from the modelled timer."""
     fault_count: int = 0
     """Stop injecting after this many faults, and end the fault phase once they are over (0: no limit)."""
+    profile: str = "mixed"
+    """``mixed``: every worker takes leases shared or exclusive at random.  ``shared-local``: the first
+    leased host runs twice the workers, all taking leases shared and holding them longer, so several of
+    its processes share each hold (joins, and releases that leave the hold to the others), while every
+    other host's workers take the same leases exclusive only (issue 24)."""
+
+    def shared_host(self, host: Host) -> bool:
+        """In the shared-local profile, the host whose many local clients share holds."""
+        return self.profile == "shared-local" and host.kind == "leased" and host.index == 0
+
+    def clients_on(self, host: Host) -> int:
+        return 2 * self.clients if self.shared_host(host) else self.clients
+
+    def sh_fraction_on(self, host: Host) -> float:
+        if self.profile != "shared-local":
+            return self.sh_fraction
+        return 1.0 if self.shared_host(host) else 0.0
+
+    def hold_max_on(self, host: Host) -> float:
+        return 4 * self.hold_max if self.shared_host(host) else self.hold_max
 
     @property
     def wft(self) -> int:
@@ -95,6 +117,10 @@ class Options:
             found.append(f"--watchdog: the fire timeout is wdmd's fixed {WDMD_FIRE_TIMEOUT} s")
         if self.fault_count < 0:
             found.append("--fault-count must be 0 (no limit) or more")
+        if self.profile not in PROFILES:
+            found.append(f"--profile must be one of {', '.join(PROFILES)}")
+        if self.profile == "shared-local" and self.leased_hosts < 1:
+            found.append("--profile shared-local needs a leased host (its many local clients share holds)")
         return found
 
     def jsonable(self) -> dict[str, object]:
