@@ -238,9 +238,19 @@ def petted(shim: ShimDir) -> bool:
 SYSTEM_PATHS = (Path("/run/wdmd"), Path("/dev/shm/wdmd"))
 
 
+def test_wdmd_is_never_started_when_the_shim_would_not_load(tmp_path: Path) -> None:
+    """The loader only warns about a preload it cannot load, and an unshimmed wdmd would try the host's real
+    /dev/watchdog: the driver probes first and refuses."""
+    broken = ShimDir.create(tmp_path / "wd", tmp_path / "missing-shim.so")
+    with pytest.raises(ShimUnavailable, match="did not load"), running_wdmd(broken):
+        pass  # pragma: no cover - never reached
+    assert not broken.socket.exists() and not broken.log.exists()
+
+
 def test_wdmd_starts_under_the_shim_and_a_clean_stop_disarms(shim: ShimDir) -> None:
     before = [path.exists() for path in SYSTEM_PATHS]
     with running_wdmd(shim) as wdmd:
+        assert (shim.path / "shim-loaded").exists()  # the probe's mark, before wdmd started
         assert shim.pid_file.read_text().strip() == str(wdmd.process.pid)
         assert shim.marker.exists()
         wait_for(lambda: petted(shim), 10, "wdmd's first keepalive")  # it listens before it opens the device

@@ -35,7 +35,15 @@ import trio
 from leased.timeouts import host_dead_seconds
 from leased.torture.history import History
 from leased.torture.hosts import Options, TortureError
-from leased.torture.wdmd import WDMD_TEST_INTERVAL, LogFollower, ShimDir, wdmd_argv, wdmd_binary
+from leased.torture.wdmd import (
+    WDMD_TEST_INTERVAL,
+    LogFollower,
+    ShimDir,
+    ShimUnavailable,
+    check_shim_loads,
+    wdmd_argv,
+    wdmd_binary,
+)
 
 MONITOR_INTERVAL = 0.2
 """How often a host's monitor reads its shim log: the latest a modelled reset is acted on, after it."""
@@ -118,6 +126,10 @@ class HostWatchdog:
         shim = self.shim
         if self.wdmd is not None and self.wdmd.returncode is None:
             return
+        try:
+            await trio.to_thread.run_sync(check_shim_loads, shim)  # never a wdmd that could reach a real device
+        except ShimUnavailable as exc:
+            raise TortureError(f"{self.name}: {exc}") from None
         log_path = shim.path / "wdmd.log"
         with log_path.open("ab") as log_file:
             self.wdmd = await trio.lowlevel.open_process(

@@ -484,6 +484,22 @@ def wdmd_argv(shim: ShimDir, binary: str = WDMD_PATH) -> list[str]:
     return [binary, "-D", "-H", "0", "-G", _socket_group(), "-w", VIRTUAL_DEVICE]
 
 
+def check_shim_loads(shim: ShimDir) -> None:
+    """Run a probe under ``shim`` and see its mark; :class:`ShimUnavailable` if the preload did not take.
+
+    The dynamic loader only warns when it cannot preload a library, and a
+    wdmd without the shim tries the real ``/dev/watchdog`` next: on a host
+    that has one, stopping that wdmd uncleanly would reset the machine.
+    """
+    mark = shim.path / "shim-loaded"
+    mark.unlink(missing_ok=True)
+    probe = subprocess.run(
+        ["/bin/true"], env=shim.env(), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False
+    )
+    if not mark.exists():
+        raise ShimUnavailable(f"the wdmd shim {shim.library} did not load in a probe process: {probe.stderr.strip()}")
+
+
 @contextlib.contextmanager
 def running_wdmd(shim: ShimDir, *, ready_timeout: float = 15, stop_timeout: float = 10) -> Iterator[Wdmd]:
     """Start the real wdmd under ``shim``; yield once its socket accepts; stop it on exit.
@@ -494,6 +510,7 @@ def running_wdmd(shim: ShimDir, *, ready_timeout: float = 15, stop_timeout: floa
     or does not listen within ``ready_timeout``.
     """
     binary = wdmd_binary()
+    check_shim_loads(shim)
     stderr_path = shim.path / "wdmd.log"
     with stderr_path.open("ab") as stderr:
         process = subprocess.Popen(

@@ -139,6 +139,14 @@ __attribute__((constructor)) static void shim_init(void)
 	if (timeout && atoi(timeout) > 0)
 		device_timeout = atoi(timeout);
 	active = 1;
+
+	/* Say so: the driver starts wdmd only once a probe process has left this mark,
+	 * since a preload that silently failed would let wdmd take a real /dev/watchdog. */
+	char loaded[PATH_MAX + 16];
+	snprintf(loaded, sizeof(loaded), "%s/shim-loaded", dir);
+	int fd = real_open(loaded, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd >= 0)
+		real_close(fd);
 }
 
 /* ---------------------------------------------------------------- paths */
