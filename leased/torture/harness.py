@@ -299,6 +299,7 @@ class Torture:
         """
         limit = self.options.fault_count
         injected = 0
+        await self._workers_up()
         async with trio.open_nursery() as nursery:
             while self.options.faults and not (limit and injected >= limit):
                 kinds = list(self.options.faults)
@@ -313,6 +314,26 @@ class Torture:
                             break
         if not limit:
             await trio.sleep_forever()
+
+    async def _workers_up(self, timeout: float = 60) -> None:
+        """Wait until every host's worker slots have a worker that wrote its ``start`` record (bounded).
+
+        A fault before the run is up tests little (a daemon killed before any
+        worker ran takes no lease with it), and how soon workers start
+        depends on the machine's load, which no run may depend on.
+        """
+        wanted = {host.name: self.options.clients_on(host) for host in self.hosts}
+        path = self.history.path
+        with trio.move_on_after(timeout):
+            while True:
+                started: dict[str, set[int]] = {}
+                for record in await trio.to_thread.run_sync(lambda: list(read_history(path))):
+                    if record["k"] == "start":
+                        started.setdefault(record["h"], set()).add(record["p"])
+                if all(len(started.get(name, ())) >= count for name, count in wanted.items()):
+                    return
+                await trio.sleep(0.1)
+        log.warning("faults start before every worker is up (%d s)", timeout)
 
     async def fault_client_kill(self, host: Host) -> None:
         if not host.workers:
