@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from leased.errors import QuietRefusal, Refused, ResultCode
 from leased.faultpoints import FaultPoints
+from leased.listener import SOCKET_NAME
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.protocol import TARGET_SELF, Killpath, to_signed
 from leased.resource import LeaseTable, Token
@@ -58,11 +59,7 @@ class DaemonConfig:
 
     @property
     def socket_path(self) -> str:
-        return os.path.join(self.run_dir, "sanlock.sock")
-
-    @property
-    def pid_path(self) -> str:
-        return os.path.join(self.run_dir, "sanlock.pid")
+        return os.path.join(self.run_dir, SOCKET_NAME)
 
     def timeouts(self, io_timeout: int) -> Timeouts:
         return Timeouts(io_timeout, self.watchdog_fire_timeout)

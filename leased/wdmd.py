@@ -44,9 +44,6 @@ WDMD_SOCKET: Final = "/run/wdmd/wdmd.sock"
 
 NAME_SIZE: Final = 128
 
-EXPECTED_FIRE_TIMEOUT: Final = 60
-"""sanlock refuses a wdmd whose device fires after anything but 60 s: its timeouts assume it."""
-
 
 class WdmdCmd(enum.IntEnum):
     REGISTER = 1

@@ -341,12 +341,15 @@ def lockspace_file(tmp: Path, io_timeout: int = IO_TIMEOUT) -> Path:
 _TEST_LIVE = re.compile(r"test_live ci \d+ renewal (\d+) expire (\d+)")
 
 
+def lives_sent(wdmd: Wdmd) -> list[tuple[int, int]]:
+    """(renewal, expire) of each TEST_LIVE wdmd logged: whole CLOCK_MONOTONIC seconds, as the daemon sent them."""
+    return [(int(renewal), int(expire)) for renewal, expire in _TEST_LIVE.findall(wdmd.stderr())]
+
+
 def last_test_live(wdmd: Wdmd) -> tuple[int, int]:
-    """(renewal, expire) of the last TEST_LIVE wdmd logged: whole CLOCK_MONOTONIC seconds, as the daemon sent them."""
-    found = _TEST_LIVE.findall(wdmd.stderr())
+    found = lives_sent(wdmd)
     assert found, "wdmd logged no test_live"
-    renewal, expire = found[-1]
-    return int(renewal), int(expire)
+    return found[-1]
 
 
 def pings_after(shim: ShimDir, when: float) -> int:
@@ -432,10 +435,6 @@ def test_a_killed_or_stopped_daemon_leads_to_a_reset_before_host_dead_seconds(
         f"unclean_close=fault{closed - faulted:+.2f} modelled_fire=fault{fire - faulted:+.2f} "
         f"fire_before_host_dead_by={renewal + dead - fire:.2f}s"
     )
-
-
-def lives_sent(wdmd: Wdmd) -> list[tuple[int, int]]:
-    return [(int(renewal), int(expire)) for renewal, expire in _TEST_LIVE.findall(wdmd.stderr())]
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ import trio
 
 from leased.client import Client
 from leased.torture.faultfs import FaultFS, FaultFSUnavailable, fault_fs
-from leased.torture.wdmd import WDMD_TEST_INTERVAL
+from leased.torture.wdmd import WDMD_FIRE_TIMEOUT, WDMD_TEST_INTERVAL
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,6 @@ DEFAULT_FAULTPOINTS = "acquire.prepare=0.02,acquire.commit=0.01,release.prepare=
 
 PROFILES = ("mixed", "shared-local")
 
-WDMD_FIRE_TIMEOUT = 60
-"""wdmd 3.8.5's fire timeout, fixed in the binary: the W of every host in watchdog mode."""
 WATCHDOG_MIN_IO_TIMEOUT = 2
 """Below this wdmd 3.8.5 starves a healthy host (docs/watchdog.md): the expiry, renewal + 8N, is always
 within its 10 s test interval."""

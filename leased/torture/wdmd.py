@@ -57,8 +57,11 @@ variable as a setting and refuses one it does not know.)"""
 ENV_TIMEOUT = "WDMD_SHIM_TIMEOUT"
 """The timeout the fake device reports before anyone sets one (the shim's default is 60)."""
 
-DEFAULT_DEVICE_TIMEOUT = 60
-"""What the shim's device reports until WDIOC_SETTIMEOUT; also wdmd's fire_timeout."""
+WDMD_FIRE_TIMEOUT = 60
+"""wdmd 3.8.5's fire timeout, fixed in the binary: the W of every host it watches."""
+
+DEFAULT_DEVICE_TIMEOUT = WDMD_FIRE_TIMEOUT
+"""What the shim's device reports until WDIOC_SETTIMEOUT (wdmd sets its fire timeout if it differs)."""
 
 WDMD_TEST_INTERVAL = 10
 """wdmd 3.8.5 tests its clients (and pets the device if all pass) every 10 s; not configurable."""
