@@ -1,10 +1,10 @@
 """The asyncio shell: :class:`AsyncioClient`, :class:`AsyncioRegistration`, :class:`AsyncioEventChannel`.
 
 Drives the exchanges of :mod:`leased.client.exchanges` over asyncio streams,
-for programs whose event loop is asyncio's (or one that implements its
-interface, such as uvloop).  It is the trio shell
-(:mod:`leased.client.trio_shell`) method for method, with asyncio's parts in
-the transport:
+for programs whose event loop is asyncio's (it uses only asyncio's public
+API, so a loop such as uvloop should serve too; the tests run the standard
+loop).  It is the trio shell (:mod:`leased.client.trio_shell`) method for
+method, with asyncio's parts in the transport:
 
 * each connection (:class:`_AsyncioConnection`) owns an ``asyncio.Lock``,
   held from the first byte of a request to the last byte of its reply, so
