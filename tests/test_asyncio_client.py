@@ -10,19 +10,25 @@ registered connection, cancellation (a pending one, and one that interrupts
 an exchange while the daemon works on it), a call's timeout, and events.
 
 One leased daemon serves the module as host 1 of ``LS`` (io_timeout 1, so a
-join takes about 3 s).  Its ``watchdog_fire_timeout`` is 4, so a host that
-stops renewing counts as dead 8 + 4 s after the daemon last saw it live: the
+join takes about 3 s).  Its ``watchdog_fire_timeout`` is 8, so a host that
+stops renewing counts as dead 8 + 8 s after the daemon last saw it live: the
 cancellation tests make such a host (host 2, "ghost", written by ``leased
 direct``) own a lease, so that an acquire of it waits in the daemon for that
 long, and the test can interrupt it at leisure.  No test sleeps to
 synchronise: waits poll the daemon's own state against a deadline.
+
+What a real daemon does not do on request (close a connection half way
+through a reply) is scripted with the fake daemon of
+``test_client_vs_sanlock``, as there for the blocking and trio shells.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -30,6 +36,7 @@ from typing import TypeVar
 import pytest
 from daemons import Daemon, LeaseFile, init_lease_file, new_file
 from leased_daemons import leased_daemon
+from test_client_vs_sanlock import fake_daemon, read_request, serve_register, wait_eof
 
 from leased.client import (
     AsyncioClient,
@@ -45,7 +52,7 @@ from leased.torture import local_daemons
 
 MiB = 1 << 20
 LS = b"LS"
-W = 4
+W = 8
 """The module daemon's watchdog_fire_timeout: the ghost is dead 8 * 1 + W s after it was last seen live."""
 
 pytestmark = pytest.mark.timeout(120)
@@ -379,7 +386,7 @@ def test_event_delivered_to_an_asyncio_channel(daemon: Daemon, pool: ResourcePoo
             us = await poll(lambda: own_host(sender, 1), "host 1 knows itself")
             them = await poll(lambda: own_host(receiver, 3), "host 3 knows itself")
             async with await receiver.reg_event(LS) as channel:
-                # Cancelling a receive that has nothing to read loses nothing.
+                # A receive cancelled while it waits leaves the channel usable.
                 with pytest.raises(TimeoutError):
                     async with asyncio.timeout(0.05):
                         await channel.receive()
@@ -401,3 +408,77 @@ async def own_host(client: AsyncioClient, host_id: int) -> HostInfo | None:
             raise
         return None
     return host if host.generation else None
+
+
+# --------------------------------------------------------------------------
+# What only a scripted daemon does
+
+
+def test_no_daemon_is_enoent(tmp_path: Path) -> None:
+    async def main() -> None:
+        with pytest.raises(SanlockError) as missing:
+            await AsyncioClient(tmp_path, timeout=5).version()
+        assert rc_of(missing) == ResultCode.ENOENT
+
+    run(main)
+
+
+def test_short_reply_is_enotconn(tmp_path: Path) -> None:
+    def handler(conn: socket.socket) -> None:
+        request, _ = read_request(conn)
+        conn.sendall(request.reply(0).encode()[:20])
+
+    async def main() -> None:
+        with pytest.raises(SanlockError) as short:
+            await AsyncioClient(tmp_path, timeout=10).version()
+        assert rc_of(short) == ResultCode.ENOTCONN
+        assert "connection closed after 20 of 32 bytes" in str(short.value)
+
+    with fake_daemon(tmp_path, handler):
+        run(main)
+
+
+def test_registration_closed_by_the_daemon_mid_call_is_retired(tmp_path: Path) -> None:
+    def handler(conn: socket.socket) -> None:
+        serve_register(conn)
+        read_request(conn)  # an inquire, answered by closing the connection
+
+    async def main() -> None:
+        async with AsyncioClient(tmp_path, timeout=10).register() as reg:
+            with pytest.raises(SanlockError) as lost:
+                await reg.inquire()
+            assert rc_of(lost) == ResultCode.ENOTCONN
+            assert reg.broken is not None
+            with pytest.raises(SanlockError) as refused:
+                await reg.inquire()
+            assert rc_of(refused) == ResultCode.ENOTCONN
+            assert "connection unusable" in str(refused.value)
+
+    with fake_daemon(tmp_path, handler):
+        run(main)
+
+
+def test_closing_a_registration_ends_a_call_waiting_on_it(tmp_path: Path) -> None:
+    """Another task's aclose() while a call waits for its reply: the call fails with -107, nothing hangs."""
+
+    received = threading.Event()
+
+    def handler(conn: socket.socket) -> None:
+        serve_register(conn)
+        read_request(conn)  # never answered
+        received.set()
+        assert wait_eof(conn) == b""
+
+    async def main() -> None:
+        async with AsyncioClient(tmp_path, timeout=10).register() as reg:
+            call = asyncio.create_task(reg.inquire())
+            assert await asyncio.to_thread(received.wait, 10)
+            assert not call.done()
+            await reg.aclose()
+            with pytest.raises(SanlockError) as lost:
+                await call
+            assert rc_of(lost) == ResultCode.ENOTCONN
+            assert reg.broken is not None
+
+    with fake_daemon(tmp_path, handler):
+        run(main)
