@@ -1,4 +1,4 @@
-"""A client of sanlock's wire protocol: blocking (:class:`Client`), trio (:class:`AsyncClient`), asyncio.
+"""A client of sanlock's wire protocol: blocking (:class:`Client`) or awaited, on trio or on asyncio.
 
 It speaks to a real sanlock 3.8.5 daemon or to leased's own, over
 ``<run_dir>/sanlock.sock``, exactly as libsanlock does: one fresh connection
@@ -42,8 +42,9 @@ So the rules here are:
 The protocol part is sans-I/O: each command is a generator that yields
 "send these bytes", "read exactly n bytes" or "read until EOF" steps and
 returns the parsed result; :class:`Client`, :class:`AsyncClient` and
-:class:`AsyncioClient` only drive those generators over their sockets.  Replies are framed per command (wire
-spec §2.3), never by trusting ``length`` blindly, and every size is bounded.
+:class:`AsyncioClient` only drive those generators over their sockets.
+Replies are framed per command (wire spec §2.3), never by trusting
+``length`` blindly, and every size is bounded.
 
 The package, from the bottom up:
 
