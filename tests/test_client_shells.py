@@ -1,10 +1,12 @@
 """The client's shells may not drift apart: every awaitable shell mirrors the blocking one.
 
-:mod:`leased.client.blocking` and :mod:`leased.client.trio_shell` drive the
-same sans-I/O exchanges, and each public method is written once per shell.
-Nothing but this test keeps the copies alike.  For every pair of classes
-(``Client``/``AsyncClient``, ``Registration``/``AsyncRegistration``,
-``EventChannel``/``AsyncEventChannel``) it compares:
+:mod:`leased.client.blocking`, :mod:`leased.client.trio_shell` and
+:mod:`leased.client.asyncio_shell` drive the same sans-I/O exchanges, and
+each public method is written once per shell.  Nothing but this test keeps
+the copies alike.  For every pair of classes of an awaitable shell and the
+blocking one (``Client``/``AsyncClient``, ``Registration``/``AsyncRegistration``,
+``EventChannel``/``AsyncEventChannel``, and the same with ``Asyncio``) it
+compares:
 
 * the public names (methods, properties, context-manager dunders, ``__init__``
   and the public attributes set on ``self``), in the blocking shell's terms;
@@ -23,8 +25,12 @@ An entry that no longer matches a difference fails the test too, so the table
 never keeps stale excuses.  Private helpers (``_run``, ``_one_shot``, the
 connections) are not compared: they are where the transports differ.
 
-A new shell over the same core (issue 15: asyncio) is one more :class:`Shell`
-row in :data:`SHELLS`, with its names and its own exemptions.
+A new shell over the same core is one more :class:`Shell` row in
+:data:`SHELLS`, with its names and its own exemptions; asyncio's (issue 15)
+is the second.  The two awaitable shells are also compared with each other
+(:func:`test_awaitable_shells_are_twins`), private helpers included, with
+their own short table :data:`TWINS_EXEMPT`: they differ only in their
+connection classes and where the event channel touches the stream.
 """
 
 from __future__ import annotations
@@ -73,8 +79,22 @@ TRIO = Shell(
     },
 )
 
-SHELLS = [TRIO]
-"""Every awaitable shell; issue 15's asyncio shell becomes one more row."""
+ASYNCIO = Shell(
+    "asyncio",
+    "leased.client.asyncio_shell",
+    {
+        "AsyncioClient": "Client",
+        "AsyncioRegistration": "Registration",
+        "AsyncioEventChannel": "EventChannel",
+        "_AsyncioConnection": "_SyncConnection",
+        "__aenter__": "__enter__",
+        "__aexit__": "__exit__",
+        "aclose": "close",
+    },
+)
+
+SHELLS = [TRIO, ASYNCIO]
+"""Every awaitable shell: trio's, and asyncio's (issue 15)."""
 
 CLASSES = ["Client", "Registration", "EventChannel"]
 """The blocking shell's public classes; each shell has one twin of each."""
@@ -116,6 +136,43 @@ EXEMPT: dict[tuple[str, str, str, str], str] = {
         "close",
         "body",
     ): "socket vs trio stream; the blocking close returns early if closed (trio's does not)",
+    # The asyncio shell is the trio shell's twin (test_awaitable_shells_are_twins), so it
+    # differs from the blocking shell exactly where the trio shell does, for the same reasons.
+    ("asyncio", "Client", "register", "kind"): "plain def: it returns an un-opened registration, `async with` opens it",
+    ("asyncio", "Client", "register", "docstring"): "says how to use the un-opened registration with `async with`",
+    ("asyncio", "Client", "register", "body"): "returns AsyncioRegistration(self); AsyncioRegistration.open registers",
+    ("asyncio", "Registration", "__init__", "signature"): "takes the client (opened later), not a registered one",
+    ("asyncio", "Registration", "__init__", "body"): "keeps the client and no connection until open()",
+    (
+        "asyncio",
+        "Registration",
+        "__enter__",
+        "body",
+    ): "__aenter__ opens (registers) the connection; __enter__ has it already",
+    ("asyncio", "Registration", "open", "missing"): "as trio's: the registration is made un-opened (Client.register)",
+    ("asyncio", "Registration", "close", "body"): "an asyncio registration may never have been opened",
+    ("asyncio", "Registration", "broken", "body"): "an asyncio registration may never have been opened",
+    ("asyncio", "Registration", "closed", "missing"): "blocking only: a socket's fileno() == -1; not on asyncio",
+    ("asyncio", "Registration", "fileno", "missing"): "blocking only: for select/poll loops; asyncio awaits",
+    (
+        "asyncio",
+        "EventChannel",
+        "get_events",
+        "missing",
+    ): "blocking: returns what has arrived without waiting (python3-sanlock)",
+    ("asyncio", "EventChannel", "receive", "missing"): "asyncio (as trio): waits for the next event, safe to cancel",
+    (
+        "asyncio",
+        "EventChannel",
+        "fileno",
+        "missing",
+    ): "blocking only: to poll before get_events(); asyncio waits in receive()",
+    (
+        "asyncio",
+        "EventChannel",
+        "close",
+        "body",
+    ): "socket vs asyncio stream; the blocking close returns early if closed (asyncio's does not)",
 }
 
 IGNORED_DUNDERS = frozenset({"__init_subclass__", "__class_getitem__"})
@@ -196,14 +253,16 @@ class _Unasync(ast.NodeTransformer):
 
     def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> ast.AST:
         fields = {name: getattr(node, name) for name in node._fields}
-        return self._visit(ast.FunctionDef(**fields))
+        return self._visit(ast.copy_location(ast.FunctionDef(**fields), node))
 
     def visit_AsyncWith(self, node: ast.AsyncWith) -> ast.AST:
-        return self._visit(ast.With(items=node.items, body=node.body, type_comment=node.type_comment))
+        return self._visit(
+            ast.copy_location(ast.With(items=node.items, body=node.body, type_comment=node.type_comment), node)
+        )
 
     def visit_AsyncFor(self, node: ast.AsyncFor) -> ast.AST:
         fields = {name: getattr(node, name) for name in node._fields}
-        return self._visit(ast.For(**fields))
+        return self._visit(ast.copy_location(ast.For(**fields), node))
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
         node.name = self.renames.get(node.name, node.name)
@@ -296,6 +355,69 @@ def test_shells_agree(shell: Shell, class_name: str) -> None:
     assert not report, "\n\n".join(report)
 
 
+TWINS = (TRIO, ASYNCIO)
+"""Two awaitable shells compared with each other, private helpers included."""
+
+TWINS_EXEMPT: dict[tuple[str, str, str], str] = {
+    # (blocking class, member in the blocking shell's terms, aspect): reason
+    ("EventChannel", "receive", "body"): "trio reads stream.receive_some; asyncio its connection's reader",
+    (
+        "EventChannel",
+        "close",
+        "body",
+    ): "the end mark: trio's send_all, its stream errors; asyncio's write+drain, OSError",
+}
+
+
+def functions(cls: type, renames: Mapping[str, str]) -> dict[str, Callable[..., object]]:
+    """Every function a class defines itself, private ones too, by its name in the blocking shell's terms."""
+    return {
+        renames.get(name, name): value
+        for name, value in vars(cls).items()
+        if name not in IGNORED_DUNDERS and (inspect.isfunction(value) or isinstance(value, property))
+        for value in [value.fget if isinstance(value, property) else value]
+        if value is not None
+    }
+
+
+@pytest.mark.parametrize("class_name", CLASSES)
+def test_awaitable_shells_are_twins(class_name: str) -> None:
+    """The asyncio shell is the trio shell with another transport: every method alike, ``_run`` and ``_one_shot`` too.
+
+    Only the connection classes differ.  So what holds for trio's calls (the
+    lock across a whole call, when a connection turns broken) holds for
+    asyncio's, wherever the connection does not decide it.
+    """
+    first, second = TWINS
+    names = {shell.name: {mine: theirs for theirs, mine in shell.renames.items()}[class_name] for shell in TWINS}
+    ours = functions(getattr(first.load(), names[first.name]), first.renames)
+    theirs = functions(getattr(second.load(), names[second.name]), second.renames)
+    found: dict[tuple[str, str], str] = {}
+    for name in sorted(ours.keys() ^ theirs.keys()):
+        found[name, "missing"] = f"only one of the {first.name} and {second.name} shells has {name!r}"
+    for name in sorted(ours.keys() & theirs.keys()):
+        a, b = ours[name], theirs[name]
+        if inspect.iscoroutinefunction(a) != inspect.iscoroutinefunction(b):
+            found[name, "kind"] = f"{name}: async in one shell only"
+        if signature(a, first.renames) != signature(b, second.renames):
+            found[name, "signature"] = "\n".join(signature(a, first.renames) + signature(b, second.renames))
+        if rename_text(inspect.getdoc(a) or "", first.renames) != rename_text(inspect.getdoc(b) or "", second.renames):
+            found[name, "docstring"] = f"{name}: docstrings differ"
+        body_a, body_b = body(a, first.renames), body(b, second.renames)
+        if ast.dump(body_a) != ast.dump(body_b):
+            lines = difflib.unified_diff(
+                ast.unparse(body_a).splitlines(), ast.unparse(body_b).splitlines(), first.name, second.name, lineterm=""
+            )
+            found[name, "body"] = "\n".join(lines)
+    exempt = {key[1:]: reason for key, reason in TWINS_EXEMPT.items() if key[0] == class_name}
+    drift = [
+        f"{name} ({aspect}):\n{detail}" for (name, aspect), detail in found.items() if (name, aspect) not in exempt
+    ]
+    stale = [f"{name} ({aspect}): {reason}" for (name, aspect), reason in exempt.items() if (name, aspect) not in found]
+    assert not drift, "the trio and asyncio shells drifted apart:\n\n" + "\n\n".join(drift)
+    assert not stale, "TWINS_EXEMPT entries that no longer match a difference; remove them:\n" + "\n".join(stale)
+
+
 def test_exemptions_name_known_shells_and_classes() -> None:
     shells = {shell.name for shell in SHELLS}
     aspects = {"missing", "kind", "signature", "docstring", "body"}
@@ -328,6 +450,18 @@ def test_importing_the_client_loads_no_trio_and_no_daemon_code() -> None:
     assert not {m for m in loaded if m not in allowed and not m.startswith("leased.client")}, loaded
     assert "trio" not in loaded and "leased.client.trio_shell" not in loaded
     assert out[1] == "True"
+
+
+def test_the_asyncio_shell_loads_no_trio() -> None:
+    """An asyncio program gets its client with trio not installed: importing trio here would fail."""
+    code = (
+        "import sys\n"
+        "sys.modules['trio'] = None  # any import of trio now raises ImportError\n"
+        "from leased.client import AsyncioClient, AsyncioEventChannel, AsyncioRegistration\n"
+        "print(AsyncioClient.__module__, 'leased.client.trio_shell' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["leased.client.asyncio_shell", "False"]
 
 
 WIRE = {"leased.constants", "leased.errors", "leased.schema", "leased.protocol", "leased.text_forms"}

@@ -1,4 +1,4 @@
-"""A client of sanlock's wire protocol: blocking (:class:`Client`) and trio (:class:`AsyncClient`).
+"""A client of sanlock's wire protocol: blocking (:class:`Client`) or awaited, on trio or on asyncio.
 
 It speaks to a real sanlock 3.8.5 daemon or to leased's own, over
 ``<run_dir>/sanlock.sock``, exactly as libsanlock does: one fresh connection
@@ -23,9 +23,10 @@ process uses it, and libsanlock left the serialising to its callers.
 
 So the rules here are:
 
-* Every connection owns one lock (``threading.Lock`` or ``trio.Lock``), held
-  from the first byte of a request until the last byte of its reply has been
-  read.  The header and body go out in a single ``sendall``.
+* Every connection owns one lock (``threading.Lock``, ``trio.Lock`` or
+  ``asyncio.Lock``), held from the first byte of a request until the last
+  byte of its reply has been read.  The header and body go out in a single
+  ``sendall``.
 * A call that stops half way (timeout, cancellation, a short read, a
   malformed reply) leaves the connection out of step: nobody can tell which
   reply the next read would return.  The connection is then marked broken and
@@ -40,9 +41,10 @@ So the rules here are:
 
 The protocol part is sans-I/O: each command is a generator that yields
 "send these bytes", "read exactly n bytes" or "read until EOF" steps and
-returns the parsed result; :class:`Client` and :class:`AsyncClient` only drive
-those generators over their sockets.  Replies are framed per command (wire
-spec §2.3), never by trusting ``length`` blindly, and every size is bounded.
+returns the parsed result; :class:`Client`, :class:`AsyncClient` and
+:class:`AsyncioClient` only drive those generators over their sockets.
+Replies are framed per command (wire spec §2.3), never by trusting
+``length`` blindly, and every size is bounded.
 
 The package, from the bottom up:
 
@@ -55,9 +57,13 @@ The package, from the bottom up:
 * :mod:`leased.client.trio_shell`: :class:`AsyncClient`,
   :class:`AsyncRegistration`, :class:`AsyncEventChannel` over trio streams.
   It is imported on first use of one of its names (module ``__getattr__``),
-  so the blocking client and the command line never load trio.
+  so the blocking client and the command line never load trio;
+* :mod:`leased.client.asyncio_shell`: :class:`AsyncioClient`,
+  :class:`AsyncioRegistration`, :class:`AsyncioEventChannel`, the trio
+  shell's twins over asyncio streams and ``asyncio.Lock`` (no trio), for
+  asyncio programs; imported on first use of one of its names as well.
 
-The two shells mirror each other method for method; ``tests/test_client_shells.py``
+The shells mirror each other method for method; ``tests/test_client_shells.py``
 compares their signatures, docstrings and bodies and names every deliberate
 difference.  Of leased, the package imports only the facts and the wire
 format (``leased.constants``, ``errors``, ``schema``, ``protocol``), so a
@@ -102,6 +108,7 @@ from leased.client.results import (
 from leased.protocol import HostState
 
 if TYPE_CHECKING:
+    from leased.client.asyncio_shell import AsyncioClient, AsyncioEventChannel, AsyncioRegistration
     from leased.client.trio_shell import AsyncClient, AsyncEventChannel, AsyncRegistration
 
 __all__ = [
@@ -112,6 +119,9 @@ __all__ = [
     "AsyncClient",
     "AsyncEventChannel",
     "AsyncRegistration",
+    "AsyncioClient",
+    "AsyncioEventChannel",
+    "AsyncioRegistration",
     "Client",
     "DiskLike",
     "Event",
@@ -134,12 +144,17 @@ __all__ = [
 ]
 
 _TRIO_SHELL = frozenset({"AsyncClient", "AsyncEventChannel", "AsyncRegistration"})
+_ASYNCIO_SHELL = frozenset({"AsyncioClient", "AsyncioEventChannel", "AsyncioRegistration"})
 
 
 def __getattr__(name: str) -> object:
-    """Load the trio shell when one of its names is first asked for (PEP 562)."""
+    """Load the trio or asyncio shell when one of its names is first asked for (PEP 562)."""
     if name in _TRIO_SHELL:
         from leased.client import trio_shell
 
         return getattr(trio_shell, name)
+    if name in _ASYNCIO_SHELL:
+        from leased.client import asyncio_shell
+
+        return getattr(asyncio_shell, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,9 +6,10 @@ owns a ``threading.Lock`` held from the first byte of a request to the last
 byte of its reply; ``timeout`` bounds a call as a whole, the wait for the
 lock included.  Importing this module loads no trio.
 
-Every public method has a twin in :mod:`leased.client.trio_shell`;
-``tests/test_client_shells.py`` fails when the two drift apart (signature,
-docstring or body), except for the differences its table names.
+Every public method has a twin in :mod:`leased.client.trio_shell` and one in
+:mod:`leased.client.asyncio_shell`; ``tests/test_client_shells.py`` fails
+when they drift apart (signature, docstring or body), except for the
+differences its tables name.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ never by trusting ``length`` blindly, and every size is bounded here.
 Rules: no sockets, locks, clocks or threads; imports only the facts and the
 wire format (``leased.constants``, ``errors``, ``schema``, ``protocol``) and
 the result types.  A shell (:mod:`leased.client.blocking`,
-:mod:`leased.client.trio_shell`) owns the lock and the socket and only
-drives these generators, so a command's meaning is written once.
+:mod:`leased.client.trio_shell`, :mod:`leased.client.asyncio_shell`) owns
+the lock and the socket and only drives these generators, so a command's
+meaning is written once.
 """
 
 from __future__ import annotations
