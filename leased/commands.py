@@ -38,16 +38,19 @@ other :class:`~leased.errors.LeaseError` its code and the whole message.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from leased import lease_areas, protocol, status, transactions
 from leased.clock import DEFAULT_CLOCK
 from leased.errors import LeaseError, QuietRefusal, Refused, ResultCode, code_name
 from leased.events import end_channels, make_channel_room, set_event
 from leased.fencing import Fencer, ProcessFencer
+from leased.health import make_health_room, open_health_channel
 from leased.lifecycle import configure_lockspace, examine_held, join_lockspace, leave_lockspace, lockspace_progress
-from leased.lockspace import JoinedLockspace, LockspaceState
+from leased.lockspace import EventChannel, LockspaceState
 from leased.metrics import render
 from leased.protocol import Cmd, Header, HostEvent, Killpath, Lockspace, Options, Resource, split_resources
 from leased.state import ClientState, DaemonState
@@ -62,8 +65,8 @@ log = logging.getLogger(__name__)
 class Reply:
     data: bytes = b""
     close: bool = False
-    event_channel: JoinedLockspace | None = None
-    """REG_EVENT: after the reply the connection becomes this lockspace's event channel."""
+    channel: Callable[[socket.socket], EventChannel] | None = None
+    """REG_EVENT, LEASED_HEALTH: after the reply the connection becomes the channel this makes of it."""
 
 
 @dataclass
@@ -436,7 +439,7 @@ async def cmd_reg_event(cmd: Command) -> Reply:
         make_channel_room(lockspace)
     except LeaseError as exc:
         return _answer(cmd, exc)
-    return Reply(cmd.reply(0).data, event_channel=lockspace)
+    return Reply(cmd.reply(0).data, channel=lockspace.add_event_channel)
 
 
 async def cmd_end_event(cmd: Command) -> Reply:
@@ -507,6 +510,16 @@ async def cmd_metrics(cmd: Command) -> Reply:
     return cmd.reply(0, payload=text, close=True)
 
 
+async def cmd_health(cmd: Command) -> Reply:
+    """LEASED_HEALTH (leased extension): the connection becomes a health channel (:mod:`leased.health`)."""
+    channels = cmd.state.health_channels
+    try:
+        make_health_room(channels)
+    except LeaseError as exc:
+        return _answer(cmd, exc)
+    return Reply(cmd.reply(0).data, channel=partial(open_health_channel, channels, cmd.state.lockspaces))
+
+
 HANDLERS: dict[int, Handler] = {
     Cmd.REGISTER: cmd_register,
     Cmd.ADD_LOCKSPACE: cmd_add_lockspace,
@@ -542,6 +555,7 @@ HANDLERS: dict[int, Handler] = {
     Cmd.EXAMINE_LOCKSPACE: cmd_examine,
     Cmd.EXAMINE_RESOURCE: cmd_examine,
     Cmd.LEASED_METRICS: cmd_metrics,
+    Cmd.LEASED_HEALTH: cmd_health,
 }
 
 INLINE_CLOSERS = frozenset(

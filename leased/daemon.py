@@ -53,7 +53,7 @@ from leased.faultpoints import FaultPoints
 from leased.fencing import Fencer, ProcessFencer
 from leased.lifecycle import remove_lockspace
 from leased.listener import Claim, ClaimError, claim
-from leased.lockspace import EventChannel, JoinedLockspace, LockspaceState
+from leased.lockspace import EventChannel, LockspaceState
 from leased.logsetup import LogSettings, LogSetupError, setup_logging
 from leased.notify import Notifier
 from leased.protocol import RESTRICT_ALL, Cmd
@@ -448,8 +448,8 @@ class Daemon:
             reply = command.reply(-1)
         if reply.data and not await self._send(stream, reply.data):
             return ConnectionEnd.PEER_CLOSED
-        if reply.event_channel is not None:
-            return await self._event_channel(stream, client, reply.event_channel)
+        if reply.channel is not None:
+            return await self._event_channel(stream, client, reply.channel)
         if reply.close or header.cmd in INLINE_CLOSERS:
             if client.registered:
                 log.debug("client_free ci %d live pid %d: keep registered connection", client.ci, client.pid)
@@ -458,9 +458,9 @@ class Daemon:
         return None
 
     async def _event_channel(
-        self, stream: trio.SocketStream, client: ClientState, lockspace: JoinedLockspace
+        self, stream: trio.SocketStream, client: ClientState, open_channel: Callable[[socket.socket], EventChannel]
     ) -> ConnectionEnd | None:
-        """REG_EVENT: from now on the daemon only writes event records on this connection.
+        """REG_EVENT, LEASED_HEALTH: from now on the daemon only writes records on this connection.
 
         The channel ends at END_EVENT, on a failed write, or when the peer
         closes (watched here, so a closed channel frees its slot at once and
@@ -468,8 +468,7 @@ class Daemon:
         is served again after END_EVENT; any other connection closes.
         """
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(stream.socket.fileno()))
-        channel = EventChannel(raw)
-        lockspace.event_channels.append(channel)
+        channel = open_channel(raw)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_channel, channel)

@@ -72,9 +72,10 @@ from leased.constants import REQ_FORCE, REQ_GRACEFUL
 from leased.errors import LeaseError, QuietRefusal, Refused, ResultCode
 from leased.events import deliver_event
 from leased.fencing import Fencer, escalate, restricted_signal
+from leased.health import announce_health
 from leased.lockspace import JoinedLockspace, LockspaceKey, LockspaceState, lockspace_key
 from leased.ondisk import bitmap_test, encode_name, names_equal
-from leased.protocol import Lockspace
+from leased.protocol import HealthState, Lockspace
 from leased.resource import Token
 from leased.state import DaemonState
 from leased.storage import Storage, open_lease_storage
@@ -257,6 +258,7 @@ def new_lockspace(
             f"examine requests in {_ls_name(scanned.name)}",
             partial(examine_requests, state, scanned, generation, changed, fencer),
         ),
+        on_health=lambda changed: announce_health(state.health_channels, changed),
     )
 
 
@@ -337,6 +339,7 @@ async def fence_lockspace(state: DaemonState, lockspace: JoinedLockspace, fencer
         lockspace.lease.area.storage.close()
     if lockspace in state.lockspaces:
         state.lockspaces.remove(lockspace)
+    lockspace.set_health(HealthState.REMOVED)
     lockspace.removed.set()
     log.error("lockspace %s removed after failure; its leases stay owned on disk", _ls_name(lockspace.name))
 

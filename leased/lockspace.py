@@ -39,6 +39,7 @@ from leased.host_status import HostState, HostStatusTable
 from leased.metrics import LatencyHistogram
 from leased.ondisk import bitmap_set, encode_name
 from leased.paxos_lease import LockspaceView
+from leased.protocol import HealthState
 from leased.storage import FileStorage, Storage
 from leased.timeouts import (
     Timeouts,
@@ -108,15 +109,19 @@ class EventChannel:
                 self.peer_closed = True
                 self.ended.set()
                 return
-            self._partial += data
-            while len(self._partial) >= 4:
-                value = int.from_bytes(self._partial[:4], "little")
-                self._partial = self._partial[4:]
-                if value == 1:
-                    self.end_requested = True
-                elif not self._warned:
-                    self._warned = True
-                    log.warning("event channel: unexpected value %d ignored (and any more on this channel)", value)
+            self._consume(data)
+
+    def _consume(self, data: bytes) -> None:
+        """What the client wrote on an event channel: 4-byte values, ``1`` the only one that means anything."""
+        self._partial += data
+        while len(self._partial) >= 4:
+            value = int.from_bytes(self._partial[:4], "little")
+            self._partial = self._partial[4:]
+            if value == 1:
+                self.end_requested = True
+            elif not self._warned:
+                self._warned = True
+                log.warning("event channel: unexpected value %d ignored (and any more on this channel)", value)
 
     def wants_end(self) -> bool:
         """END_EVENT: has the client asked to end this channel (its ``1``, or a close)?"""
@@ -150,6 +155,10 @@ class LockspaceKey:
     host_id: int
     path: str
     offset: int
+
+
+RENEWAL_RETRY_SECONDS = 1.0
+"""Pause before a fresh renewal worker retries after an I/O error."""
 
 
 @dataclass
@@ -192,6 +201,10 @@ class JoinedLockspace:
     """Called once when the join itself fails: nothing was ever held, the daemon forgets the lockspace."""
     on_scan: Callable[[JoinedLockspace, int, list[int]], None] | None = None
     """Called after each renewal's scan with (lockspace, its generation, host ids that changed)."""
+    health: HealthState = HealthState.OK
+    """What health notices say of it: renewals fine, failing for 6N, failed at 8N, or left."""
+    on_health: Callable[[JoinedLockspace], None] | None = None
+    """Called each time ``health`` changes, with the lockspace (leased health notices)."""
     examined: dict[int, float] = field(default_factory=dict)
     """host_id -> when we last reacted to its bitmap bit (rate limit, §5.5)."""
     set_bitmap_seconds: int = 0
@@ -367,6 +380,9 @@ class JoinedLockspace:
                     fresh, self.lease.area.offset, self.lease.area.space_name, self.lease.area.geometry
                 )
                 old.close()
+            # A device that fails at once would otherwise be retried (and logged) in a busy loop,
+            # about a thousand times a second; sanlock retries a failed renewal once a second too.
+            await self.clock.sleep(RENEWAL_RETRY_SECONDS)
 
     async def _watch_deadline(self) -> None:
         """Fail the lockspace 8N after the last successful renewal, whatever the renewal task is doing.
@@ -393,6 +409,9 @@ class JoinedLockspace:
                     self.name.decode(errors="replace"),
                     int(gap),
                 )
+                self.set_health(HealthState.WARNING)
+            elif gap < id_renewal_warn_seconds(self.io_timeout):
+                self.set_health(HealthState.OK)
             await self.clock.sleep(min(1.0, self.io_timeout / 2))
 
     async def _renewal_worker(self) -> str:
@@ -431,6 +450,8 @@ class JoinedLockspace:
                 await self.clock.sleep(0.5)
                 continue
             self._record(lease.last_success, started)
+            if self.health is HealthState.WARNING:
+                self.set_health(HealthState.OK)  # recovered: say so now, not at the deadline watch's next look
             await self._pet_watchdog()
             changed = self.table.observe(snapshot, self.clock.now())
             if self.on_scan is not None:
@@ -537,12 +558,33 @@ class JoinedLockspace:
             self.last_renewal_seconds = seconds
             self.renewal_latency.observe(seconds)
 
+    def add_event_channel(self, sock: socket.socket) -> EventChannel:
+        """REG_EVENT: ``sock`` becomes one of this lockspace's event channels."""
+        channel = EventChannel(sock)
+        self.event_channels.append(channel)
+        return channel
+
+    def renewal_gap(self) -> float:
+        """Seconds since the last successful renewal (0 before the join)."""
+        return self.clock.now() - self.lease.last_success if self.lease is not None else 0.0
+
+    def set_health(self, health: HealthState) -> None:
+        """Move to ``health`` and tell ``on_health``; REMOVED is final, and FAILING never goes back."""
+        if health is self.health or self.health is HealthState.REMOVED:
+            return
+        if self.health is HealthState.FAILING and health is not HealthState.REMOVED:
+            return
+        self.health = health
+        if self.on_health is not None:
+            self.on_health(self)
+
     def _fail(self) -> None:
         """The lockspace can no longer be trusted: stop renewing, no new leases, start fencing (once)."""
         if self.renewal_fail:
             return
         self.renewal_fail = True
         self.state = LockspaceState.FAILED
+        self.set_health(HealthState.FAILING)
         if self._tasks is not None:
             self._tasks.cancel()
         if self.on_failure is not None:
@@ -563,6 +605,7 @@ class JoinedLockspace:
                 )
         if lease is not None:
             lease.area.storage.close()
+            self.set_health(HealthState.REMOVED)
         self.removed.set()
 
 

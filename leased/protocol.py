@@ -43,6 +43,8 @@ HOST_EVENT_SIZE: Final = 32
 STATE_SIZE: Final = 80
 KILLPATH_SIZE: Final = 256
 RENTRY_SIZE: Final = 64
+HEALTH_NOTICE_SIZE: Final = 96
+"""A leased health notice: header, lockspace name, three u32 and padding."""
 
 NAME_LEN: Final = 48
 PATH_LEN: Final = 1024
@@ -104,6 +106,10 @@ class Cmd(IntEnum):
     # them, and a sanlock daemon ignores them without a reply (wire spec §8).
     LEASED_METRICS = 0x4C000001
     """Header only; reply: header (data 0, length 32 + n) and n bytes of Prometheus text; closes."""
+    LEASED_HEALTH = 0x4C000002
+    """Header only; reply: header (data 0 or -ENOCSI, data2 = notices that follow at once); from then
+    on the connection carries only health notices (:func:`encode_health_notice`).  The client sends a
+    VERSION header right after it: leased never answers that one, sanlock answers only that one."""
 
 
 LEASED_CMD_BASE: Final = 0x4C000000
@@ -222,6 +228,17 @@ sanlk_state = Struct(
 )
 event_cb = Struct("h" / sm_header, "he" / sanlk_host_event, "from_host_id" / Int64ul, "from_generation" / Int64ul)
 killpath_payload = Struct("path" / Bytes(128), "args" / Bytes(128))
+health_notice = Struct(
+    "h" / sm_header,
+    "name" / Bytes(NAME_LEN),
+    "renewal_gap" / Int32ul,
+    "warn_after" / Int32ul,
+    "fail_after" / Int32ul,
+    Padding(4),
+)
+"""A leased health notice: header (cmd LEASED_HEALTH, seq = the channel's notice number, data = the
+:class:`HealthState`, data2 = our host_id), the lockspace name, seconds since its last successful
+renewal, and the gaps (6N, 8N) at which it warns and fails."""
 
 for _schema, _size in (
     (sm_header, HEADER_SIZE),
@@ -233,6 +250,7 @@ for _schema, _size in (
     (sanlk_host_event, HOST_EVENT_SIZE),
     (sanlk_state, STATE_SIZE),
     (event_cb, 80),
+    (health_notice, HEALTH_NOTICE_SIZE),
     (killpath_payload, KILLPATH_SIZE),
 ):
     assert _schema.sizeof() == _size
@@ -463,6 +481,73 @@ class HostEvent:
         return bytes(build(sanlk_host_event, vars(self)))
 
 
+class HealthState(IntEnum):
+    """A joined lockspace's renewal health, as a leased health notice reports it."""
+
+    OK = 0
+    """Renewing: the last successful renewal is less than 6N ago (or renewals recovered)."""
+    WARNING = 1
+    """No successful renewal for 6N (sanlock's check_our_lease warning): stop starting new writes."""
+    FAILING = 2
+    """No successful renewal for 8N: the lockspace failed; its lease holders are being killed."""
+    REMOVED = 3
+    """The lockspace was left (or its join failed): no more notices for it."""
+
+
+@dataclass(frozen=True)
+class HealthNotice:
+    """One notice of a health channel (:data:`health_notice`)."""
+
+    lockspace: bytes
+    host_id: int
+    state: HealthState
+    renewal_gap: int
+    """Seconds since the last successful renewal when the notice was written."""
+    warn_after: int
+    fail_after: int
+    seq: int = 0
+
+    def encode(self) -> bytes:
+        header = dict(
+            magic=SM_MAGIC,
+            version=SM_PROTO,
+            cmd=Cmd.LEASED_HEALTH,
+            cmd_flags=0,
+            length=HEALTH_NOTICE_SIZE,
+            seq=self.seq,
+            data=int(self.state),
+            data2=self.host_id,
+        )
+        fields = dict(
+            h=header,
+            name=self.lockspace[:NAME_LEN].ljust(NAME_LEN, b"\0"),
+            renewal_gap=self.renewal_gap,
+            warn_after=self.warn_after,
+            fail_after=self.fail_after,
+        )
+        return bytes(build(health_notice, fields))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> HealthNotice:
+        """A notice from its bytes; a record that is not one (magic, command, state) is a LeaseError."""
+        parsed = health_notice.parse(raw) if len(raw) == HEALTH_NOTICE_SIZE else None
+        if parsed is None or parsed.h.magic != SM_MAGIC or parsed.h.cmd != Cmd.LEASED_HEALTH:
+            raise LeaseError(ResultCode.EPROTO, f"not a health notice: {raw[:HEADER_SIZE].hex()}")
+        try:
+            state = HealthState(parsed.h.data)
+        except ValueError:
+            raise LeaseError(ResultCode.EPROTO, f"health notice with state {parsed.h.data}") from None
+        return cls(
+            parsed.name.split(b"\0", 1)[0],
+            parsed.h.data2,
+            state,
+            parsed.renewal_gap,
+            parsed.warn_after,
+            parsed.fail_after,
+            parsed.h.seq,
+        )
+
+
 @dataclass(frozen=True)
 class StateRecord:
     """One sanlk_state record of a STATUS/HOST_STATUS/RENEWAL stream, with its text."""
@@ -577,6 +662,7 @@ _FIXED_BODY: dict[int, int] = {
     Cmd.DELETE_RESOURCE: LOCKSPACE_SIZE + RENTRY_SIZE,
     Cmd.REBUILD_RINDEX: LOCKSPACE_SIZE,
     Cmd.LEASED_METRICS: 0,
+    Cmd.LEASED_HEALTH: 0,
 }
 
 _ONE_RESOURCE_WITH_DISKS = frozenset({Cmd.REQUEST, Cmd.WRITE_RESOURCE, Cmd.READ_RESOURCE, Cmd.READ_RESOURCE_OWNERS})

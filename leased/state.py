@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from leased.errors import QuietRefusal, Refused, ResultCode
 from leased.faultpoints import FaultPoints
+from leased.health import HealthChannel
 from leased.listener import SOCKET_NAME
 from leased.lockspace import JoinedLockspace, LockspaceState
 from leased.protocol import TARGET_SELF, Killpath, to_signed
@@ -183,6 +184,8 @@ class DaemonState:
     """Where tests inject allocation failures (leased.faultpoints); arms nothing unless the daemon was given one."""
     watchdog: Watchdog | None = None
     """wdmd for every lockspace joined (``use_watchdog``), or None with ``-w 0``."""
+    health_channels: list[HealthChannel] = field(default_factory=list)
+    """Open health channels (leased extension): every lockspace's health changes are written to each."""
 
     def registered_client(self, pid: int) -> ClientState | None:
         """The first registered, live client with ``pid`` (lowest slot, as sanlock does)."""

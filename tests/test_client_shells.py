@@ -72,6 +72,7 @@ TRIO = Shell(
         "AsyncClient": "Client",
         "AsyncRegistration": "Registration",
         "AsyncEventChannel": "EventChannel",
+        "AsyncHealthChannel": "HealthChannel",
         "_AsyncConnection": "_SyncConnection",
         "__aenter__": "__enter__",
         "__aexit__": "__exit__",
@@ -86,6 +87,7 @@ ASYNCIO = Shell(
         "AsyncioClient": "Client",
         "AsyncioRegistration": "Registration",
         "AsyncioEventChannel": "EventChannel",
+        "AsyncioHealthChannel": "HealthChannel",
         "_AsyncioConnection": "_SyncConnection",
         "__aenter__": "__enter__",
         "__aexit__": "__exit__",
@@ -96,7 +98,7 @@ ASYNCIO = Shell(
 SHELLS = [TRIO, ASYNCIO]
 """Every awaitable shell: trio's, and asyncio's (issue 15)."""
 
-CLASSES = ["Client", "Registration", "EventChannel"]
+CLASSES = ["Client", "Registration", "EventChannel", "HealthChannel"]
 """The blocking shell's public classes; each shell has one twin of each."""
 
 EXEMPT: dict[tuple[str, str, str, str], str] = {
@@ -136,6 +138,8 @@ EXEMPT: dict[tuple[str, str, str, str], str] = {
         "close",
         "body",
     ): "socket vs trio stream; the blocking close returns early if closed (trio's does not)",
+    ("trio", "HealthChannel", "receive", "body"): "socket.recv with the client's timeout vs trio's receive_some",
+    ("trio", "HealthChannel", "fileno", "missing"): "blocking only: for select/poll loops; trio waits in receive()",
     # The asyncio shell is the trio shell's twin (test_awaitable_shells_are_twins), so it
     # differs from the blocking shell exactly where the trio shell does, for the same reasons.
     ("asyncio", "Client", "register", "kind"): "plain def: it returns an un-opened registration, `async with` opens it",
@@ -173,6 +177,8 @@ EXEMPT: dict[tuple[str, str, str, str], str] = {
         "close",
         "body",
     ): "socket vs asyncio stream; the blocking close returns early if closed (asyncio's does not)",
+    ("asyncio", "HealthChannel", "receive", "body"): "socket.recv with the client's timeout vs asyncio's reader",
+    ("asyncio", "HealthChannel", "fileno", "missing"): "blocking only: for select/poll loops; asyncio awaits",
 }
 
 IGNORED_DUNDERS = frozenset({"__init_subclass__", "__class_getitem__"})
@@ -361,6 +367,11 @@ TWINS = (TRIO, ASYNCIO)
 TWINS_EXEMPT: dict[tuple[str, str, str], str] = {
     # (blocking class, member in the blocking shell's terms, aspect): reason
     ("EventChannel", "receive", "body"): "trio reads stream.receive_some; asyncio its connection's reader",
+    (
+        "HealthChannel",
+        "receive",
+        "body",
+    ): "trio's receive_some and errors; asyncio's reader, OSError",
     (
         "EventChannel",
         "close",

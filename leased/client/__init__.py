@@ -83,7 +83,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from leased.client.blocking import Client, EventChannel, Registration
+from leased.client.blocking import Client, EventChannel, HealthChannel, Registration
 from leased.client.results import (
     DEFAULT_RUN_DIR,
     SOCKET_NAME,
@@ -105,11 +105,16 @@ from leased.client.results import (
     socket_path,
     state_fields,
 )
-from leased.protocol import HostState
+from leased.protocol import HealthNotice, HealthState, HostState
 
 if TYPE_CHECKING:
-    from leased.client.asyncio_shell import AsyncioClient, AsyncioEventChannel, AsyncioRegistration
-    from leased.client.trio_shell import AsyncClient, AsyncEventChannel, AsyncRegistration
+    from leased.client.asyncio_shell import (
+        AsyncioClient,
+        AsyncioEventChannel,
+        AsyncioHealthChannel,
+        AsyncioRegistration,
+    )
+    from leased.client.trio_shell import AsyncClient, AsyncEventChannel, AsyncHealthChannel, AsyncRegistration
 
 __all__ = [
     "DEFAULT_RUN_DIR",
@@ -118,14 +123,19 @@ __all__ = [
     "AcquiredLease",
     "AsyncClient",
     "AsyncEventChannel",
+    "AsyncHealthChannel",
     "AsyncRegistration",
     "AsyncioClient",
     "AsyncioEventChannel",
+    "AsyncioHealthChannel",
     "AsyncioRegistration",
     "Client",
     "DiskLike",
     "Event",
     "EventChannel",
+    "HealthChannel",
+    "HealthNotice",
+    "HealthState",
     "HeldLease",
     "HostInfo",
     "HostState",
@@ -143,8 +153,8 @@ __all__ = [
     "state_fields",
 ]
 
-_TRIO_SHELL = frozenset({"AsyncClient", "AsyncEventChannel", "AsyncRegistration"})
-_ASYNCIO_SHELL = frozenset({"AsyncioClient", "AsyncioEventChannel", "AsyncioRegistration"})
+_TRIO_SHELL = frozenset({"AsyncClient", "AsyncEventChannel", "AsyncHealthChannel", "AsyncRegistration"})
+_ASYNCIO_SHELL = frozenset({"AsyncioClient", "AsyncioEventChannel", "AsyncioHealthChannel", "AsyncioRegistration"})
 
 
 def __getattr__(name: str) -> object:

@@ -45,6 +45,7 @@ from leased.client.exchanges import (
     _metrics,
     _name,
     _parse_events,
+    _parse_health_notice,
     _read_lockspace,
     _read_resource,
     _read_resource_owners,
@@ -67,6 +68,7 @@ from leased.client.exchanges import (
     _Step,
     _transport_error,
     _version,
+    _watch_health,
     _write_lockspace,
     _write_resource,
 )
@@ -89,7 +91,7 @@ from leased.client.results import (
     socket_path,
 )
 from leased.errors import ResultCode
-from leased.protocol import RESTRICT_ALL, TARGET_SELF, HostEvent, StateRecord
+from leased.protocol import HEALTH_NOTICE_SIZE, RESTRICT_ALL, TARGET_SELF, HealthNotice, HostEvent, StateRecord
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -327,6 +329,45 @@ class EventChannel:
         self._client._one_shot("end_event", _end_event(self.name))
 
 
+class HealthChannel:
+    """A health channel (a leased extension): the daemon writes a notice each time the renewal
+    health of a lockspace it has joined changes, after one notice per lockspace already joined."""
+
+    def __init__(self, conn: _SyncConnection) -> None:
+        self._conn = conn
+        self._buffer = b""
+
+    def fileno(self) -> int:
+        return self._conn.sock.fileno()
+
+    def receive(self) -> HealthNotice:
+        """Wait for the next notice.  Bytes already read are kept for the next call, so a wait
+        that times out (blocking: the client's ``timeout``, -110) or is cancelled loses nothing."""
+        with self._conn.lock:
+            while len(self._buffer) < HEALTH_NOTICE_SIZE:
+                try:
+                    chunk = self._conn.sock.recv(4096)
+                except TimeoutError:
+                    raise SanlockError(ResultCode.ETIMEDOUT, "no health notice in time", "health") from None
+                except OSError as exc:
+                    raise SanlockError(ResultCode.ENOTCONN, f"health channel: {exc.strerror}", "health") from None
+                if not chunk:
+                    raise SanlockError(ResultCode.ENOTCONN, "health channel closed by the daemon", "health")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer[:HEALTH_NOTICE_SIZE], self._buffer[HEALTH_NOTICE_SIZE:]
+        return _parse_health_notice(raw)
+
+    def __enter__(self) -> HealthChannel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel: the daemon frees its slot when it sees the close."""
+        self._conn.close()
+
+
 class Client:
     """Blocking client of a sanlock daemon.  Thread-safe: it keeps no connection between calls.
 
@@ -532,6 +573,22 @@ class Client:
             conn.close()
             raise
         return EventChannel(self, _name(name), conn)
+
+    def watch_health(self) -> HealthChannel:
+        """A channel of lease-health notices for every lockspace joined (a leased extension).
+
+        An application holding leases can stop writing when its lockspace
+        warns (no renewal for 6N), before it fails at 8N and its holders are
+        killed.  A sanlock daemon does not know the command: -95 (EOPNOTSUPP)
+        at once, no timeout needed.
+        """
+        conn = _SyncConnection.open(self.path, self.timeout)
+        try:
+            conn.run("health", _watch_health())
+        except BaseException:
+            conn.close()
+            raise
+        return HealthChannel(conn)
 
     def set_event(
         self, name: Name, host_id: int, generation: int, event: int, data: int = 0, *, flags: int = 0

@@ -82,6 +82,7 @@ from leased.protocol import (
     Cmd,
     Disk,
     Header,
+    HealthNotice,
     Host,
     HostEvent,
     Killpath,
@@ -527,6 +528,37 @@ def _reg_event(name: Name) -> _Exchange[None]:
     body = _lockspace_body(name) + HostEvent().encode()
     reply = yield from _transact(_request(Cmd.REG_EVENT, body), body)
     _check(reply, f"reg_event {_name(name)!r}")
+
+
+def _watch_health() -> _Exchange[None]:
+    """LEASED_HEALTH, then a VERSION header: leased answers only the first, sanlock only the second.
+
+    sanlock 3.8 reads an unknown command's 32-byte header, ignores it and
+    never answers, so a VERSION reply (rather than silence) is how the
+    client tells it is not talking to leased, at once and without a timeout.
+    leased turns the connection into a health channel at its answer and
+    reads and drops the VERSION header.
+    """
+    request = _request(Cmd.LEASED_HEALTH)
+    yield _Send(request.encode() + _request(Cmd.VERSION).encode())
+    reply = Header.decode((yield _Recv(HEADER_SIZE, "health reply header")))
+    if reply.magic == SM_MAGIC and reply.cmd == Cmd.VERSION:
+        raise SanlockError(
+            ResultCode.EOPNOTSUPP,
+            "health notices are a leased extension: this daemon ignored LEASED_HEALTH and answered VERSION "
+            "(sanlock does)",
+            "health",
+        )
+    if reply.magic != SM_MAGIC or reply.cmd != Cmd.LEASED_HEALTH or reply.seq != request.seq:
+        raise SanlockProtocolError(f"health reply cmd {reply.cmd} seq {reply.seq} magic 0x{reply.magic:08x}", "health")
+    _check(reply, "health")
+
+
+def _parse_health_notice(raw: bytes) -> HealthNotice:
+    try:
+        return HealthNotice.decode(raw)
+    except LeaseError as exc:
+        raise SanlockProtocolError(exc.detail, "health") from None
 
 
 def _add_lockspace(

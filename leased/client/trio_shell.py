@@ -43,6 +43,7 @@ from leased.client.exchanges import (
     _metrics,
     _name,
     _parse_events,
+    _parse_health_notice,
     _read_lockspace,
     _read_resource,
     _read_resource_owners,
@@ -65,6 +66,7 @@ from leased.client.exchanges import (
     _Step,
     _transport_error,
     _version,
+    _watch_health,
     _write_lockspace,
     _write_resource,
 )
@@ -87,7 +89,7 @@ from leased.client.results import (
     socket_path,
 )
 from leased.errors import ResultCode
-from leased.protocol import RESTRICT_ALL, TARGET_SELF, HostEvent, StateRecord
+from leased.protocol import HEALTH_NOTICE_SIZE, RESTRICT_ALL, TARGET_SELF, HealthNotice, HostEvent, StateRecord
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -171,6 +173,39 @@ class _AsyncConnection:
             if len(out) > step.limit:
                 raise SanlockProtocolError(f"{step.what} exceed {step.limit} bytes")
         return bytes(out)
+
+
+class AsyncHealthChannel:
+    """The trio twin of :class:`HealthChannel`."""
+
+    def __init__(self, conn: _AsyncConnection) -> None:
+        self._conn = conn
+        self._buffer = b""
+
+    async def receive(self) -> HealthNotice:
+        """Wait for the next notice.  Bytes already read are kept for the next call, so a wait
+        that times out (blocking: the client's ``timeout``, -110) or is cancelled loses nothing."""
+        async with self._conn.lock:
+            while len(self._buffer) < HEALTH_NOTICE_SIZE:
+                try:
+                    chunk = await self._conn.stream.receive_some(4096)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise SanlockError(ResultCode.ENOTCONN, f"health channel: {exc!r}", "health") from None
+                if not chunk:
+                    raise SanlockError(ResultCode.ENOTCONN, "health channel closed by the daemon", "health")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer[:HEALTH_NOTICE_SIZE], self._buffer[HEALTH_NOTICE_SIZE:]
+        return _parse_health_notice(raw)
+
+    async def __aenter__(self) -> AsyncHealthChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the channel: the daemon frees its slot when it sees the close."""
+        await self._conn.aclose()
 
 
 class AsyncRegistration:
@@ -476,6 +511,22 @@ class AsyncClient:
             await conn.aclose()
             raise
         return AsyncEventChannel(self, _name(name), conn)
+
+    async def watch_health(self) -> AsyncHealthChannel:
+        """A channel of lease-health notices for every lockspace joined (a leased extension).
+
+        An application holding leases can stop writing when its lockspace
+        warns (no renewal for 6N), before it fails at 8N and its holders are
+        killed.  A sanlock daemon does not know the command: -95 (EOPNOTSUPP)
+        at once, no timeout needed.
+        """
+        conn = await _AsyncConnection.open(self.path, self.timeout)
+        try:
+            await conn.run("health", _watch_health())
+        except BaseException:
+            await conn.aclose()
+            raise
+        return AsyncHealthChannel(conn)
 
     async def set_event(
         self, name: Name, host_id: int, generation: int, event: int, data: int = 0, *, flags: int = 0
