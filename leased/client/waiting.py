@@ -155,6 +155,13 @@ class AcquireWait:
         """
         self.last_rc = 0
         """The code of the last failed attempt (0 before any)."""
+        self.resume_at: float | None = None
+        """When the current backoff ends, on the shell's clock (None before the first retry).
+
+        While the shell's clock reads less than this, the acquire is asleep
+        between attempts with nothing in flight: a cancellation then costs the
+        connection nothing.
+        """
 
     @property
     def deadline(self) -> float:
@@ -189,6 +196,7 @@ class AcquireWait:
             raise WaitExpired(exc.rc, self.elapsed(now), self.attempts, exc.detail, exc.cmd) from exc
         pause = min(self.backoff.delay(self.attempts, self._rng), left)
         self.attempts += 1
+        self.resume_at = now + pause
         return pause
 
     def succeeded(self, lease: AcquiredLease, now: float) -> AcquiredLease:
