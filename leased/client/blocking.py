@@ -281,9 +281,10 @@ class Registration:
             try:
                 lease = self._run("acquire", _acquire_attempt(TARGET_SELF, lockspace, resource, disks, **options))
             except SanlockError as exc:
-                _sleep(plan.retry_after(exc, _now()))
+                pause = plan.retry_after(exc, _now())
             else:
                 return plan.succeeded(lease, _now())
+            _sleep(pause)
 
     def release(self, lockspace: Name, resource: Name) -> None:
         """Release one lease of this process; -1 (EPERM) if it is not held."""
@@ -419,9 +420,10 @@ class Client:
             try:
                 lease = self._one_shot("acquire", _acquire_attempt(pid, lockspace, resource, disks, **options))
             except SanlockError as exc:
-                _sleep(plan.retry_after(exc, _now()))
+                pause = plan.retry_after(exc, _now())
             else:
                 return plan.succeeded(lease, _now())
+            _sleep(pause)
 
     def release(self, lockspace: Name, resource: Name, *, pid: int) -> None:
         self._one_shot("release", _release(pid, lockspace, resource))

@@ -253,9 +253,10 @@ class AsyncRegistration:
             try:
                 lease = await self._run("acquire", _acquire_attempt(TARGET_SELF, lockspace, resource, disks, **options))
             except SanlockError as exc:
-                await _sleep(plan.retry_after(exc, _now()))
+                pause = plan.retry_after(exc, _now())
             else:
                 return plan.succeeded(lease, _now())
+            await _sleep(pause)
 
     async def release(self, lockspace: Name, resource: Name) -> None:
         """Release one lease of this process; -1 (EPERM) if it is not held."""
@@ -370,9 +371,10 @@ class AsyncClient:
             try:
                 lease = await self._one_shot("acquire", _acquire_attempt(pid, lockspace, resource, disks, **options))
             except SanlockError as exc:
-                await _sleep(plan.retry_after(exc, _now()))
+                pause = plan.retry_after(exc, _now())
             else:
                 return plan.succeeded(lease, _now())
+            await _sleep(pause)
 
     async def release(self, lockspace: Name, resource: Name, *, pid: int) -> None:
         await self._one_shot("release", _release(pid, lockspace, resource))
