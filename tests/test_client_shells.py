@@ -478,9 +478,13 @@ def test_the_asyncio_shell_loads_no_trio() -> None:
 WIRE = {"leased.constants", "leased.errors", "leased.schema", "leased.protocol", "leased.text_forms"}
 ALLOWED_IMPORTS = {
     "leased.client.results": WIRE,
+    "leased.client.waiting": WIRE | {"leased.client.results"},
     "leased.client.exchanges": WIRE | {"leased.client.results"},
-    "leased.client.blocking": WIRE | {"leased.client.results", "leased.client.exchanges"},
-    **{shell.module: WIRE | {"leased.client.results", "leased.client.exchanges"} for shell in SHELLS},
+    "leased.client.blocking": WIRE | {"leased.client.results", "leased.client.waiting", "leased.client.exchanges"},
+    **{
+        shell.module: WIRE | {"leased.client.results", "leased.client.waiting", "leased.client.exchanges"}
+        for shell in SHELLS
+    },
 }
 
 

@@ -50,6 +50,9 @@ The package, from the bottom up:
 
 * :mod:`leased.client.results`: errors, result types, ``AcquireOptions``,
   the socket location;
+* :mod:`leased.client.waiting`: acquire with a deadline, as policy only:
+  which codes are contention (``RETRYABLE``), the jittered backoff, the
+  deadline (``AcquireWait``); the shells read their clock and sleep;
 * :mod:`leased.client.exchanges`: the sans-I/O core, one exchange per
   command, and ``_advance``, the one way a shell steps an exchange;
 * :mod:`leased.client.blocking`: :class:`Client`, :class:`Registration`,
@@ -89,6 +92,7 @@ from leased.client.results import (
     SOCKET_NAME,
     AcquiredLease,
     AcquireOptions,
+    AlreadyHeld,
     DiskLike,
     Event,
     HeldLease,
@@ -101,10 +105,12 @@ from leased.client.results import (
     SanlockProtocolError,
     StatusRecord,
     VersionInfo,
+    WaitExpired,
     default_run_dir,
     socket_path,
     state_fields,
 )
+from leased.client.waiting import RETRYABLE, AcquireWait, Backoff
 from leased.protocol import HealthNotice, HealthState, HostState
 
 if TYPE_CHECKING:
@@ -118,9 +124,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_RUN_DIR",
+    "RETRYABLE",
     "SOCKET_NAME",
     "AcquireOptions",
+    "AcquireWait",
     "AcquiredLease",
+    "AlreadyHeld",
     "AsyncClient",
     "AsyncEventChannel",
     "AsyncHealthChannel",
@@ -129,6 +138,7 @@ __all__ = [
     "AsyncioEventChannel",
     "AsyncioHealthChannel",
     "AsyncioRegistration",
+    "Backoff",
     "Client",
     "DiskLike",
     "Event",
@@ -148,6 +158,7 @@ __all__ = [
     "SanlockProtocolError",
     "StatusRecord",
     "VersionInfo",
+    "WaitExpired",
     "default_run_dir",
     "socket_path",
     "state_fields",

@@ -25,10 +25,12 @@ import logging
 import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Final, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeAlias, TypeVar
 
 from leased.client.results import (
     AcquiredLease,
+    AcquireOptions,
+    AlreadyHeld,
     DiskLike,
     Event,
     HeldLease,
@@ -95,6 +97,9 @@ from leased.protocol import (
     to_unsigned,
 )
 from leased.text_forms import parse_state
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +356,36 @@ def _acquire(
         if (lease.lockspace, lease.resource) == (res.lockspace, res.name):
             return AcquiredLease(res.lockspace, res.name, res.disks, shared, lease.lver)
     return AcquiredLease(res.lockspace, res.name, res.disks, shared, None)
+
+
+def _acquire_attempt(
+    target: int, lockspace: Name, resource: Name, disks: Sequence[DiskLike], **options: Unpack[AcquireOptions]
+) -> _Exchange[AcquiredLease]:
+    """One attempt of an acquire with ``wait``: :func:`_acquire`, and an -EEXIST explained.
+
+    sanlock answers -17 (EEXIST) both when another local process holds the
+    lease (worth waiting for) and when ``target`` itself holds it (waiting
+    would never end).  Only the daemon knows which: on -EEXIST this asks it
+    with an INQUIRE for ``target`` on the same connection, under the same
+    lock hold, and raises :class:`AlreadyHeld` if ``target`` holds the lease.
+    An INQUIRE that fails leaves the -17 as it was (contention).
+    """
+    try:
+        return (yield from _acquire(target, lockspace, resource, disks, **options))
+    except SanlockError as exc:
+        if exc.rc != ResultCode.EEXIST or isinstance(exc, SanlockProtocolError):
+            raise
+        refusal = exc
+    try:
+        held = yield from _inquire(target)
+    except SanlockProtocolError:
+        raise
+    except SanlockError:
+        raise refusal from None
+    key = (_name(lockspace), _name(resource))
+    if any((lease.lockspace, lease.resource) == key for lease in held):
+        raise AlreadyHeld(f"acquire {key[0]!r}:{key[1]!r}: this process holds it already") from refusal
+    raise refusal
 
 
 def _release(target: int, lockspace: Name, resource: Name) -> _Exchange[int]:

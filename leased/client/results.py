@@ -10,7 +10,7 @@ so they sit below both; a program may import them without loading a shell.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, NamedTuple, TypeAlias, TypedDict
 
 from leased.errors import LeaseError, ResultCode
@@ -53,6 +53,33 @@ class SanlockProtocolError(SanlockError):
 
     def __init__(self, detail: str, cmd: str = "") -> None:
         super().__init__(ResultCode.EPROTO, detail, cmd)
+
+
+class AlreadyHeld(SanlockError):
+    """-17 (EEXIST) because the process the acquire is for holds the lease already.
+
+    Raised by an acquire with ``wait`` (which asks the daemon, on the same
+    connection, who holds it): waiting for ourselves could never end, so it
+    is not retried.  A plain acquire raises the bare -17 as sanlock does.
+    """
+
+    def __init__(self, detail: str, cmd: str = "acquire") -> None:
+        super().__init__(ResultCode.EEXIST, detail, cmd)
+
+
+class WaitExpired(SanlockError):
+    """An acquire with ``wait`` met contention until its deadline passed.
+
+    ``rc`` is the last attempt's contention code (-243 another live host
+    holds it, -17 another local process, ...); ``waited`` the seconds from
+    the first attempt's start to the last one's end; ``attempts`` how many
+    acquires were sent.  The error of the last attempt is its ``__cause__``.
+    """
+
+    def __init__(self, rc: int, waited: float, attempts: int, detail: str, cmd: str = "acquire") -> None:
+        super().__init__(rc, f"{detail}: still contended after {attempts} attempts in {waited:.3f} s", cmd)
+        self.waited = waited
+        self.attempts = attempts
 
 
 # --------------------------------------------------------------------------
@@ -125,7 +152,16 @@ class AcquiredLease(HeldLease):
     longer held (released on our behalf by another connection) by the time of
     that INQUIRE, or when INQUIRE failed (sanlock 3.8.5 fails it with
     -ELIBSCN when a held lease's path contains a space).
+
+    ``waited`` and ``attempts`` report an acquire with ``wait``: seconds from
+    its first attempt's start to the successful one's end, and how many
+    acquires it sent.  A plain acquire leaves them at 0.0 and 1.  Neither
+    takes part in comparisons: two results for the same lease compare equal
+    however long each waited.
     """
+
+    waited: float = field(default=0.0, compare=False)
+    attempts: int = field(default=1, compare=False)
 
 
 @dataclass(frozen=True)

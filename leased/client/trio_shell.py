@@ -24,6 +24,7 @@ from leased.client.exchanges import (
     _END_EVENT_MARK,
     EVENT_CB_SIZE,
     _acquire,
+    _acquire_attempt,
     _add_lockspace,
     _advance,
     _align,
@@ -88,6 +89,7 @@ from leased.client.results import (
     VersionInfo,
     socket_path,
 )
+from leased.client.waiting import AcquireWait, acquire_wait
 from leased.errors import ResultCode
 from leased.protocol import HEALTH_NOTICE_SIZE, RESTRICT_ALL, TARGET_SELF, HealthNotice, HostEvent, StateRecord
 
@@ -95,6 +97,11 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 _T = TypeVar("_T")
+
+# The clock and the sleep of an acquire's wait (leased.client.waiting decides, the shell only sleeps).
+# trio's clock, so a test's autojump clock drives the backoff too.
+_now = trio.current_time
+_sleep = trio.sleep
 
 
 class _AsyncConnection:
@@ -250,15 +257,41 @@ class AsyncRegistration:
         return await self._conn.run(label, exchange)
 
     async def acquire(
-        self, lockspace: Name, resource: Name, disks: Sequence[DiskLike], **options: Unpack[AcquireOptions]
+        self,
+        lockspace: Name,
+        resource: Name,
+        disks: Sequence[DiskLike],
+        *,
+        wait: float | AcquireWait | None = None,
+        **options: Unpack[AcquireOptions],
     ) -> AcquiredLease:
         """Acquire a lease for this process; returns it with its lver (the fencing token).
 
         See :class:`AcquireOptions` for the options.  Fails with -17 (EEXIST)
         if this host already holds it, -28 (ENOSPC) if the lockspace is not
         joined, -243 if another live host holds it, -240 on an lver mismatch.
+
+        ``wait`` (seconds, or an :class:`AcquireWait`) retries contention
+        (:data:`~leased.client.waiting.RETRYABLE`) with jittered exponential
+        backoff until then, and raises :class:`WaitExpired` (the last code,
+        ``waited``, ``attempts``) if it never gives way; any other error at
+        once, :class:`AlreadyHeld` if this process holds the lease.  The
+        lease tells ``waited`` and ``attempts``.  ``timeout`` bounds each
+        attempt.  Cancelling the wait between attempts keeps the
+        registration usable.
         """
-        return await self._run("acquire", _acquire(TARGET_SELF, lockspace, resource, disks, **options))
+        if wait is None:
+            return await self._run("acquire", _acquire(TARGET_SELF, lockspace, resource, disks, **options))
+        plan = acquire_wait(wait)
+        plan.begin(_now())
+        while True:
+            try:
+                lease = await self._run("acquire", _acquire_attempt(TARGET_SELF, lockspace, resource, disks, **options))
+            except SanlockError as exc:
+                pause = plan.retry_after(exc, _now())
+            else:
+                return plan.succeeded(lease, _now())
+            await _sleep(pause)
 
     async def release(self, lockspace: Name, resource: Name) -> None:
         """Release one lease of this process; -1 (EPERM) if it is not held."""
@@ -351,10 +384,32 @@ class AsyncClient:
         return AsyncRegistration(self)
 
     async def acquire(
-        self, lockspace: Name, resource: Name, disks: Sequence[DiskLike], *, pid: int, **options: Unpack[AcquireOptions]
+        self,
+        lockspace: Name,
+        resource: Name,
+        disks: Sequence[DiskLike],
+        *,
+        pid: int,
+        wait: float | AcquireWait | None = None,
+        **options: Unpack[AcquireOptions],
     ) -> AcquiredLease:
-        """Acquire for the registered process ``pid`` (-3 ESRCH if no such registration)."""
-        return await self._one_shot("acquire", _acquire(pid, lockspace, resource, disks, **options))
+        """Acquire for the registered process ``pid`` (-3 ESRCH if no such registration).
+
+        ``wait`` as for :meth:`AsyncRegistration.acquire`: contention retried until
+        then, one connection per attempt.
+        """
+        if wait is None:
+            return await self._one_shot("acquire", _acquire(pid, lockspace, resource, disks, **options))
+        plan = acquire_wait(wait)
+        plan.begin(_now())
+        while True:
+            try:
+                lease = await self._one_shot("acquire", _acquire_attempt(pid, lockspace, resource, disks, **options))
+            except SanlockError as exc:
+                pause = plan.retry_after(exc, _now())
+            else:
+                return plan.succeeded(lease, _now())
+            await _sleep(pause)
 
     async def release(self, lockspace: Name, resource: Name, *, pid: int) -> None:
         await self._one_shot("release", _release(pid, lockspace, resource))
