@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -332,6 +333,16 @@ def leases(r: Recorder, sanlock: Any, ctx: dict[str, Any]) -> None:
     r.call("killpath int arg", "killpath", "/bin/true", [1], slkfd=fd)
     r.call("killpath tuple args", "killpath", "/bin/true", ("a",), slkfd=fd)
 
+    # Paths the inquire string escapes: a colon (\\:), a space (sanlock 3.8.5 fails INQUIRE with -ELIBSCN).
+    for label, file_name in (("colon", "with:colon.img"), ("space", "with space.img")):
+        odd = os.path.join(ctx["scratch"], file_name)
+        with open(odd, "wb") as f:
+            f.truncate(MiB)
+        r.call(f"write_resource {label}", "write_resource", b"LS", b"RP", [(odd, 0)])
+        r.call(f"acquire {label}", "acquire", b"LS", b"RP", [(odd, 0)], slkfd=fd)
+        r.call(f"inquire {label}", "inquire", slkfd=fd)
+        r.call(f"release {label}", "release", b"LS", b"RP", [(odd, 0)], slkfd=fd)
+
     # Closing the registered fd is the process exiting: its leases go.
     fd2 = r.call("register second", "register", show=is_fd)
     r.call("acquire on second", "acquire", b"LS", b"R3", d3, slkfd=fd2)
@@ -379,6 +390,29 @@ def events(r: Recorder, sanlock: Any, ctx: dict[str, Any]) -> None:
     r.call("get_lockspaces with arguments", "get_lockspaces", 1, x=2, show=len)
 
 
+def delivered_events(r: Recorder, sanlock: Any, ctx: dict[str, Any]) -> None:
+    """An event host 2 sets for us arrives on the reg_event fd (host 2 sets it when we run its command)."""
+    efd = r.call("reg_event", "reg_event", b"LS", show=is_fd)
+    r.call("get_event before", "get_event", efd)
+    env = {**os.environ, "PYTHONPATH": ctx["repo"]}
+    subprocess.run([*ctx["set_event_argv"], str(ctx["data"])], env=env, check=True, timeout=60)
+    events = wait_for(lambda: sanlock.get_event(efd), 30, "the event arrives")
+    r.note(
+        "events",
+        [
+            {
+                **event,
+                "generation": "gen>0" if event["generation"] > 0 else 0,
+                "from_generation": "gen>0" if event["from_generation"] > 0 else 0,
+                "data": "this run's" if event["data"] == ctx["data"] else event["data"],
+            }
+            for event in events
+        ],
+    )
+    r.call("get_event drained", "get_event", efd)
+    r.call("end_event", "end_event", efd, b"LS")
+
+
 SCENARIOS: dict[str, Callable[[Recorder, Any, dict[str, Any]], None]] = {
     "constants": constants,
     "alignment": alignment,
@@ -387,6 +421,7 @@ SCENARIOS: dict[str, Callable[[Recorder, Any, dict[str, Any]], None]] = {
     "lockspace": lockspace,
     "leases": leases,
     "events": events,
+    "delivered_events": delivered_events,
 }
 
 

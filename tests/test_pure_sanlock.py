@@ -32,6 +32,7 @@ from daemons import Daemon, sanlock_daemon, wait_for
 from leased_daemons import leased_daemon
 
 from leased.client import Client, SanlockError
+from leased.protocol import HostState
 
 PYTHON3 = "/usr/bin/python3"
 REPO = Path(__file__).resolve().parents[1]
@@ -180,6 +181,39 @@ def test_same_outcomes(scenario: str, joined: Joined, tmp_path: Path) -> None:
     run_both(scenario, tmp_path, joined.daemon.env, ls_path=str(joined.ls_path))
 
 
+@pytest.fixture(scope="module")
+def second_host(joined: Joined, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A leased daemon joined to ``LS`` as host 2, seen live by host 1, to set events for host 1."""
+    tmp = tmp_path_factory.mktemp("pure-sanlock-host2")
+    with leased_daemon(tmp, "leased2", "host2") as daemon:
+        client = daemon.client(timeout=60)
+        client.add_lockspace(b"LS", 2, joined.ls_path, 0, io_timeout=1)
+        host1 = joined.daemon.client(timeout=10)
+        wait_for(
+            lambda: any(host.host_id == 2 and host.state == HostState.LIVE for host in host1.get_hosts(b"LS")),
+            30,
+            "host 1 sees host 2 live",
+        )
+        yield daemon
+        client.rem_lockspace(b"LS", 2, joined.ls_path, 0)
+
+
+def test_delivered_events(joined: Joined, second_host: Daemon, tmp_path: Path) -> None:
+    """get_event parses what the daemon delivers (event_cb records) as the binding does."""
+    program = (
+        "import sys; from leased.client import Client; "
+        "Client(sys.argv[1], timeout=30).set_event(b'LS', 1, 0, 5, int(sys.argv[2]), flags=1 | 8)"
+    )
+    argv = [sys.executable, "-c", program, str(second_host.run_dir)]
+    for data, module in enumerate(("c", "pure"), start=40):
+        (tmp_path / module).mkdir()
+        context = {"scratch": str(tmp_path / module), "repo": str(REPO), "set_event_argv": argv, "data": data}
+        outcome = run(module, "delivered_events", context, joined.daemon.env)
+        if module == "c":
+            c_run = outcome
+    compare("delivered_events", c_run, outcome)
+
+
 def test_imports_without_trio() -> None:
     """An application that swaps python3-sanlock for leased.sanlock loads no trio (and no daemon code)."""
     program = "\n".join(
@@ -199,5 +233,5 @@ def test_imports_without_trio() -> None:
 
 
 def test_every_known_difference_is_reached() -> None:
-    scenarios = {"constants", "alignment", "no_daemon", "areas", "leases", "events", "lockspace"}
+    scenarios = {"constants", "alignment", "no_daemon", "areas", "leases", "events", "lockspace", "delivered_events"}
     assert {scenario for scenario, _ in KNOWN_DIFFERENCES} <= scenarios
