@@ -410,12 +410,20 @@ def _one_shot(message: str, exchange: _Exchange[_T]) -> _T:
 def _on_fd(fd: int, message: str, exchange: _Exchange[_T]) -> _T:
     """Run an exchange on a socket the program owns (``slkfd``); it stays open."""
     sock = _adopt(fd, message, exchange)
+    blocking = os.get_blocking(fd)
     try:
         return _SyncConnection.adopt(sock, None).run("slkfd", exchange)
     except LeaseError as exc:
         raise _error(exc.rc, message) from None
     finally:
-        sock.detach()
+        _give_back(sock, blocking)
+
+
+def _give_back(sock: socket.socket, blocking: bool) -> None:
+    """Leave the program's fd open and in the blocking mode it had (a call blocks on it meanwhile)."""
+    with suppress(OSError):
+        os.set_blocking(sock.fileno(), blocking)
+    sock.detach()
 
 
 def _adopt(fd: int, message: str, exchange: _Exchange[object] | None = None) -> socket.socket:
@@ -480,7 +488,13 @@ def register() -> int:
     except BaseException:
         conn.sock.close()
         raise
-    return conn.sock.detach()
+    return _handed_over(conn.sock)
+
+
+def _handed_over(sock: socket.socket) -> int:
+    """The fd of a socket the program now owns: inheritable, as libsanlock's ``socket()`` leaves it."""
+    sock.set_inheritable(True)
+    return sock.detach()
 
 
 def get_alignment(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], /) -> int:
@@ -875,6 +889,7 @@ def killpath(
     message = "Killpath script not configured"
     exchange = _killpath_exchange(os.fsdecode(program), os.fsdecode(text))
     sock = _adopt(fd, message, exchange)
+    blocking = os.get_blocking(fd)
     try:
         _SyncConnection.adopt(sock, None).run("killpath", exchange)
     except LeaseError as exc:
@@ -882,7 +897,7 @@ def killpath(
         rc = exc.rc if exc.rc <= -200 or exc.rc == -_errno.ENOTCONN else -_errno.EBADF
         raise _error(rc, message) from None
     finally:
-        sock.detach()
+        _give_back(sock, blocking)
 
 
 def reg_event(lockspace: bytes, /) -> int:
@@ -905,7 +920,7 @@ def reg_event(lockspace: bytes, /) -> int:
     except BaseException:
         conn.sock.close()
         raise
-    return conn.sock.detach()
+    return _handed_over(conn.sock)
 
 
 def get_event(fd: int, /) -> list[LockspaceEvent]:

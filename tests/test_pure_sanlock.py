@@ -51,15 +51,25 @@ pytestmark = [
 Outcome = tuple[str, str]
 """(kind, text): ``("ok", repr(result))`` or ``(exception class, repr(args))``."""
 
-KNOWN_DIFFERENCES: dict[tuple[str, str], tuple[Outcome, Outcome, str]] = {
-    # (scenario, label): (C binding's outcome, leased.sanlock's outcome, why they differ)
+KNOWN_DIFFERENCES: dict[tuple[str, str], tuple[tuple[Outcome, ...], Outcome, str]] = {
+    # (scenario, label): (C binding's outcome(s), leased.sanlock's outcome, why they differ)
+    ("nonblocking_fd", "inquire on a non-blocking fd"): (
+        (
+            ("SanlockException", "(1, 'Inquire error', 'Operation not permitted')"),
+            ("ok", "[]"),  # when the daemon's reply wins the race with libsanlock's recv
+        ),
+        ("ok", "[]"),
+        "C binding defect: libsanlock's recv on a non-blocking registered fd fails with EAGAIN, reported as"
+        " -1 (EPERM), and the unread reply then answers the next call; leased.sanlock waits for the reply"
+        " and leaves the fd non-blocking as it found it",
+    ),
     ("events", "reg_event keyword"): (
-        ("TypeError", "('reg_event() takes no keyword arguments',)"),
+        (("TypeError", "('reg_event() takes no keyword arguments',)"),),
         ("TypeError", "(\"reg_event() got some positional-only arguments passed as keyword arguments: 'lockspace'\",)"),
         "a Python function's own message for a keyword given to a positional-only parameter",
     ),
     ("events", "register with an argument"): (
-        ("TypeError", "('sanlock.register() takes no arguments (1 given)',)"),
+        (("TypeError", "('sanlock.register() takes no arguments (1 given)',)"),),
         ("TypeError", "('register() takes 0 positional arguments but 1 was given',)"),
         "a Python function's own message for a wrong number of arguments",
     ),
@@ -96,7 +106,8 @@ def compare(scenario: str, c_run: list[list[str]], pure_run: list[list[str]]) ->
         pure_outcome = pure_outcomes[label]
         known = KNOWN_DIFFERENCES.get((scenario, label))
         if known is not None:
-            assert (c_outcome, pure_outcome) == known[:2], f"{label}: the known difference changed"
+            c_expected, pure_expected, _ = known
+            assert c_outcome in c_expected and pure_outcome == pure_expected, f"{label}: the known difference changed"
         elif c_outcome != pure_outcome:
             mismatches.append(f"{label}:\n    C:    {c_outcome}\n    pure: {pure_outcome}")
     assert not mismatches, "\n".join(mismatches)
@@ -176,7 +187,7 @@ def test_no_daemon(tmp_path: Path) -> None:
 # Scenarios against both daemons
 
 
-@pytest.mark.parametrize("scenario", ["areas", "leases", "events", "lockspace"])
+@pytest.mark.parametrize("scenario", ["areas", "leases", "events", "lockspace", "nonblocking_fd"])
 def test_same_outcomes(scenario: str, joined: Joined, tmp_path: Path) -> None:
     run_both(scenario, tmp_path, joined.daemon.env, ls_path=str(joined.ls_path))
 
@@ -234,4 +245,5 @@ def test_imports_without_trio() -> None:
 
 def test_every_known_difference_is_reached() -> None:
     scenarios = {"constants", "alignment", "no_daemon", "areas", "leases", "events", "lockspace", "delivered_events"}
+    scenarios.add("nonblocking_fd")
     assert {scenario for scenario, _ in KNOWN_DIFFERENCES} <= scenarios
