@@ -29,9 +29,14 @@ on the wire and in Python:
 Where the exchanges of :mod:`leased.client.exchanges` send what libsanlock
 sends, they are used as they are; where the binding differs from leased's own
 client (WRITE_RESOURCE carries max_hosts in ``data``; ACQUIRE is not followed
-by an INQUIRE; GET_LVB asks for the whole block) the exchange is built here
-from the same primitives.  No trio, no lease algorithm, no storage module is
-imported: this module sits in the client stack.
+by an INQUIRE; REQUEST and ACQUIRE send any number of disks and let the
+daemon judge them; KILLPATH escapes arguments the binding's way) the
+exchange is built here from the same primitives.  ``register()`` runs the
+core's ``_register`` (REGISTER, then an INQUIRE whose reply shows the daemon
+took it), so it returns a registration the daemon already knows.  No trio,
+no lease algorithm, no storage module is imported: this module sits in the
+client stack (``tests/test_layers.py``), and ``tests/test_pure_sanlock.py``
+compares it call for call with the C binding on both daemons.
 """
 
 from __future__ import annotations
@@ -384,10 +389,6 @@ def _version(value: object) -> int | None:
     return lver
 
 
-def _fd(value: object) -> int:
-    return _int(value)
-
-
 # --------------------------------------------------------------------------
 # Running exchanges
 
@@ -475,26 +476,28 @@ def _hosts(hosts: list[HostInfo]) -> list[HostStatus]:
 def register() -> int:
     """register() -> int
     Register to sanlock daemon and return the connection fd."""
-    message = "Sanlock registration failed"
+    return _kept("Sanlock registration failed", _register())
+
+
+def _kept(message: str, exchange: _Exchange[None]) -> int:
+    """Connect, run ``exchange`` and hand the connection's fd to the program (registration, event fd).
+
+    The fd is inheritable, as libsanlock's ``socket()`` leaves it.
+    """
     try:
         conn = _SyncConnection.open(socket_path(), None)
     except LeaseError as exc:
+        exchange.close()
         raise _error(exc.rc, message) from None
     try:
-        conn.run("register", _register())
-    except LeaseError as exc:
+        conn.run("sanlock", exchange)
+    except BaseException as exc:
         conn.sock.close()
-        raise _error(exc.rc, message) from None
-    except BaseException:
-        conn.sock.close()
+        if isinstance(exc, LeaseError):
+            raise _error(exc.rc, message) from None
         raise
-    return _handed_over(conn.sock)
-
-
-def _handed_over(sock: socket.socket) -> int:
-    """The fd of a socket the program now owns: inheritable, as libsanlock's ``socket()`` leaves it."""
-    sock.set_inheritable(True)
-    return sock.detach()
+    conn.sock.set_inheritable(True)
+    return conn.sock.detach()
 
 
 def get_alignment(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], /) -> int:
@@ -755,7 +758,7 @@ def acquire(
     """
     ls_name, res_name = _name(lockspace), _name(resource)
     _list(disks, 3)
-    fd, target, is_shared, with_lvb = _fd(slkfd), _int(pid), bool(_int(shared)), bool(_int(lvb))
+    fd, target, is_shared, with_lvb = _int(slkfd), _int(pid), bool(_int(shared)), bool(_int(lvb))
     message = "Sanlock resource not acquired"
     if fd == -1 and target == -1:
         raise _error(_errno.EINVAL, "Invalid slkfd and pid values")
@@ -790,7 +793,7 @@ def inquire(slkfd: int = -1, pid: int = -1) -> list[HeldResource]:
           version (int):        resource version
           disks (list):         list of disk tuples (path, offset)
     """
-    fd, target = _fd(slkfd), _int(pid)
+    fd, target = _int(slkfd), _int(pid)
     if fd == -1 and target == -1:
         raise _error(-_errno.EINVAL, "Invalid slkfd and pid values")
     _, data2 = _target(fd, target)
@@ -819,7 +822,7 @@ def release(
     The disks must be in the format: [(path, offset), ... ]"""
     ls_name, res_name = _name(lockspace), _name(resource)
     _list(disks, 3)
-    fd, target = _fd(slkfd), _int(pid)
+    fd, target = _int(slkfd), _int(pid)
     _disks(disks)
     # Neither slkfd nor pid: libsanlock asks for pid -1 on a new connection,
     # which is not registered (the daemon answers EBUSY).
@@ -877,7 +880,7 @@ def killpath(
     The arguments must be in the format: ["arg1", "arg2", ...]"""
     program = _path_bytes(path)
     items = _list(args, 2)
-    fd = _fd(slkfd)
+    fd = _int(slkfd)
     if len(program) + 1 > _HELPER_LEN:
         raise _error(_errno.EINVAL, "Killpath path argument too long")
     text = b""
@@ -906,21 +909,7 @@ def reg_event(lockspace: bytes, /) -> int:
     for waiting for lockspace events. When the file descriptor becomes readable,
     you can use get_event to get pending events. When you are done, you must
     unregister the event listener using end_event."""
-    name = _name(lockspace)
-    message = "Unable to register event fd"
-    try:
-        conn = _SyncConnection.open(socket_path(), None)
-    except LeaseError as exc:
-        raise _error(exc.rc, message) from None
-    try:
-        conn.run("reg_event", _reg_event(name))
-    except LeaseError as exc:
-        conn.sock.close()
-        raise _error(exc.rc, message) from None
-    except BaseException:
-        conn.sock.close()
-        raise
-    return _handed_over(conn.sock)
+    return _kept("Unable to register event fd", _reg_event(_name(lockspace)))
 
 
 def get_event(fd: int, /) -> list[LockspaceEvent]:
