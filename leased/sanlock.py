@@ -889,18 +889,8 @@ def killpath(
         if len(text) + len(escaped) + 2 > _HELPER_LEN:
             raise _error(_errno.EINVAL, "Killpath arguments are too long")
         text = text + b" " + escaped if text else escaped
-    message = "Killpath script not configured"
-    exchange = _killpath_exchange(os.fsdecode(program), os.fsdecode(text))
-    sock = _adopt(fd, message, exchange)
-    blocking = os.get_blocking(fd)
-    try:
-        _SyncConnection.adopt(sock, None).run("killpath", exchange)
-    except LeaseError as exc:
-        # libsanlock reports any failure to send on the fd as EBADF.
-        rc = exc.rc if exc.rc <= -200 or exc.rc == -_errno.ENOTCONN else -_errno.EBADF
-        raise _error(rc, message) from None
-    finally:
-        _give_back(sock, blocking)
+    # Without slkfd libsanlock sends on fd -1: EBADF, nothing reaches a daemon.
+    _on_fd(fd, "Killpath script not configured", _killpath_exchange(os.fsdecode(program), os.fsdecode(text)))
 
 
 def reg_event(lockspace: bytes, /) -> int:
