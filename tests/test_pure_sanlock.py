@@ -231,17 +231,21 @@ def test_delivered_events(joined: Joined, second_host: Daemon, tmp_path: Path) -
 
 
 def test_imports_without_trio() -> None:
-    """An application that swaps python3-sanlock for leased.sanlock loads no trio (and no daemon code)."""
+    """An application that swaps python3-sanlock for leased.sanlock loads no trio (and no daemon code).
+
+    Also checks that the module under test is this checkout's, not another installed copy.
+    """
     program = "\n".join(
         [
             "import sys",
             "sys.modules['trio'] = None  # any import of trio now raises ImportError",
             "import leased.sanlock",
+            "assert leased.sanlock.__file__.startswith(sys.argv[1]), leased.sanlock.__file__",
             "print(sorted(m for m in sys.modules if m.startswith('leased')))",
         ]
     )
     done = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=REPO, check=False
+        [sys.executable, "-c", program, str(REPO)], capture_output=True, text=True, timeout=60, cwd=REPO, check=False
     )
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.replace("'", '"')))
