@@ -37,27 +37,30 @@ took it), so it returns a registration the daemon already knows.  No trio,
 no lease algorithm, no storage module is imported: this module sits in the
 client stack (``tests/test_layers.py``), and ``tests/test_pure_sanlock.py``
 compares it call for call with the C binding on both daemons.
+
+The package: :mod:`~leased.sanlock.results` (the exception and the return
+dicts), :mod:`~leased.sanlock.arguments` (the binding's argument rules),
+:mod:`~leased.sanlock.exchanges` (the requests built here),
+:mod:`~leased.sanlock.transport` (connections and fds), and here the API
+itself, one function per binding function.
 """
 
 from __future__ import annotations
 
 import errno as _errno
 import fcntl
-import operator
 import os
 import socket
 import stat
 import struct
 from contextlib import suppress
-from typing import Final, SupportsIndex, TypedDict, TypeVar
+from typing import Final
 
-from leased.client.blocking import _SyncConnection
 from leased.client.exchanges import (
     _END_EVENT_MARK,
     EVENT_CB_SIZE,
     _add_lockspace,
     _end_event,
-    _Exchange,
     _geometry_flags,
     _get_hosts,
     _get_lockspaces,
@@ -74,20 +77,16 @@ from leased.client.exchanges import (
     _rem_lockspace,
     _set_event,
     _set_lvb,
-    _simple,
     _write_lockspace,
 )
-from leased.client.results import HostInfo, socket_path
+from leased.client.results import HostInfo
 from leased.errors import LeaseError
 from leased.protocol import (
-    ACQUIRE_LVB,
     LSF_ADD,
     LSF_REM,
     MAX_DISKS,
     MAX_LVB,
-    NAME_LEN,
     PATH_LEN,
-    REQUEST_NEXT_LVER,
     RES_LVER,
     RES_SHARED,
     SETEV_ALL_HOSTS,
@@ -95,16 +94,45 @@ from leased.protocol import (
     SETEV_CLEAR_HOSTID,
     SETEV_CUR_GENERATION,
     SETEV_REPLACE_EVENT,
-    TARGET_SELF,
-    WRITE_CLEAR,
-    Cmd,
-    Disk,
     HostEvent,
     HostState,
-    Killpath,
-    Options,
     Resource,
 )
+from leased.sanlock.arguments import (
+    _HELPER_LEN,
+    _U32,
+    _U64,
+    ALIGN_SIZE,
+    SECTOR_SIZE,
+    _bytes_arg,
+    _checked_path,
+    _disks,
+    _geometry,
+    _int,
+    _list,
+    _name,
+    _path,
+    _path_bytes,
+    _version,
+)
+from leased.sanlock.exchanges import (
+    _acquire_exchange,
+    _escape_killpath_arg,
+    _killpath_exchange,
+    _request_exchange,
+    _write_resource_exchange,
+)
+from leased.sanlock.results import (
+    HeldResource,
+    HostStatus,
+    JoinedLockspace,
+    LockspaceEvent,
+    LockspaceInfo,
+    ResourceInfo,
+    SanlockException,
+    _error,
+)
+from leased.sanlock.transport import _adopt, _kept, _on_fd, _one_shot, _target, _targeted
 
 __all__ = [
     "ALIGN_SIZE",
@@ -164,296 +192,10 @@ HOST_LIVE: Final = int(HostState.LIVE)
 HOST_FAIL: Final = int(HostState.FAIL)
 HOST_DEAD: Final = int(HostState.DEAD)
 # SETEV_*, RES_LVER and RES_SHARED are leased.protocol's, under the binding's names.
-SECTOR_SIZE: Final = (512, 4096)
-ALIGN_SIZE: Final = (1048576, 2097152, 4194304, 8388608)
 
-_U64: Final = (1 << 64) - 1
-_U32: Final = (1 << 32) - 1
-_HELPER_LEN: Final = 128
-"""``SANLK_HELPER_PATH_LEN`` and ``SANLK_HELPER_ARGS_LEN``: killpath program and arguments, NUL included."""
 
 _BLKSSZGET: Final = 0x1268
 """ioctl: a block device's logical sector size."""
-
-_SANLOCK_STRERROR: Final = {
-    -201: "General error",
-    -202: "IO timeout",
-    -203: "Watchdog device error",
-    -210: "Lease read error in dblock",
-    -211: "Lease write error in dblock",
-    -212: "Lease was acquired by another host in new ballot",
-    -213: "Lease was acquired by another host in current ballot",
-    -214: "Lease checksum error in dblock",
-    -220: "Lease read error in leader",
-    -221: "Lease write error in leader",
-    -222: "Lease read inconsistent",
-    -223: "Lease does not exist on storage",
-    -224: "Lease format version on storage is not recognized",
-    -225: "Lease sector size is inconsistent",
-    -226: "Lease lockspace name is incorrect",
-    -227: "Lease resource name is incorrect",
-    -228: "Lease num_hosts is incorrect",
-    -229: "Lease checksum error in leader",
-    -241: "Lease lockspace is not found",
-    -242: "Lease lockspace disk cannot be opened",
-    -243: "Lease is held by another host",
-    -244: "Lease was acquired by another host in other ballot",
-    -245: "Lease was acquired by another host in local commit",
-    -246: "Lease is held by another host for shared acquire",
-    -247: "Lease is owned by another host",
-    -250: "Lease release version is incorrect",
-    -251: "Lease release owner is incorrect",
-    -260: "Lease renew owner is incorrect",
-    -261: "Lease renew data has changed",
-    -262: "Lease host ID is being used by another host",
-    -270: "Lease request block has invalid data",
-    -271: "Lease request block has invalid version",
-    -272: "Lease request has newer lease version",
-    -273: "Lease request block has newer version",
-}
-"""libsanlock's ``sanlock_strerror``; every other value is "Unknown error" (-240 and positive ones included)."""
-
-_T = TypeVar("_T")
-
-
-# --------------------------------------------------------------------------
-# What the functions return: plain dicts, keys in the binding's order
-
-
-class LockspaceInfo(TypedDict):
-    """``read_lockspace``: the lockspace name on disk and the io_timeout in its host records."""
-
-    lockspace: bytes
-    iotimeout: int
-
-
-class ResourceInfo(TypedDict):
-    """``read_resource``: the names and lease version on disk."""
-
-    lockspace: bytes
-    resource: bytes
-    version: int
-
-
-class JoinedLockspace(TypedDict):
-    """One entry of ``get_lockspaces`` (``flags``: 0 joined, LSFLAG_ADD, LSFLAG_REM)."""
-
-    lockspace: bytes
-    host_id: int
-    path: str
-    offset: int
-    flags: int
-
-
-class HostStatus(TypedDict):
-    """One host of ``get_hosts`` or ``read_resource_owners`` (``flags``: HOST_* state)."""
-
-    host_id: int
-    generation: int
-    timestamp: int
-    io_timeout: int
-    flags: int
-
-
-class HeldResource(TypedDict):
-    """One lease of ``inquire``: ``flags`` RES_LVER (``version`` = lver) or RES_SHARED (``version`` 0)."""
-
-    lockspace: bytes
-    resource: bytes
-    flags: int
-    version: int
-    disks: list[tuple[str, int]]
-
-
-class LockspaceEvent(TypedDict):
-    """One event of ``get_event``."""
-
-    from_host_id: int
-    from_generation: int
-    host_id: int
-    generation: int
-    event: int
-    data: int
-
-
-# --------------------------------------------------------------------------
-# The exception
-
-
-class SanlockException(Exception):
-    """A failed call: ``args`` is ``(errno, message, strerror)``, ``errno`` is ``args[0]``.
-
-    ``errno`` is positive for the system's error numbers (a daemon result of
-    -2 is 2, ENOENT) and negative for sanlock's own codes (-243: the lease is
-    held by another host), as the C binding reports them.
-    """
-
-    @property
-    def errno(self) -> int:
-        """exception errno"""
-        value: int = self.args[0]
-        return value
-
-
-def _error(rc: int, message: str) -> SanlockException:
-    if -200 < rc < 0:
-        return SanlockException(-rc, message, os.strerror(-rc))
-    return SanlockException(rc, message, _SANLOCK_STRERROR.get(rc, "Unknown error"))
-
-
-# --------------------------------------------------------------------------
-# Arguments, checked and converted as the C binding's parser does
-
-
-def _bytes_arg(value: object) -> bytes:
-    if not isinstance(value, bytes):
-        raise TypeError(f"Argument type is not bytes: {value!r}")
-    return value
-
-
-def _name(value: object) -> bytes:
-    """A lockspace or resource name as ``strncpy`` into 48 bytes leaves it."""
-    return _bytes_arg(value).split(b"\0", 1)[0][:NAME_LEN]
-
-
-def _path_bytes(value: object) -> bytes:
-    if not isinstance(value, (str, bytes, os.PathLike)):
-        raise TypeError(f"expected str, bytes or os.PathLike object, not {type(value).__name__}")
-    raw = os.fsencode(value)
-    if b"\0" in raw:
-        raise ValueError("embedded null byte")
-    return raw
-
-
-def _path(value: object) -> str:
-    """A path as ``strncpy`` into the 1024-byte field leaves it (at most 1023 bytes)."""
-    return os.fsdecode(_path_bytes(value)[: PATH_LEN - 1])
-
-
-def _checked_path(value: object) -> str:
-    raw = _path_bytes(value)
-    if len(raw) > PATH_LEN - 1:
-        raise ValueError(f"Path is too long: {raw!r}")
-    return os.fsdecode(raw)
-
-
-def _int(value: object) -> int:
-    """An integer argument: an int, or anything with ``__index__`` (as the C parser takes them)."""
-    if isinstance(value, SupportsIndex):
-        return operator.index(value)
-    raise TypeError(f"'{type(value).__name__}' object cannot be interpreted as an integer")
-
-
-def _list(value: object, position: int) -> list[object]:
-    if not isinstance(value, list):
-        raise TypeError(f"argument {position} must be list, not {type(value).__name__}")
-    return value
-
-
-def _disks(value: object) -> list[Disk]:
-    """``[(path, offset), ...]``; anything else is "Invalid disk"."""
-    disks = []
-    for disk in _list(value, 3):
-        if not isinstance(disk, tuple) or len(disk) != 2:
-            raise ValueError(f"Invalid disk {disk!r}")
-        try:
-            raw = _path_bytes(disk[0])
-            offset = _int(disk[1]) & _U64
-        except (TypeError, ValueError):
-            raise ValueError(f"Invalid disk {disk!r}") from None
-        if len(raw) > PATH_LEN - 1:
-            raise ValueError(f"Path is too long: {raw!r}")
-        disks.append(Disk(os.fsdecode(raw), offset))
-    return disks
-
-
-def _geometry(align: object, sector: object) -> tuple[int, int]:
-    align_value, sector_value = _int(align), _int(sector)
-    if align_value not in ALIGN_SIZE:
-        raise ValueError(f"Invalid align value: {align_value}")
-    if sector_value not in SECTOR_SIZE:
-        raise ValueError(f"Invalid sector value: {sector_value}")
-    return align_value, sector_value
-
-
-def _version(value: object) -> int | None:
-    """``version=``: None, or a lease version; what the binding cannot convert is EINVAL."""
-    if value is None:
-        return None
-    try:
-        lver = _int(value) & _U64
-    except TypeError:
-        lver = _U64
-    if lver == _U64:
-        raise _error(_errno.EINVAL, "Unable to convert the version value")
-    return lver
-
-
-# --------------------------------------------------------------------------
-# Running exchanges
-
-
-def _one_shot(message: str, exchange: _Exchange[_T]) -> _T:
-    """Connect, run one exchange, close; any failure is ``SanlockException(..., message, ...)``."""
-    try:
-        conn = _SyncConnection.open(socket_path(), None)
-    except LeaseError as exc:
-        exchange.close()
-        raise _error(exc.rc, message) from None
-    try:
-        return conn.run("sanlock", exchange)
-    except LeaseError as exc:
-        raise _error(exc.rc, message) from None
-    finally:
-        conn.sock.close()
-
-
-def _on_fd(fd: int, message: str, exchange: _Exchange[_T]) -> _T:
-    """Run an exchange on a socket the program owns (``slkfd``); it stays open."""
-    sock = _adopt(fd, message, exchange)
-    blocking = os.get_blocking(fd)
-    try:
-        return _SyncConnection.adopt(sock, None).run("slkfd", exchange)
-    except LeaseError as exc:
-        raise _error(exc.rc, message) from None
-    finally:
-        _give_back(sock, blocking)
-
-
-def _give_back(sock: socket.socket, blocking: bool) -> None:
-    """Leave the program's fd open and in the blocking mode it had (a call blocks on it meanwhile)."""
-    with suppress(OSError):
-        os.set_blocking(sock.fileno(), blocking)
-    sock.detach()
-
-
-def _adopt(fd: int, message: str, exchange: _Exchange[object] | None = None) -> socket.socket:
-    """The socket object around ``fd``; a bad fd fails as libsanlock's send on it would."""
-    failure: OSError | None = None
-    if fd < 0:
-        failure = OSError(_errno.EBADF, os.strerror(_errno.EBADF))
-    else:
-        try:
-            return socket.socket(fileno=fd)
-        except OSError as exc:
-            failure = exc
-    if exchange is not None:
-        exchange.close()
-    raise _error(-(failure.errno or _errno.EBADF), message) from None
-
-
-def _target(slkfd: int, pid: int) -> tuple[int | None, int]:
-    """(fd to use, data2): the registered fd and TARGET_SELF, else a one-shot connection and ``pid``."""
-    if slkfd != -1:
-        return slkfd, TARGET_SELF
-    return None, pid
-
-
-def _targeted(slkfd: int, pid: int, message: str, exchange: _Exchange[_T]) -> _T:
-    fd, _ = _target(slkfd, pid)
-    if fd is None:
-        return _one_shot(message, exchange)
-    return _on_fd(fd, message, exchange)
 
 
 def _hosts(hosts: list[HostInfo]) -> list[HostStatus]:
@@ -477,27 +219,6 @@ def register() -> int:
     """register() -> int
     Register to sanlock daemon and return the connection fd."""
     return _kept("Sanlock registration failed", _register())
-
-
-def _kept(message: str, exchange: _Exchange[None]) -> int:
-    """Connect, run ``exchange`` and hand the connection's fd to the program (registration, event fd).
-
-    The fd is inheritable, as libsanlock's ``socket()`` leaves it.
-    """
-    try:
-        conn = _SyncConnection.open(socket_path(), None)
-    except LeaseError as exc:
-        exchange.close()
-        raise _error(exc.rc, message) from None
-    try:
-        conn.run("sanlock", exchange)
-    except BaseException as exc:
-        conn.sock.close()
-        if isinstance(exc, LeaseError):
-            raise _error(exc.rc, message) from None
-        raise
-    conn.sock.set_inheritable(True)
-    return conn.sock.detach()
 
 
 def get_alignment(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], /) -> int:
@@ -559,16 +280,6 @@ def read_lockspace(
     align, sector = _geometry(align, sector)
     record = _one_shot("Sanlock lockspace read failure", _read_lockspace(disk_path, offset, 0, align, sector))
     return {"lockspace": record.name, "iotimeout": record.io_timeout}
-
-
-def _write_resource_exchange(res: Resource, max_hosts: int, num_hosts: int, clear: bool) -> _Exchange[int]:
-    # libsanlock sends max_hosts in `data` and num_hosts in `data2`; sanlock
-    # 3.8.5 takes num_hosts from `data` (wire spec §5.15): kept as it is.
-    flags = WRITE_CLEAR if clear else 0
-    body = res.encode()
-    return (
-        yield from _simple(Cmd.WRITE_RESOURCE, body, "write_resource", flags=flags, data=max_hosts, data2=num_hosts)
-    )
 
 
 def write_resource(
@@ -731,12 +442,6 @@ def read_resource_owners(
     return _hosts(owners)
 
 
-def _acquire_exchange(res: Resource, lvb: bool, target: int) -> _Exchange[int]:
-    body = res.encode() + Options().encode()
-    flags = ACQUIRE_LVB if lvb else 0
-    return (yield from _simple(Cmd.ACQUIRE, body, "acquire", flags=flags, data=1, data2=target))
-
-
 def acquire(
     lockspace: bytes,
     resource: bytes,
@@ -853,19 +558,6 @@ def request(
     # number of disks and lets the daemon judge them (-ERANGE).
     res = Resource(ls_name, res_name, lver=lver or 0, flags=RES_LVER if lver is not None else 0, disks=tuple(parsed))
     _one_shot("Sanlock request not submitted", _request_exchange(res, force_mode, next_lver=lver is None))
-
-
-def _request_exchange(res: Resource, force_mode: int, next_lver: bool) -> _Exchange[int]:
-    flags = REQUEST_NEXT_LVER if next_lver else 0
-    return (yield from _simple(Cmd.REQUEST, res.encode(), "request", flags=flags, data=force_mode))
-
-
-def _escape_killpath_arg(arg: bytes) -> bytes:
-    return arg.replace(b"\\", b"\\\\").replace(b" ", b"\\ ")
-
-
-def _killpath_exchange(path: str, args: str) -> _Exchange[int]:
-    return (yield from _simple(Cmd.KILLPATH, Killpath(path, args).encode(), "killpath", data2=TARGET_SELF))
 
 
 def killpath(
