@@ -15,11 +15,7 @@ import operator
 import os
 from typing import Final, SupportsIndex
 
-from leased.protocol import (
-    NAME_LEN,
-    PATH_LEN,
-    Disk,
-)
+from leased.protocol import NAME_LEN, PATH_LEN, Disk
 from leased.sanlock.results import _error
 
 SECTOR_SIZE: Final = (512, 4096)

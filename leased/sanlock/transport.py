@@ -21,9 +21,7 @@ from leased.client.blocking import _SyncConnection
 from leased.client.exchanges import _Exchange
 from leased.client.results import socket_path
 from leased.errors import LeaseError
-from leased.protocol import (
-    TARGET_SELF,
-)
+from leased.protocol import TARGET_SELF
 from leased.sanlock.results import _error
 
 _T = TypeVar("_T")
