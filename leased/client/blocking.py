@@ -108,11 +108,15 @@ _sleep = time.sleep
 class _SyncConnection:
     """One socket, its lock and its in-step state; drives exchanges in the calling thread."""
 
-    def __init__(self, path: str, timeout: float | None) -> None:
+    def __init__(self, path: str, timeout: float | None, sock: socket.socket | None = None) -> None:
         self.path = path
         self.timeout = timeout
         self.lock = threading.Lock()
         self.broken = _Broken()
+        if sock is not None:  # adopted: already connected
+            self.sock = sock
+            sock.settimeout(timeout)
+            return
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.settimeout(timeout)
@@ -128,6 +132,15 @@ class _SyncConnection:
     def open(cls, path: str, timeout: float | None) -> _SyncConnection:
         """Connect to ``path``; the same call as the trio shell's, so the two shells' methods read alike."""
         return cls(path, timeout)
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, timeout: float | None) -> _SyncConnection:
+        """A connection over a socket connected elsewhere (python-sanlock's ``slkfd``): the caller owns it.
+
+        The socket's timeout becomes ``timeout``; :meth:`close` would close it,
+        so a caller that keeps the socket detaches it instead.
+        """
+        return cls("", timeout, sock)
 
     def close(self) -> None:
         # shutdown first: it wakes a thread blocked in recv/send on this socket
