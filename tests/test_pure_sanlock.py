@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -195,6 +196,56 @@ def test_no_daemon(tmp_path: Path) -> None:
 @pytest.mark.parametrize("scenario", ["areas", "leases", "events", "lockspace", "nonblocking_fd"])
 def test_same_outcomes(scenario: str, joined: Joined, tmp_path: Path) -> None:
     run_both(scenario, tmp_path, joined.daemon.env, ls_path=str(joined.ls_path))
+
+
+def test_threads_sharing_one_slkfd_take_turns(joined: Joined, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """leased.sanlock, unlike libsanlock, serialises calls on one fd: threads may share a registration.
+
+    Eight threads call inquire on one registered fd while another acquires
+    and releases a lease on it: every call must get its own reply (without
+    the per-fd lock, replies cross and calls fail or return another call's
+    answer), and the registration must still work afterwards.
+    """
+    import leased.sanlock as pure
+
+    monkeypatch.setenv("SANLOCK_RUN_DIR", str(joined.daemon.run_dir))
+    disk = [(str(tmp_path / "r.img"), 0)]
+    with (tmp_path / "r.img").open("wb") as f:
+        f.truncate(MiB)
+    pure.write_resource(b"LS", b"T", disk)
+    fd = pure.register()
+    try:
+        seen: list[list[bytes]] = []
+        failures: list[BaseException] = []
+
+        def inquirer() -> None:
+            try:
+                for _ in range(40):
+                    seen.append([held["resource"] for held in pure.inquire(slkfd=fd)])
+            except BaseException as exc:
+                failures.append(exc)
+
+        def cycler() -> None:
+            try:
+                for _ in range(10):
+                    pure.acquire(b"LS", b"T", disk, slkfd=fd)
+                    pure.release(b"LS", b"T", disk, slkfd=fd)
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=inquirer) for _ in range(8)] + [threading.Thread(target=cycler)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not failures, failures
+        assert len(seen) == 8 * 40
+        assert all(result in ([], [b"T"]) for result in seen), seen
+        assert pure.inquire(slkfd=fd) == []
+        pure.acquire(b"LS", b"T", disk, slkfd=fd)
+        assert [held["resource"] for held in pure.inquire(slkfd=fd)] == [b"T"]
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture(scope="module")

@@ -123,6 +123,7 @@ from leased.sanlock.exchanges import (
     _write_resource_exchange,
 )
 from leased.sanlock.results import (
+    Disks,
     HeldResource,
     HostStatus,
     JoinedLockspace,
@@ -285,7 +286,7 @@ def read_lockspace(
 def write_resource(
     lockspace: bytes,
     resource: bytes,
-    disks: list[tuple[str | bytes | os.PathLike[str] | os.PathLike[bytes], int]],
+    disks: Disks,
     max_hosts: int = 0,
     num_hosts: int = 0,
     clear: bool = False,
@@ -419,7 +420,7 @@ def get_hosts(lockspace: bytes, host_id: int = 0) -> list[HostStatus]:
 def read_resource_owners(
     lockspace: bytes,
     resource: bytes,
-    disks: list[tuple[str | bytes | os.PathLike[str] | os.PathLike[bytes], int]],
+    disks: Disks,
     align: int = 1048576,
     sector: int = 512,
 ) -> list[HostStatus]:
@@ -445,7 +446,7 @@ def read_resource_owners(
 def acquire(
     lockspace: bytes,
     resource: bytes,
-    disks: list[tuple[str | bytes | os.PathLike[str] | os.PathLike[bytes], int]],
+    disks: Disks,
     slkfd: int = -1,
     pid: int = -1,
     shared: bool = False,
@@ -518,7 +519,7 @@ def inquire(slkfd: int = -1, pid: int = -1) -> list[HeldResource]:
 def release(
     lockspace: bytes,
     resource: bytes,
-    disks: list[tuple[str | bytes | os.PathLike[str] | os.PathLike[bytes], int]],
+    disks: Disks,
     slkfd: int = -1,
     pid: int = -1,
 ) -> None:
@@ -538,7 +539,7 @@ def release(
 def request(
     lockspace: bytes,
     resource: bytes,
-    disks: list[tuple[str | bytes | os.PathLike[str] | os.PathLike[bytes], int]],
+    disks: Disks,
     action: int = REQ_GRACEFUL,
     version: int | None = None,
 ) -> None:
@@ -716,7 +717,7 @@ def set_event(lockspace: bytes, host_id: int, generation: int, event: int, data:
 def set_lvb(
     lockspace: bytes,
     resource: bytes,
-    disks: list[tuple[str | bytes | os.PathLike[str] | os.PathLike[bytes], int]],
+    disks: Disks,
     data: bytes,
 ) -> None:
     """set_lvb(lockspace, resource, disks, data)
@@ -743,7 +744,7 @@ def set_lvb(
 def get_lvb(
     lockspace: bytes,
     resource: bytes,
-    disks: list[tuple[str | bytes | os.PathLike[str] | os.PathLike[bytes], int]],
+    disks: Disks,
     size: int,
 ) -> bytes:
     """get_lvb(lockspace, resource, disks, size) -> bytes

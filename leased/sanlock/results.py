@@ -10,7 +10,7 @@ with ``os.strerror``'s text, anything else stays with libsanlock's
 from __future__ import annotations
 
 import os
-from typing import Final, TypedDict
+from typing import Final, TypeAlias, TypedDict
 
 _SANLOCK_STRERROR: Final = {
     -201: "General error",
@@ -49,6 +49,16 @@ _SANLOCK_STRERROR: Final = {
     -273: "Lease request block has newer version",
 }
 """libsanlock's ``sanlock_strerror``; every other value is "Unknown error" (-240 and positive ones included)."""
+
+
+DiskPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+"""A disk's path as the binding takes it."""
+
+Disks: TypeAlias = (
+    list[tuple[str, int]] | list[tuple[bytes, int]] | list[tuple[os.PathLike[str], int]] | list[tuple[DiskPath, int]]
+)
+"""The ``disks`` argument: a list (the binding refuses a tuple) of ``(path, offset)``.  A union of
+lists, because ``list`` is invariant: an application's ``list[tuple[str, int]]`` must type-check."""
 
 
 class LockspaceInfo(TypedDict):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import socket
+import threading
 from contextlib import suppress
 from typing import TypeVar
 
@@ -42,16 +43,35 @@ def _one_shot(message: str, exchange: _Exchange[_T]) -> _T:
         conn.sock.close()
 
 
+_FD_LOCKS: dict[int, threading.Lock] = {}
+_FD_LOCKS_GUARD = threading.Lock()
+
+
+def _fd_lock(fd: int) -> threading.Lock:
+    """The lock of fd number ``fd`` in this process (made on first use, kept: one per fd number)."""
+    with _FD_LOCKS_GUARD:
+        return _FD_LOCKS.setdefault(fd, threading.Lock())
+
+
 def _on_fd(fd: int, message: str, exchange: _Exchange[_T]) -> _T:
-    """Run an exchange on a socket the program owns (``slkfd``); it stays open."""
-    sock = _adopt(fd, message, exchange)
-    blocking = os.get_blocking(fd)
-    try:
-        return _SyncConnection.adopt(sock, None).run("slkfd", exchange)
-    except LeaseError as exc:
-        raise _error(exc.rc, message) from None
-    finally:
-        _give_back(sock, blocking)
+    """Run an exchange on a socket the program owns (``slkfd``); it stays open.
+
+    Unlike libsanlock, calls on one fd from several threads take turns (a
+    lock per fd number, held from the first byte sent to the last byte
+    read): two threads interleaving header and body on one registered
+    connection is how a sanlock client once lost leases it still believed
+    it held.  An fd number reused after a close shares the lock, which only
+    serialises.
+    """
+    with _fd_lock(fd):
+        sock = _adopt(fd, message, exchange)
+        blocking = os.get_blocking(fd)
+        try:
+            return _SyncConnection.adopt(sock, None).run("slkfd", exchange)
+        except LeaseError as exc:
+            raise _error(exc.rc, message) from None
+        finally:
+            _give_back(sock, blocking)
 
 
 def _give_back(sock: socket.socket, blocking: bool) -> None:
