@@ -230,15 +230,17 @@ def test_errors_time_cannot_fix_stop_the_wait_at_once(cluster: Cluster) -> None:
 
 INTERRUPTED = textwrap.dedent(
     """
-    import os, signal, sys, threading, time
+    import faulthandler, os, signal, sys, threading, time
     from leased.client import AcquireWait, Backoff, Client
 
+    faulthandler.dump_traceback_later(50, exit=True)  # a hang shows where, before the test's timeout
     run_dir, resource, path, offset = sys.argv[1:5]
-    plan = AcquireWait(60, backoff=Backoff(first=1.0, cap=1.0))  # each sleep 0.5-1 s
+    # One long sleep after the first refusal (20-40 s): SIGINT is sent at least 15 s before the
+    # waiter could wake, so it lands in the sleep however slow the machine is.
+    plan = AcquireWait(120, backoff=Backoff(first=40.0, cap=40.0))
 
     def interrupt():
-        # SIGINT lands while the waiter sleeps between attempts: 0.3 s before it could wake.
-        while not (plan.attempts >= 2 and plan.resume_at is not None and time.monotonic() < plan.resume_at - 0.3):
+        while not (plan.attempts >= 2 and plan.resume_at is not None and time.monotonic() < plan.resume_at - 15):
             time.sleep(0.005)
         os.kill(os.getpid(), signal.SIGINT)
 
