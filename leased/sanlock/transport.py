@@ -28,13 +28,18 @@ from leased.sanlock.results import _error
 _T = TypeVar("_T")
 
 
-def _one_shot(message: str, exchange: _Exchange[_T]) -> _T:
-    """Connect, run one exchange, close; any failure is ``SanlockException(..., message, ...)``."""
+def _connect(message: str, exchange: _Exchange[_T]) -> _SyncConnection:
+    """A connection to ``$SANLOCK_RUN_DIR``'s daemon; a failure closes ``exchange`` and raises with ``message``."""
     try:
-        conn = _SyncConnection.open(socket_path(), None)
+        return _SyncConnection.open(socket_path(), None)
     except LeaseError as exc:
         exchange.close()
         raise _error(exc.rc, message) from None
+
+
+def _one_shot(message: str, exchange: _Exchange[_T]) -> _T:
+    """Connect, run one exchange, close; any failure is ``SanlockException(..., message, ...)``."""
+    conn = _connect(message, exchange)
     try:
         return conn.run("sanlock", exchange)
     except LeaseError as exc:
@@ -115,11 +120,7 @@ def _kept(message: str, exchange: _Exchange[None]) -> int:
 
     The fd is inheritable, as libsanlock's ``socket()`` leaves it.
     """
-    try:
-        conn = _SyncConnection.open(socket_path(), None)
-    except LeaseError as exc:
-        exchange.close()
-        raise _error(exc.rc, message) from None
+    conn = _connect(message, exchange)
     try:
         conn.run("sanlock", exchange)
     except BaseException as exc:
