@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from leased.state import LogRing
+from leased.logsetup import LogRing
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+ \[\d+\]: (.*)$")
 
