@@ -406,11 +406,11 @@ class Daemon:
             log.exception("client connection ci %d pid %d: internal error; connection closed", client.ci, client.pid)
         finally:
             self._connections -= 1
-            if client.registered and not client.dead:
-                with trio.CancelScope(shield=True):
+            if client.tokens:
+                with trio.CancelScope(shield=True):  # releasing them waits on the disk: never cut short
                     await self._connection_ended(client, end)
             else:
-                self._forget(client)
+                await self._connection_ended(client, end)  # nothing to release: it never waits
             self._maybe_changed.set()
             if self.state.shutting_down:
                 self._stop.set()
