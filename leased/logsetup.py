@@ -65,6 +65,7 @@ def syslog_priority(levelno: int) -> int:
     return 7
 
 
+_TEXT = (str, bytes)
 _PLAIN = (int, float, str, bytes, bool, type(None))
 """Argument types a record may keep unformatted: their text cannot change before the dump."""
 
@@ -101,16 +102,10 @@ class LogRing(logging.Handler):
 
     def _keep(self, created: float, thread: int, message: object, args: object) -> None:
         try:
-            if (
-                not isinstance(message, str)
-                or not isinstance(args, tuple)
-                or not all(isinstance(arg, _PLAIN) for arg in args)
-            ):
-                message, args = _formatted(message, args), ()
-            estimate = 40 + len(message) + sum(len(a) if isinstance(a, str | bytes) else 20 for a in args)
+            text, values, estimate = _entry_parts(message, args)
         except Exception:  # a bad log call must not break the daemon
             return
-        self.entries.append((created, int(time.monotonic()), thread, message, args, estimate))
+        self.entries.append((created, int(time.monotonic()), thread, text, values, estimate))
         self.size += estimate
         while self.size > self.capacity and self.entries:
             self.size -= self.entries.popleft()[5]
@@ -131,6 +126,23 @@ class LogRing(logging.Handler):
                 break
             kept.append(line)
         return "\n".join(reversed(kept)).encode(errors="replace")
+
+
+def _entry_parts(message: object, args: object) -> tuple[str, tuple[object, ...], int]:
+    """What the ring keeps of a log call (its format and plain arguments, else its text) and a size estimate."""
+    if isinstance(message, str) and isinstance(args, tuple):
+        estimate = 40 + len(message)
+        for arg in args:
+            if isinstance(arg, _TEXT):
+                estimate += len(arg)
+            elif isinstance(arg, _PLAIN):
+                estimate += 20
+            else:
+                break
+        else:
+            return message, args, estimate
+    text = _formatted(message, args)
+    return text, (), 40 + len(text)
 
 
 def _formatted(message: object, args: object) -> str:
