@@ -27,7 +27,12 @@ What it promises (the boundaries are where a daemon dies, so each is here):
   EMFILE, a bounded read buffer per connection (the reader's), at most 32
   event channels per lockspace, and a bounded renewal history;
 * nothing blocks the event loop: disk I/O runs in worker threads, and a slow
-  or silent client stalls only its own task.
+  or silent client stalls only its own task;
+* **fair turns on a fast path**: sockets are used raw and non-blocking
+  (:class:`ClientSocket`), trio's scheduler reached only when one would
+  block, so the accept loop yields every ``ACCEPT_BATCH`` connections and a
+  connection every ``FAIR_SHARE`` operations: a client that never stops
+  sending starves no other (docs/architecture.md, "The fast path").
 """
 
 from __future__ import annotations
@@ -88,10 +93,13 @@ class DaemonError(Exception):
     """The daemon cannot start (socket, lock file, permissions): one line for the operator."""
 
 
+_UCRED = struct.Struct("3i")
+
+
 def peer_credentials(sock: socket.socket | trio.socket.SocketType) -> tuple[int, int, int]:
     """(pid, uid, gid) of the peer, from SO_PEERCRED."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
     return pid, uid, gid
 
 
