@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import select
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -108,6 +109,25 @@ def test_a_client_that_never_stops_sending_starves_no_other(daemon: Daemon) -> N
     assert not sender.is_alive()
     assert daemon.alive(), daemon.log()[-3000:]
     assert daemon.client().version()
+
+
+@pytest.mark.timeout(120)
+def test_the_daemon_stops_while_a_client_floods_it(daemon: Daemon) -> None:
+    """SIGTERM (no lockspace) stops the daemon although one connection never lets its socket run dry."""
+    with connect(daemon) as flood:
+        flood.sendall(Header(Cmd.REGISTER).encode())
+        batch = Header(Cmd.REGISTER).encode() * 2048
+        flood.settimeout(0)
+        daemon.process.send_signal(signal.SIGTERM)
+        while daemon.process.poll() is None:  # keep its buffer full until it has gone
+            try:
+                flood.send(batch)
+            except BlockingIOError:
+                select.select([], [flood], [], 0.1)
+            except OSError:
+                break  # it closed our connection on its way out
+        assert daemon.process.wait(DEADLINE) == 0, daemon.log()[-3000:]
+    assert "leased daemon stopped" in daemon.log()
 
 
 @pytest.mark.timeout(120)
