@@ -51,6 +51,7 @@ from leased.fencing import Fencer, ProcessFencer
 from leased.health import make_health_room, open_health_channel
 from leased.lifecycle import configure_lockspace, examine_held, join_lockspace, leave_lockspace, lockspace_progress
 from leased.lockspace import EventChannel, LockspaceState
+from leased.logsetup import debug
 from leased.metrics import render
 from leased.protocol import Cmd, Header, HostEvent, Killpath, Lockspace, Options, Resource, split_resources
 from leased.state import ClientState, DaemonState
@@ -383,7 +384,7 @@ async def cmd_register(cmd: Command) -> Reply:
         return Reply(close=True)
     client.registered = True
     client.name = str(client.pid).encode()
-    log.debug("cmd_register ci %d pid %d", client.ci, client.pid)
+    debug(log, "cmd_register ci %d pid %d", client.ci, client.pid)
     return Reply()
 
 

@@ -27,13 +27,19 @@ What it promises (the boundaries are where a daemon dies, so each is here):
   EMFILE, a bounded read buffer per connection (the reader's), at most 32
   event channels per lockspace, and a bounded renewal history;
 * nothing blocks the event loop: disk I/O runs in worker threads, and a slow
-  or silent client stalls only its own task.
+  or silent client stalls only its own task;
+* **fair turns on a fast path**: sockets are used raw and non-blocking
+  (:class:`ClientSocket`), trio's scheduler reached only when one would
+  block, so the accept loop yields every ``ACCEPT_BATCH`` connections and a
+  connection every ``FAIR_SHARE`` operations: a client that never stops
+  sending starves no other (docs/architecture.md, "The fast path").
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import logging
 import os
 import resource
@@ -54,10 +60,10 @@ from leased.fencing import Fencer, ProcessFencer
 from leased.lifecycle import remove_lockspace
 from leased.listener import Claim, ClaimError, claim
 from leased.lockspace import EventChannel, LockspaceState
-from leased.logsetup import LogSettings, LogSetupError, setup_logging
+from leased.logsetup import LogRing, LogSettings, LogSetupError, debug, setup_logging
 from leased.notify import Notifier
 from leased.protocol import RESTRICT_ALL, Cmd
-from leased.state import ClientState, DaemonConfig, DaemonState, LogRing, client_limit
+from leased.state import ClientState, DaemonConfig, DaemonState, client_limit
 from leased.storage import FileStorage, Storage
 from leased.tasks import Spawner, nursery_spawner
 from leased.transactions import release_client
@@ -67,16 +73,101 @@ log = logging.getLogger(__name__)
 
 RECV_CHUNK = 65536
 
+ACCEPT_BATCH = 32
+"""Connections accepted back to back before the accept loop lets other tasks run."""
+
+FAIR_SHARE = 16
+"""Receives and events a connection handles without blocking before it yields to other tasks.
+
+The fast path (see ``ClientSocket``) only reaches trio's scheduler when a
+socket would block; a client that never stops sending would otherwise keep
+the event loop for itself, and a cancelled daemon would never see it.
+"""
+
+_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+_IGNORED_ACCEPT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
+"""accept() failures about the one connection being accepted, not the listener (as trio's SocketListener)."""
+
 
 class DaemonError(Exception):
     """The daemon cannot start (socket, lock file, permissions): one line for the operator."""
 
 
+_UCRED = struct.Struct("3i")
+
+
 def peer_credentials(sock: socket.socket | trio.socket.SocketType) -> tuple[int, int, int]:
     """(pid, uid, gid) of the peer, from SO_PEERCRED."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
     return pid, uid, gid
+
+
+class ClientSocket:
+    """One connection's non-blocking socket: the system call first, trio's wait only when it would block.
+
+    trio's ``SocketStream`` costs a short-lived client more than everything
+    else the daemon does for it (socket options tried and failed per
+    connection, a checkpoint per call, a conflict detector per send).  Here a
+    ``recv`` or ``send`` that can complete at once completes at once, and
+    ``wait_readable``/``wait_writable`` are awaited only when it cannot.  So
+    that no connection keeps the event loop (or misses a cancellation), every
+    ``FAIR_SHARE`` operations without a wait end in ``trio.lowlevel.checkpoint()``
+    (:meth:`share`).
+
+    Errors: the peer's close (EPIPE, ECONNRESET) is :class:`PeerGone`;
+    any other OSError goes up to the connection's boundary.
+    """
+
+    __slots__ = ("_unshared", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._unshared = 0
+
+    async def share(self) -> None:
+        """Count one operation done without blocking; yield to other tasks every ``FAIR_SHARE`` of them."""
+        self._unshared += 1
+        if self._unshared >= FAIR_SHARE:
+            self._unshared = 0
+            await trio.lowlevel.checkpoint()
+
+    async def receive(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` bytes, b"" at EOF; raises :class:`PeerGone` on a reset."""
+        while True:
+            try:
+                data = self.sock.recv(max_bytes)
+            except BlockingIOError:
+                self._unshared = 0
+                await trio.lowlevel.wait_readable(self.sock)
+                continue
+            except ConnectionError:
+                raise PeerGone from None
+            await self.share()
+            return data
+
+    async def send_all(self, data: bytes) -> None:
+        """Send all of ``data``; raises :class:`PeerGone` when the peer has closed."""
+        sent = self._send(data)
+        if sent == len(data):
+            return
+        rest = memoryview(data)[sent:]
+        while rest:
+            self._unshared = 0
+            await trio.lowlevel.wait_writable(self.sock)
+            rest = rest[self._send(rest) :]
+
+    def _send(self, data: bytes | memoryview) -> int:
+        try:
+            return self.sock.send(data)
+        except BlockingIOError:
+            return 0
+        except ConnectionError:
+            raise PeerGone from None
+
+
+class PeerGone(Exception):
+    """The peer closed its end (EPIPE or ECONNRESET)."""
 
 
 class ConnectionEnd(enum.Enum):
@@ -170,7 +261,8 @@ class Daemon:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         claimed = self._claimed()
-        listener = trio.SocketListener(trio.socket.from_stdlib_socket(claimed.sock))
+        listener = claimed.sock
+        listener.setblocking(False)
         nofile = raise_fd_limit()
         if not self.max_clients:
             self.max_clients = client_limit(nofile)
@@ -198,7 +290,6 @@ class Daemon:
                 await self._shutdown()
                 nursery.cancel_scope.cancel()
         finally:
-            await listener.aclose()
             claimed.release()
             self.notifier.close()
             log.info("leased daemon stopped")
@@ -224,37 +315,54 @@ class Daemon:
             self._maybe_changed = trio.Event()
             self.notifier.status(self.status_line())
 
-    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+    async def _accept_loop(self, listener: socket.socket) -> None:
         """Accept connections for ever; neither a full fd table nor a flood of clients stops it.
 
-        At ``max_clients`` open connections a new one is logged and closed at
-        once, so the descriptors the daemon needs for lockspaces and leases
-        stay free.  EMFILE/ENFILE (and ENOMEM/ENOBUFS) wait 100 ms and try
-        again, as ``trio.serve_listeners`` does: closing connections frees
+        Accepts run back to back on the non-blocking listening socket while
+        connections are queued, waiting for it to be readable only when
+        there are none, and yielding every ``ACCEPT_BATCH`` so the new
+        connections are served while a flood lasts.  At ``max_clients`` open
+        connections a new one is logged and closed at once, so the
+        descriptors the daemon needs for lockspaces and leases stay free.
+        EMFILE/ENFILE (and ENOMEM/ENOBUFS) wait 100 ms and try again, as
+        ``trio.serve_listeners`` does: closing connections frees
         descriptors, and the backlog holds new clients meanwhile.
         """
+        accepted = 0
         while True:
             try:
-                stream = await listener.accept()
-            except trio.ClosedResourceError:
-                return
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                accepted = 0
+                await trio.lowlevel.wait_readable(listener)
+                continue
             except OSError as exc:
+                if exc.errno in _CLOSED_ERRNOS:
+                    return
+                if exc.errno in _IGNORED_ACCEPT_ERRNOS:
+                    continue
                 self._refusals.note(
                     "accept failed: %s (%d connections open, max_clients %d); retrying in 100 ms",
                     exc.strerror or exc,
                     self._connections,
                     self.max_clients,
                 )
+                accepted = 0
                 await trio.sleep(0.1)
                 continue
             if self._connections >= self.max_clients:
                 self._refusals.note(
                     "connection refused: %d connections open, max_clients %d", self._connections, self.max_clients
                 )
-                await stream.aclose()
-                continue
-            self._connections += 1
-            self.nursery.start_soon(self._connection, stream)
+                sock.close()
+            else:
+                sock.setblocking(False)
+                self._connections += 1
+                self.nursery.start_soon(self._connection, sock)
+            accepted += 1
+            if accepted >= ACCEPT_BATCH:
+                accepted = 0
+                await trio.lowlevel.checkpoint()
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -287,9 +395,8 @@ class Daemon:
     # A forced shutdown stops the holders first (remove_lockspace's SIGKILL) and releases what
     # their EOFs then show gone.
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, sock: socket.socket) -> None:
         """One client's connection, inside its own boundary: whatever happens ends only this connection."""
-        sock = stream.socket
         try:
             pid, uid, gid = peer_credentials(sock)
         except OSError:
@@ -298,17 +405,20 @@ class Daemon:
         self.state.clients[client.ci] = client
         end = ConnectionEnd.FAILED
         try:
-            async with stream:
+            with sock:
                 end = ConnectionEnd.CANCELLED
-                end = await self._serve_client(stream, client, pid)
+                end = await self._serve_client(ClientSocket(sock), client, pid)
         except Exception:
             if end is ConnectionEnd.CANCELLED:
                 end = ConnectionEnd.FAILED
             log.exception("client connection ci %d pid %d: internal error; connection closed", client.ci, client.pid)
         finally:
             self._connections -= 1
-            with trio.CancelScope(shield=True):
-                await self._connection_ended(client, end)
+            if client.tokens:
+                with trio.CancelScope(shield=True):  # releasing them waits on the disk: never cut short
+                    await self._connection_ended(client, end)
+            else:
+                await self._connection_ended(client, end)  # nothing to release: it never waits
             self._maybe_changed.set()
             if self.state.shutting_down:
                 self._stop.set()
@@ -326,7 +436,7 @@ class Daemon:
                 self._spawn(f"watch pid {client.pid}", partial(self._release_at_exit, client))
                 return
         elif client.registered and not client.dead:
-            log.debug("client_pid_dead ci %d pid %d", client.ci, client.pid)
+            debug(log, "client_pid_dead ci %d pid %d", client.ci, client.pid)
             await release_client(self.state, client)
         self._forget(client)
 
@@ -360,13 +470,13 @@ class Daemon:
             self._forget(client)
             self._maybe_changed.set()
 
-    async def _serve_client(self, stream: trio.SocketStream, client: ClientState, peer_pid: int) -> ConnectionEnd:
+    async def _serve_client(self, conn: ClientSocket, client: ClientState, peer_pid: int) -> ConnectionEnd:
         """Read and answer requests until the peer closes or a close rule ends the connection."""
         reader = MessageReader()
         while True:
             try:
-                data = await stream.receive_some(max(1, min(RECV_CHUNK, reader.room())))
-            except trio.BrokenResourceError:
+                data = await conn.receive(max(1, min(RECV_CHUNK, reader.room())))
+            except PeerGone:
                 return ConnectionEnd.PEER_CLOSED  # ECONNRESET: the peer closed with our reply unread
             if not data:
                 bad = reader.eof()
@@ -378,28 +488,29 @@ class Daemon:
                 if isinstance(event, BadMessage):
                     self._log_bad(client, event)
                     if event.rc is not None and event.header is not None:
-                        sent = await self._send(stream, event.header.reply(event.rc).encode())
+                        sent = await self._send(conn, event.header.reply(event.rc).encode())
                         if not sent:
                             return ConnectionEnd.PEER_CLOSED
-                    continue
-                end = await self._request(stream, client, peer_pid, event)
-                self._maybe_changed.set()
-                if end is not None:
-                    return end
+                else:
+                    end = await self._request(conn, client, peer_pid, event)
+                    self._maybe_changed.set()
+                    if end is not None:
+                        return end
+                await conn.share()
             if self.state.shutting_down:
                 self._stop.set()
 
     @staticmethod
-    async def _send(stream: trio.SocketStream, data: bytes) -> bool:
+    async def _send(conn: ClientSocket, data: bytes) -> bool:
         """Send a reply; False when the peer has closed (EPIPE, ECONNRESET), the only way a send may fail."""
         try:
-            await stream.send_all(data)
-        except trio.BrokenResourceError:
+            await conn.send_all(data)
+        except PeerGone:
             return False
         return True
 
     async def _request(
-        self, stream: trio.SocketStream, client: ClientState, peer_pid: int, request: Request
+        self, conn: ClientSocket, client: ClientState, peer_pid: int, request: Request
     ) -> ConnectionEnd | None:
         """Run one request; returns how the connection ends, or None while it stays open."""
         header = request.header
@@ -446,10 +557,10 @@ class Daemon:
             # A handler bug must not take the connection (and a registered client's leases) down.
             log.exception("%s ci %d pid %d: internal error", command.name, client.ci, client.pid)
             reply = command.reply(-1)
-        if reply.data and not await self._send(stream, reply.data):
+        if reply.data and not await self._send(conn, reply.data):
             return ConnectionEnd.PEER_CLOSED
         if reply.channel is not None:
-            return await self._event_channel(stream, client, reply.channel)
+            return await self._event_channel(conn, client, reply.channel)
         if reply.close or header.cmd in INLINE_CLOSERS:
             if client.registered:
                 log.debug("client_free ci %d live pid %d: keep registered connection", client.ci, client.pid)
@@ -458,7 +569,7 @@ class Daemon:
         return None
 
     async def _event_channel(
-        self, stream: trio.SocketStream, client: ClientState, open_channel: Callable[[socket.socket], EventChannel]
+        self, conn: ClientSocket, client: ClientState, open_channel: Callable[[socket.socket], EventChannel]
     ) -> ConnectionEnd | None:
         """REG_EVENT, LEASED_HEALTH: from now on the daemon only writes records on this connection.
 
@@ -467,7 +578,7 @@ class Daemon:
         a registered client's exit is not missed).  A registered connection
         is served again after END_EVENT; any other connection closes.
         """
-        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(stream.socket.fileno()))
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(conn.sock.fileno()))
         channel = open_channel(raw)
         try:
             async with trio.open_nursery() as nursery:

@@ -4,8 +4,10 @@ Priorities are syslog's numbers, as in sanlock's ``-L``/``-S`` and
 sanlock.conf: 3 err, 4 warning, 6 info, 7 debug; a sink set to ``p`` gets
 every line at ``p`` or more urgent, and ``-1`` turns it off.  The sinks:
 
-* the in-memory ring for ``client log_dump``: always, everything (debug
-  included), because it is what an operator asks for after the fact;
+* the in-memory ring for ``client log_dump`` (:class:`LogRing`): always,
+  everything (debug included), because it is what an operator asks for
+  after the fact; the daemon's per-connection debug lines reach it through
+  :func:`debug`, which builds no ``LogRecord`` when no other sink wants them;
 * the log file (default ``/var/log/leased.log``, sanlock's is
   ``/var/log/sanlock.log``) at ``logfile_priority``;
 * syslog at ``syslog_priority``: the ``/dev/log`` socket when it exists;
@@ -23,11 +25,13 @@ is different: not being able to write it is a start-up error.
 
 from __future__ import annotations
 
+import collections
 import logging
 import logging.handlers
 import os
 import stat
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import TextIO
@@ -59,6 +63,132 @@ def syslog_priority(levelno: int) -> int:
     if levelno >= logging.INFO:
         return 6
     return 7
+
+
+_TEXT = (str, bytes)
+_PLAIN = (int, float, str, bytes, bool, type(None))
+"""Argument types a record may keep unformatted: their text cannot change before the dump."""
+
+
+class LogRing(logging.Handler):
+    """The last ``capacity`` bytes of log text, for ``client log_dump``.
+
+    Every record goes here, debug ones included, and almost none is ever
+    read: formatting each one as it came (the time stamp above all) was a
+    good part of what a short-lived client cost the daemon.  So a record is
+    kept as its parts (times, thread, message and arguments) and formatted
+    when dumped.  Only arguments whose text cannot change are kept as they
+    are; a record with any other argument is formatted at once.  Sizes are
+    estimated as records come (so the ring stays bounded) and the dump is
+    cut to ``capacity`` exactly.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.capacity = capacity
+        self.entries: collections.deque[tuple[float, int, int, str, tuple[object, ...], int]] = collections.deque()
+        self.size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._keep(record.created, record.thread or 0, record.msg, record.args)
+
+    def note(self, message: str, args: tuple[object, ...]) -> None:
+        """Keep a line as :meth:`emit` keeps a record's, with no record built (:func:`debug`)."""
+        self.acquire()
+        try:
+            self._keep(time.time(), threading.get_ident(), message, args)
+        finally:
+            self.release()
+
+    def _keep(self, created: float, thread: int, message: object, args: object) -> None:
+        try:
+            text, values, estimate = _entry_parts(message, args)
+        except Exception:  # a bad log call must not break the daemon
+            return
+        self.entries.append((created, int(time.monotonic()), thread, text, values, estimate))
+        self.size += estimate
+        while self.size > self.capacity and self.entries:
+            self.size -= self.entries.popleft()[5]
+
+    def dump(self) -> bytes:
+        lines: list[str] = []
+        for created, monotonic, thread, message, args, _ in self.entries:
+            try:
+                text = message % args if args else message
+            except Exception:  # a bad format shows as it was written, not as a broken dump
+                text = f"{message} {args!r}"
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+            lines.append(f"{stamp} {monotonic} [{thread}]: {text}")
+        kept, size = [], 0
+        for line in reversed(lines):
+            size += len(line) + 1
+            if size > self.capacity:
+                break
+            kept.append(line)
+        return "\n".join(reversed(kept)).encode(errors="replace")
+
+
+def _entry_parts(message: object, args: object) -> tuple[str, tuple[object, ...], int]:
+    """What the ring keeps of a log call (its format and plain arguments, else its text) and a size estimate."""
+    if isinstance(message, str) and isinstance(args, tuple):
+        estimate = 40 + len(message)
+        for arg in args:
+            if isinstance(arg, _TEXT):
+                estimate += len(arg)
+            elif isinstance(arg, _PLAIN):
+                estimate += 20
+            else:
+                break
+        else:
+            return message, args, estimate
+    text = _formatted(message, args)
+    return text, (), 40 + len(text)
+
+
+def _formatted(message: object, args: object) -> str:
+    """The text of a log call, as ``LogRecord.getMessage`` makes it."""
+    text = str(message)
+    return text % args if args else text
+
+
+def debug(logger: logging.Logger, message: str, *args: object) -> None:
+    """``logger.debug(message, *args)``, with no LogRecord built when only the ring takes debug lines.
+
+    The daemon writes a debug line or two for every connection, and almost
+    never does any sink but the ring want them: building and handing round
+    a full ``LogRecord`` for each was a good part of what a short-lived
+    client cost.  When the ring is the one handler on the logger's way to
+    the root that takes debug records, and no filter anywhere could want to
+    see them, the line goes straight into the ring (the same entry, the
+    same ``log_dump`` output).  Otherwise (a log file or syslog at priority
+    7, a test's capture handler) it is an ordinary ``logger.debug``.
+    """
+    ring = _sole_debug_sink(logger)
+    if ring is None:
+        logger.debug(message, *args)
+    else:
+        ring.note(message, args)
+
+
+def _sole_debug_sink(logger: logging.Logger) -> LogRing | None:
+    if not logger.isEnabledFor(logging.DEBUG):
+        return None
+    found: LogRing | None = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters:
+            return None
+        for handler in node.handlers:
+            if handler.level > logging.DEBUG:
+                continue
+            if found is None and isinstance(handler, LogRing) and not handler.filters:
+                found = handler
+            else:
+                return None
+        if not node.propagate:
+            break
+        node = node.parent
+    return found
 
 
 class LogSetupError(Exception):

@@ -15,9 +15,9 @@ decoded with ``surrogateescape`` so any byte string round-trips.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final
+from typing import Final, TypeVar
 
 from construct import Bytes, Int32ul, Int64ul, Padding, Struct
 
@@ -304,11 +304,20 @@ class Header:
 
     @classmethod
     def decode(cls, raw: bytes) -> Header:
-        return cls(**parse_exact(sm_header, raw).numbers())
+        key = bytes(raw)
+        header = _DECODED.get(key)
+        if header is None:
+            header = cls(**parse_exact(sm_header, key).numbers())
+            _remember(_DECODED, key, header)
+        return header
 
     def encode(self) -> bytes:
-        values = {name: to_unsigned(getattr(self, name)) for name in _HEADER_FIELDS}
-        return bytes(build(sm_header, values))
+        raw = _ENCODED.get(self)
+        if raw is None:
+            values = {name: to_unsigned(getattr(self, name)) for name in _HEADER_FIELDS}
+            raw = bytes(build(sm_header, values))
+            _remember(_ENCODED, self, raw)
+        return raw
 
     @property
     def result(self) -> int:
@@ -321,12 +330,30 @@ class Header:
 
     def reply(self, result: int, *, data2: int = 0, payload_length: int = 0) -> Header:
         """The default reply (§2.3): request echoed, version 1, result in data."""
-        return replace(
-            self, version=SM_PROTO, length=HEADER_SIZE + payload_length, data=to_unsigned(result), data2=data2
+        return Header(
+            self.cmd, self.cmd_flags, HEADER_SIZE + payload_length, self.seq, to_unsigned(result), data2, self.magic
         )
 
 
 _HEADER_FIELDS = ("magic", "version", "cmd", "cmd_flags", "length", "seq", "data", "data2")
+
+HEADER_MEMO: Final = 256
+"""Headers kept parsed and built: libsanlock sends the same few headers (``seq`` 0) on every
+connection, so a short-lived client's REGISTER, INQUIRE and reply header are parsed and built
+once, not once per connection.  Only exact 32-byte images that parsed are kept (a memo never
+turns bytes into a header that ``parse_exact`` would refuse), and a full memo starts over, so
+a client that sends ever new headers costs memory no more than this many entries."""
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+_DECODED: dict[bytes, Header] = {}
+_ENCODED: dict[Header, bytes] = {}
+
+
+def _remember(memo: dict[_K, _V], key: _K, value: _V) -> None:
+    if len(memo) >= HEADER_MEMO:
+        memo.clear()
+    memo[key] = value
 
 
 @dataclass(frozen=True)

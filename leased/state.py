@@ -1,4 +1,4 @@
-"""The daemon's state: configuration, clients, lockspaces, leases, and the log ring.
+"""The daemon's state: configuration, clients, lockspaces, leases, and which log ring serves log_dump.
 
 Everything the command handlers read or change lives in one
 :class:`DaemonState`, so a handler is a function of (state, client,
@@ -7,7 +7,6 @@ request).  Nothing here does I/O or knows about sockets.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import os
@@ -21,6 +20,7 @@ from leased.faultpoints import FaultPoints
 from leased.health import HealthChannel
 from leased.listener import SOCKET_NAME
 from leased.lockspace import JoinedLockspace, LockspaceState
+from leased.logsetup import LogRing
 from leased.protocol import TARGET_SELF, Killpath, to_signed
 from leased.resource import LeaseTable, Token
 from leased.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_WATCHDOG_FIRE_TIMEOUT, Timeouts
@@ -110,64 +110,6 @@ class ClientState:
     pidfd: int = -1
     """A pidfd of the registered process: signals can never reach a process that reused the pid."""
     fd: int = -1
-
-
-_PLAIN = (int, float, str, bytes, bool, type(None))
-"""Argument types a record may keep unformatted: their text cannot change before the dump."""
-
-
-class LogRing(logging.Handler):
-    """The last ``capacity`` bytes of log text, for ``client log_dump``.
-
-    Every record goes here, debug ones included, and almost none is ever
-    read: formatting each one as it came (the time stamp above all) was a
-    good part of what a short-lived client cost the daemon.  So a record is
-    kept as its parts (times, thread, message and arguments) and formatted
-    when dumped.  Only arguments whose text cannot change are kept as they
-    are; a record with any other argument is formatted at once.  Sizes are
-    estimated as records come (so the ring stays bounded) and the dump is
-    cut to ``capacity`` exactly.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__(logging.DEBUG)
-        self.capacity = capacity
-        self.entries: collections.deque[tuple[float, int, int, str, tuple[object, ...], int]] = collections.deque()
-        self.size = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message, args = record.msg, record.args
-            if (
-                not isinstance(message, str)
-                or not isinstance(args, tuple)
-                or not all(isinstance(arg, _PLAIN) for arg in args)
-            ):
-                message, args = record.getMessage(), ()
-            estimate = 40 + len(message) + sum(len(a) if isinstance(a, str | bytes) else 20 for a in args)
-        except Exception:  # a bad log call must not break the daemon
-            return
-        self.entries.append((record.created, int(time.monotonic()), record.thread or 0, message, args, estimate))
-        self.size += estimate
-        while self.size > self.capacity and self.entries:
-            self.size -= self.entries.popleft()[5]
-
-    def dump(self) -> bytes:
-        lines: list[str] = []
-        for created, monotonic, thread, message, args, _ in self.entries:
-            try:
-                text = message % args if args else message
-            except Exception:  # a bad format shows as it was written, not as a broken dump
-                text = f"{message} {args!r}"
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
-            lines.append(f"{stamp} {monotonic} [{thread}]: {text}")
-        kept, size = [], 0
-        for line in reversed(lines):
-            size += len(line) + 1
-            if size > self.capacity:
-                break
-            kept.append(line)
-        return "\n".join(reversed(kept)).encode(errors="replace")
 
 
 @dataclass
