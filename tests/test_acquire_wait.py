@@ -234,6 +234,9 @@ INTERRUPTED = textwrap.dedent(
     from leased.client import AcquireWait, Backoff, Client
 
     faulthandler.dump_traceback_later(50, exit=True)  # a hang shows where, before the test's timeout
+    # A process started in the background by a non-interactive shell (nohup ... &, some CI runners)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: install it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run_dir, resource, path, offset = sys.argv[1:5]
     # One long sleep after the first refusal (20-40 s): SIGINT is sent at least 15 s before the
     # waiter could wake, so it lands in the sleep however slow the machine is.
