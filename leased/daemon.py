@@ -64,7 +64,7 @@ from leased.logsetup import LogRing, LogSettings, LogSetupError, debug, setup_lo
 from leased.notify import Notifier
 from leased.protocol import RESTRICT_ALL, Cmd
 from leased.state import ClientState, DaemonConfig, DaemonState, client_limit
-from leased.storage import FileStorage, Storage
+from leased.storage import FileStorage, Storage, keep_freed_memory
 from leased.tasks import Spawner, nursery_spawner
 from leased.transactions import release_client
 from leased.watchdog import Watchdog, WdmdWatchdog
@@ -633,6 +633,8 @@ async def run_daemon(
         raise DaemonError(str(exc)) from None
     for level, note in notes:
         log.log(level, "%s", note)
+    if not keep_freed_memory():
+        log.info("no glibc mallopt: every large read result is fresh memory from the kernel")
     if faultpoints is not None and faultpoints.armed:
         log.warning("TEST FAULT POINTS ARMED: allocation failures will be injected: %s", faultpoints.armed)
     await daemon.serve()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pytest
 
 from leased.errors import LeaseError, ResultCode
-from leased.storage import FileStorage
+from leased.geometry import ALL_GEOMETRIES
+from leased.storage import KEEP_MMAP_THRESHOLD, FileStorage, keep_freed_memory
 from leased.torture.faultfs import FaultFS
 
 MiB = 1 << 20
@@ -39,3 +41,11 @@ def test_transfer_failing_half_way_is_an_error_not_zeros(faults: FaultFS) -> Non
     finally:
         faults.heal()
         storage.close()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_allocator_keeps_freed_read_results() -> None:
+    """glibc takes both thresholds (it refuses one above its limits), and taking them twice is harmless."""
+    assert keep_freed_memory()
+    assert keep_freed_memory()
+    assert max(g.align_size for g in ALL_GEOMETRIES) < KEEP_MMAP_THRESHOLD  # the largest area read is below
