@@ -576,7 +576,10 @@ class JoinedLockspace:
             return
         self.health = health
         if self.on_health is not None:
-            self.on_health(self)
+            try:
+                self.on_health(self)
+            except Exception:  # the notices' trouble must never stop a renewal or a failure's fencing
+                log.exception("lockspace %s: health notice failed", self.name.decode(errors="replace"))
 
     def _fail(self) -> None:
         """The lockspace can no longer be trusted: stop renewing, no new leases, start fencing (once)."""

@@ -30,7 +30,8 @@ from leased_daemons import leased_daemon
 from leased.client import AsyncClient, AsyncioClient, HealthNotice, HealthState, SanlockError
 from leased.errors import ResultCode
 from leased.health import MAX_HEALTH_CHANNELS
-from leased.timeouts import id_renewal_fail_seconds, id_renewal_warn_seconds
+from leased.lockspace import JoinedLockspace, lockspace_key
+from leased.timeouts import Timeouts, id_renewal_fail_seconds, id_renewal_warn_seconds
 from leased.torture.faultfs import FaultFS
 
 pytestmark = pytest.mark.timeout(180)
@@ -193,3 +194,28 @@ def test_channels_are_bounded_and_freed_when_closed(joined: tuple[Daemon, LeaseF
         with daemon.client().watch_health() as again:
             assert again.receive().state is HealthState.OK
     assert "health: all health channels in use" in daemon.log()
+
+
+def test_health_moves_only_forward_from_failing_and_a_broken_listener_stops_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """set_health's rules, without a daemon: FAILING never goes back, REMOVED is final, and a
+    callback that raises is logged, never passed on to the renewal or fencing that called it."""
+    told: list[HealthState] = []
+
+    def listener(lockspace: JoinedLockspace) -> None:
+        told.append(lockspace.health)
+        if lockspace.health is HealthState.FAILING:
+            raise RuntimeError("a notice bug")
+
+    lockspace = JoinedLockspace(
+        key=lockspace_key(LS, 1, "/dev/null", 0), io_timeout=1, timeouts=Timeouts(1, 60), host_name=b"h"
+    )
+    lockspace.on_health = listener
+    for health in (HealthState.WARNING, HealthState.WARNING, HealthState.OK, HealthState.FAILING):
+        lockspace.set_health(health)
+    for health in (HealthState.OK, HealthState.WARNING, HealthState.REMOVED, HealthState.OK):
+        lockspace.set_health(health)
+    assert told == [HealthState.WARNING, HealthState.OK, HealthState.FAILING, HealthState.REMOVED]
+    assert lockspace.health is HealthState.REMOVED
+    assert "health notice failed" in caplog.text
