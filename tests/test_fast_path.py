@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from daemons import Daemon, start_daemon, wait_for
+from test_hostile_clients import raw_connection, recv_exactly
 
 from leased.client import SanlockError
 from leased.errors import ResultCode
@@ -40,20 +41,9 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 
 
 def connect(daemon: Daemon) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = raw_connection(daemon)
     sock.settimeout(DEADLINE)
-    sock.connect(daemon.socket_path)
     return sock
-
-
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise EOFError(f"closed after {len(data)} of {size} bytes")
-        data += chunk
-    return data
 
 
 def log_dump(daemon: Daemon) -> str:
