@@ -17,6 +17,9 @@ on the wire and in Python:
   release its leases, as when the process exits;
 * ``get_alignment`` reads the device itself (no daemon), as libsanlock's
   ``sanlock_direct_align`` does;
+* one difference on purpose: calls on one ``slkfd`` from several threads
+  take turns (a lock per fd number, :mod:`~leased.sanlock.transport`),
+  where libsanlock lets their requests and replies interleave;
 * a failure is ``SanlockException(errno, message, strerror)``: a result
   between -200 and 0 becomes the positive errno and ``os.strerror``'s text,
   any other (sanlock's own codes such as -243, and the binding's own
