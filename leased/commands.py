@@ -376,15 +376,20 @@ async def cmd_read_resource_owners(cmd: Command) -> Reply:
 # Daemon-level commands
 
 
+def mark_registered(client: ClientState) -> None:
+    """The client's process is registered: its connection's close will mean it exited."""
+    client.registered = True
+    client.name = str(client.pid).encode()
+    debug(log, "cmd_register ci %d pid %d", client.ci, client.pid)
+
+
 async def cmd_register(cmd: Command) -> Reply:
     # Identity (pid/uid) was taken from SO_PEERCRED by the connection; no reply, ever.
     client = cmd.client
     if client.pid <= 0:
         log.error("register ci %d: no peer credentials", client.ci)
         return Reply(close=True)
-    client.registered = True
-    client.name = str(client.pid).encode()
-    debug(log, "cmd_register ci %d pid %d", client.ci, client.pid)
+    mark_registered(client)
     return Reply()
 
 

@@ -52,7 +52,7 @@ from functools import partial
 
 import trio
 
-from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported
+from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, mark_registered
 from leased.connection import BadMessage, MessageReader, Request
 from leased.errors import LeaseError, ResultCode
 from leased.faultpoints import FaultPoints
@@ -62,7 +62,7 @@ from leased.listener import Claim, ClaimError, claim
 from leased.lockspace import EventChannel, LockspaceState
 from leased.logsetup import LogRing, LogSettings, LogSetupError, debug, setup_logging
 from leased.notify import Notifier
-from leased.protocol import RESTRICT_ALL, Cmd
+from leased.protocol import HEADER_SIZE, RESTRICT_ALL, Cmd, Header, header_problem
 from leased.state import ClientState, DaemonConfig, DaemonState, client_limit
 from leased.storage import FileStorage, Storage, keep_freed_memory
 from leased.tasks import Spawner, nursery_spawner
@@ -358,7 +358,9 @@ class Daemon:
             else:
                 sock.setblocking(False)
                 self._connections += 1
-                self.nursery.start_soon(self._connection, sock)
+                client, peer_pid = self._new_client(sock)
+                self._register_waiting(client, sock, peer_pid)
+                self.nursery.start_soon(self._connection, sock, client, peer_pid)
             accepted += 1
             if accepted >= ACCEPT_BATCH:
                 accepted = 0
@@ -395,14 +397,65 @@ class Daemon:
     # A forced shutdown stops the holders first (remove_lockspace's SIGKILL) and releases what
     # their EOFs then show gone.
 
-    async def _connection(self, sock: socket.socket) -> None:
-        """One client's connection, inside its own boundary: whatever happens ends only this connection."""
+    def _new_client(self, sock: socket.socket) -> tuple[ClientState, int]:
+        """The client record of a connection just accepted, and its peer's pid (-1 when unknown)."""
         try:
             pid, uid, gid = peer_credentials(sock)
         except OSError:
             pid, uid, gid = -1, -1, -1
         client = ClientState(uid=uid, gid=gid, fd=sock.fileno())
         self.state.clients[client.ci] = client
+        return client, pid
+
+    def _register_waiting(self, client: ClientState, sock: socket.socket, peer_pid: int) -> None:
+        """Register now, in accept order, a connection whose REGISTER is already waiting in it.
+
+        libsanlock's register() returns once its REGISTER is sent, and a
+        program may then at once tell another process its pid, which acquires
+        on its behalf.  sanlock registers in the order connections came; here
+        each connection is served by its own task, and trio runs tasks made
+        ready together in no fixed order, so a daemon that fell behind could
+        serve the second process's request before the first one's REGISTER:
+        -ESRCH (found in CI under load).  Taking a waiting REGISTER here,
+        before the next connection is accepted, restores sanlock's order; the
+        connection's task then finds it registered and skips its REGISTER.
+        """
+        if peer_pid <= 0:
+            return
+        try:
+            head = sock.recv(HEADER_SIZE, socket.MSG_PEEK)
+        except OSError:
+            return
+        if len(head) < HEADER_SIZE:
+            return
+        header = Header.decode(head)
+        if header.cmd != Cmd.REGISTER or header_problem(header) is not None:
+            return
+        if self._take_identity(client, peer_pid):
+            mark_registered(client)
+
+    def _take_identity(self, client: ClientState, peer_pid: int) -> bool:
+        """A REGISTER's first step: the peer's pid and pidfd; False (logged) when max_clients are registered."""
+        registered = sum(1 for c in self.state.clients.values() if c.registered and not c.dead)
+        if registered >= self.max_clients:
+            log.error(
+                "register ci %d pid %d refused: %d processes registered, max_clients %d",
+                client.ci,
+                peer_pid,
+                registered,
+                self.max_clients,
+            )
+            return False
+        client.pid = peer_pid
+        if client.pidfd < 0 and peer_pid > 0:
+            try:
+                client.pidfd = os.pidfd_open(peer_pid)
+            except OSError as exc:
+                log.warning("pidfd_open %d: %s; signals will use the pid", peer_pid, exc)
+        return True
+
+    async def _connection(self, sock: socket.socket, client: ClientState, pid: int) -> None:
+        """One client's connection, inside its own boundary: whatever happens ends only this connection."""
         end = ConnectionEnd.FAILED
         try:
             with sock:
@@ -523,23 +576,11 @@ class Daemon:
                 header.length,
             )
             return None
-        if header.cmd == Cmd.REGISTER and not client.registered:
-            registered = sum(1 for c in self.state.clients.values() if c.registered and not c.dead)
-            if registered >= self.max_clients:
-                log.error(
-                    "register ci %d pid %d refused: %d processes registered, max_clients %d",
-                    client.ci,
-                    peer_pid,
-                    registered,
-                    self.max_clients,
-                )
+        if header.cmd == Cmd.REGISTER and client.registered:
+            return None  # registered already (at accept, or twice): sanlock does nothing more, and never replies
+        if header.cmd == Cmd.REGISTER:
+            if not self._take_identity(client, peer_pid):
                 return ConnectionEnd.CLOSED_HERE
-            client.pid = peer_pid
-            if client.pidfd < 0 and peer_pid > 0:
-                try:
-                    client.pidfd = os.pidfd_open(peer_pid)
-                except OSError as exc:
-                    log.warning("pidfd_open %d: %s; signals will use the pid", peer_pid, exc)
         elif not client.registered:
             client.name = Cmd(header.cmd).name.lower().encode()  # as sanlock names one-shot clients in status
         handler = HANDLERS.get(header.cmd, cmd_unsupported)
