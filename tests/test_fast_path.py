@@ -12,7 +12,6 @@ in order once the peer reads), and the lines ``log_dump`` shows.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import select
@@ -26,10 +25,8 @@ from pathlib import Path
 
 import pytest
 from daemons import Daemon, start_daemon, wait_for
-from test_hostile_clients import raw_connection, recv_exactly
+from test_hostile_clients import raw_connection, recv_exactly, served
 
-from leased.client import SanlockError
-from leased.errors import ResultCode
 from leased.protocol import HEADER_SIZE, TARGET_SELF, Cmd, Header
 from leased.torture.local_daemons import leased_daemon_argv
 
@@ -130,7 +127,7 @@ def test_queued_connections_past_max_clients_are_refused_in_a_batch(tmp_path: Pa
         log_dump(daemon)  # its EOF means every earlier connection is counted out
         queued = [connect(daemon) for _ in range(80)]
         try:
-            served = []
+            answered = []
             for index, sock in enumerate(queued):
                 try:
                     sock.sendall(Header(Cmd.INQUIRE, seq=index, data2=TARGET_SELF).encode())
@@ -138,27 +135,16 @@ def test_queued_connections_past_max_clients_are_refused_in_a_batch(tmp_path: Pa
                 except (OSError, EOFError):
                     continue
                 assert Header.decode(reply).seq == index
-                served.append(index)
-            assert served == list(range(8)), served  # the backlog is first come, first served
+                answered.append(index)
+            assert answered == list(range(8)), answered  # the backlog is first come, first served
         finally:
             for sock in queued:
                 sock.close()
         wait_for(lambda: "connection refused" in daemon.log(), DEADLINE, "the refusals logged")
         # The served eight are counted out once the daemon has read their EOF: then new ones are served.
-        wait_for(lambda: _answered(daemon), DEADLINE, "new connections served again")
+        wait_for(lambda: served(daemon), DEADLINE, "new connections served again")
         register_inquire_close(daemon)
         assert daemon.alive(), daemon.log()[-3000:]
-
-
-def _answered(daemon: Daemon) -> bool:
-    """A new connection is answered; False while the daemon still refuses one (closes it unanswered)."""
-    try:
-        daemon.client(timeout=5).version()
-    except SanlockError as exc:
-        if exc.rc in (-errno.ECONNRESET, -errno.EPIPE, ResultCode.ENOTCONN):
-            return False
-        raise
-    return True
 
 
 @pytest.mark.timeout(120)

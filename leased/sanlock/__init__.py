@@ -132,6 +132,7 @@ from leased.sanlock.results import (
     JoinedLockspace,
     LockspaceEvent,
     LockspaceInfo,
+    PathArgument,
     ResourceInfo,
     SanlockException,
     _error,
@@ -225,7 +226,7 @@ def register() -> int:
     return _kept("Sanlock registration failed", _register())
 
 
-def get_alignment(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], /) -> int:
+def get_alignment(path: PathArgument, /) -> int:
     """get_alignment(path) -> int
     Get device alignment."""
     raw = _path_bytes(path)[: PATH_LEN - 1]
@@ -251,7 +252,7 @@ def get_alignment(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], /) 
 
 def write_lockspace(
     lockspace: bytes,
-    path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+    path: PathArgument,
     offset: int = 0,
     max_hosts: int = 0,
     iotimeout: int = 0,
@@ -270,7 +271,7 @@ def write_lockspace(
 
 
 def read_lockspace(
-    path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+    path: PathArgument,
     offset: int = 0,
     align: int = 1048576,
     sector: int = 512,
@@ -316,7 +317,7 @@ def write_resource(
 
 
 def read_resource(
-    path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+    path: PathArgument,
     offset: int = 0,
     align: int = 1048576,
     sector: int = 512,
@@ -334,7 +335,7 @@ def read_resource(
 def add_lockspace(
     lockspace: bytes,
     host_id: int,
-    path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+    path: PathArgument,
     offset: int = 0,
     iotimeout: int = 0,
     wait: bool = True,
@@ -353,7 +354,7 @@ def add_lockspace(
 def inq_lockspace(
     lockspace: bytes,
     host_id: int,
-    path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+    path: PathArgument,
     offset: int = 0,
     wait: bool = False,
 ) -> bool | None:
@@ -371,7 +372,7 @@ def inq_lockspace(
 def rem_lockspace(
     lockspace: bytes,
     host_id: int,
-    path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+    path: PathArgument,
     offset: int = 0,
     wait: bool = True,
     unused: bool = False,
@@ -565,8 +566,8 @@ def request(
 
 
 def killpath(
-    path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
-    args: list[str | bytes | os.PathLike[str] | os.PathLike[bytes]],
+    path: PathArgument,
+    args: list[PathArgument],
     slkfd: int = -1,
 ) -> None:
     """killpath(path, args [, slkfd=fd])

@@ -51,11 +51,14 @@ _SANLOCK_STRERROR: Final = {
 """libsanlock's ``sanlock_strerror``; every other value is "Unknown error" (-240 and positive ones included)."""
 
 
-DiskPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
-"""A disk's path as the binding takes it."""
+PathArgument: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+"""A path as the binding takes it: a disk's, a device's, a killpath program's or argument."""
 
 Disks: TypeAlias = (
-    list[tuple[str, int]] | list[tuple[bytes, int]] | list[tuple[os.PathLike[str], int]] | list[tuple[DiskPath, int]]
+    list[tuple[str, int]]
+    | list[tuple[bytes, int]]
+    | list[tuple[os.PathLike[str], int]]
+    | list[tuple[PathArgument, int]]
 )
 """The ``disks`` argument: a list (the binding refuses a tuple) of ``(path, offset)``.  A union of
 lists, because ``list`` is invariant: an application's ``list[tuple[str, int]]`` must type-check."""
