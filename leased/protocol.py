@@ -556,22 +556,26 @@ class HealthNotice:
 
     @classmethod
     def decode(cls, raw: bytes) -> HealthNotice:
-        """A notice from its bytes; a record that is not one (magic, command, state) is a LeaseError."""
-        parsed = health_notice.parse(raw) if len(raw) == HEALTH_NOTICE_SIZE else None
-        if parsed is None or parsed.h.magic != SM_MAGIC or parsed.h.cmd != Cmd.LEASED_HEALTH:
+        """A notice from its bytes; a record that is not one (size, magic, command, state) is a LeaseError."""
+        try:
+            parsed = parse_exact(health_notice, raw)
+        except ValueError:
+            raise LeaseError(ResultCode.EPROTO, f"health notice of {len(raw)} bytes") from None
+        header = parsed.struct("h")
+        if header.number("magic") != SM_MAGIC or header.number("cmd") != Cmd.LEASED_HEALTH:
             raise LeaseError(ResultCode.EPROTO, f"not a health notice: {raw[:HEADER_SIZE].hex()}")
         try:
-            state = HealthState(parsed.h.data)
+            state = HealthState(header.number("data"))
         except ValueError:
-            raise LeaseError(ResultCode.EPROTO, f"health notice with state {parsed.h.data}") from None
+            raise LeaseError(ResultCode.EPROTO, f"health notice with state {header.number('data')}") from None
         return cls(
-            parsed.name.split(b"\0", 1)[0],
-            parsed.h.data2,
+            parsed.raw("name").split(b"\0", 1)[0],
+            header.number("data2"),
             state,
-            parsed.renewal_gap,
-            parsed.warn_after,
-            parsed.fail_after,
-            parsed.h.seq,
+            parsed.number("renewal_gap"),
+            parsed.number("warn_after"),
+            parsed.number("fail_after"),
+            header.number("seq"),
         )
 
 

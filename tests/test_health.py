@@ -28,7 +28,7 @@ from daemons import Daemon, LeaseFile, init_lease_file, init_lease_file_direct, 
 from leased_daemons import leased_daemon
 
 from leased.client import AsyncClient, AsyncioClient, HealthNotice, HealthState, SanlockError
-from leased.errors import ResultCode
+from leased.errors import LeaseError, ResultCode
 from leased.health import MAX_HEALTH_CHANNELS
 from leased.lockspace import JoinedLockspace, lockspace_key
 from leased.timeouts import Timeouts, id_renewal_fail_seconds, id_renewal_warn_seconds
@@ -219,3 +219,14 @@ def test_health_moves_only_forward_from_failing_and_a_broken_listener_stops_noth
     assert told == [HealthState.WARNING, HealthState.OK, HealthState.FAILING, HealthState.REMOVED]
     assert lockspace.health is HealthState.REMOVED
     assert "health notice failed" in caplog.text
+
+
+def test_a_notice_round_trips_and_anything_else_is_refused() -> None:
+    notice = HealthNotice(LS, 3, HealthState.WARNING, 12, 6, 8, seq=5)
+    raw = notice.encode()
+    assert len(raw) == 96 and HealthNotice.decode(raw) == notice
+    bad_state = raw[:24] + (9).to_bytes(4, "little") + raw[28:]  # data, the state, is at offset 24
+    for junk in (raw[:50], bytes(96), bad_state):
+        with pytest.raises(LeaseError) as info:
+            HealthNotice.decode(junk)
+        assert info.value.rc == ResultCode.EPROTO
