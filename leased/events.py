@@ -28,7 +28,7 @@ import logging
 
 from leased.errors import QuietRefusal, Refused, ResultCode
 from leased.host_status import HostRecord
-from leased.lockspace import JoinedLockspace
+from leased.lockspace import JoinedLockspace, make_room
 from leased.protocol import HostEvent, encode_event_cb
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,7 @@ def set_event(
 
 def make_channel_room(lockspace: JoinedLockspace) -> None:
     """Drop the lockspace's ended event channels; refuse a new one when all are in use."""
-    for channel in lockspace.event_channels:
-        channel.poll()  # a channel whose peer closed ends here, even before its task has run
-    lockspace.event_channels = [ch for ch in lockspace.event_channels if not ch.ended.is_set()]
-    if len(lockspace.event_channels) >= MAX_EVENT_CHANNELS:
-        raise Refused(ResultCode.ENOCSI, "reg_event: all event channels in use")
+    make_room(lockspace.event_channels, MAX_EVENT_CHANNELS, "reg_event: all event channels in use")
 
 
 def end_channels(lockspace: JoinedLockspace) -> None:

@@ -29,8 +29,7 @@ import logging
 import socket
 from dataclasses import dataclass, replace
 
-from leased.errors import Refused, ResultCode
-from leased.lockspace import EventChannel, JoinedLockspace, LockspaceState
+from leased.lockspace import EventChannel, JoinedLockspace, LockspaceState, make_room
 from leased.protocol import HealthNotice
 from leased.timeouts import id_renewal_fail_seconds, id_renewal_warn_seconds
 
@@ -71,11 +70,7 @@ def notice_for(lockspace: JoinedLockspace) -> HealthNotice:
 
 def make_health_room(channels: list[HealthChannel]) -> None:
     """Drop ended channels; refuse a new one when all are in use."""
-    for channel in channels:
-        channel.poll()  # a channel whose peer closed ends here, before its task has looked
-    channels[:] = [ch for ch in channels if not ch.ended.is_set()]
-    if len(channels) >= MAX_HEALTH_CHANNELS:
-        raise Refused(ResultCode.ENOCSI, "health: all health channels in use")
+    make_room(channels, MAX_HEALTH_CHANNELS, "health: all health channels in use")
 
 
 def open_health_channel(

@@ -27,6 +27,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 
@@ -34,7 +35,7 @@ from leased import delta_lease
 from leased.areas import LockspaceArea
 from leased.clock import DEFAULT_CLOCK, Clock
 from leased.delta_lease import HostIdLease
-from leased.errors import CORRUPTION_CODES, LeaseError, ResultCode
+from leased.errors import CORRUPTION_CODES, LeaseError, Refused, ResultCode
 from leased.host_status import HostState, HostStatusTable
 from leased.metrics import LatencyHistogram
 from leased.ondisk import bitmap_set, encode_name
@@ -127,6 +128,22 @@ class EventChannel:
         """END_EVENT: has the client asked to end this channel (its ``1``, or a close)?"""
         self.poll()
         return self.end_requested or self.ended.is_set()
+
+
+_Channel = TypeVar("_Channel", bound=EventChannel)
+
+
+def make_room(channels: list[_Channel], limit: int, refusal: str) -> None:
+    """Drop the ended channels of ``channels`` (in place); refuse one more at ``limit`` (-ENOCSI, ``refusal``).
+
+    Each channel is polled first, so one whose peer has closed frees its
+    slot now, even before its task has looked.
+    """
+    for channel in channels:
+        channel.poll()
+    channels[:] = [ch for ch in channels if not ch.ended.is_set()]
+    if len(channels) >= limit:
+        raise Refused(ResultCode.ENOCSI, refusal)
 
 
 @dataclass
