@@ -42,6 +42,7 @@ from leased.constants import (
 )
 from leased.errors import LeaseError, ResultCode
 from leased.schema import build, parse_exact, sizeof
+from leased.sparse import SparseRead
 
 
 def sanlock_checksum(data: bytes) -> int:
@@ -307,34 +308,16 @@ def zero_bytes(length: int) -> bytes:
     return bytes(length)
 
 
-def used_host_sectors(
-    data: bytes, first_offset: int, sector_size: int, count: int
-) -> list[tuple[int, Dblock, ModeBlock]]:
-    """``(slot, dblock, mode)`` for the host sectors that hold anything, slot 0 first.
+def used_host_sectors(area: SparseRead, count: int) -> list[tuple[int, Dblock, ModeBlock]]:
+    """``(slot, dblock, mode)`` for the host sectors of a resource area read that hold anything, slot 0 first.
 
-    A ballot reads up to 2000 host sectors of which a handful are used;
-    runs of zero sectors are skipped with one comparison per
-    ``ZERO_RUN_SECTORS`` sectors, and only used sectors are decoded.  The
-    comparisons are ``bytes.startswith`` at an offset: a memcmp in place,
-    where a slice would first copy the megabyte a ballot reads (and a
-    memoryview comparison goes element by element).  This scan runs on the
-    event loop for every read of a ballot, so its cost is the daemon's.
+    ``area`` is the read kept sparse with the leader and request sectors as
+    its head and one host sector per unit (:meth:`Storage.read_sparse
+    <leased.storage.Storage.read_sparse>`), so only the handful of used
+    sectors of up to 2000 reach here; slots from ``count`` on (past the
+    leader's ``num_hosts``) are not looked at.
     """
-    used: list[tuple[int, Dblock, ModeBlock]] = []
-    zero_run = zero_bytes(ZERO_RUN_SECTORS * sector_size)
-    zero_sector = zero_bytes(sector_size)
-    for start in range(0, count, ZERO_RUN_SECTORS):
-        stop = min(start + ZERO_RUN_SECTORS, count)
-        begin, end = first_offset + start * sector_size, first_offset + stop * sector_size
-        if data.startswith(zero_run[: end - begin], begin):
-            continue
-        for slot in range(start, stop):
-            offset = first_offset + slot * sector_size
-            if data.startswith(zero_sector, offset):
-                continue
-            dblock, mode = decode_host_sector(data, offset)
-            used.append((slot, dblock, mode))
-    return used
+    return [(slot, *decode_host_sector(sector, 0)) for slot, sector in area.units if slot < count]
 
 
 # --------------------------------------------------------------------------

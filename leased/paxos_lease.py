@@ -62,6 +62,7 @@ from leased.paxos_steps import (
     roundup_pow2,
     scan_blocks,
 )
+from leased.sparse import SparseRead
 from leased.storage import Storage
 from leased.timeouts import WRITE_INIT_IO_TIMEOUT, host_dead_seconds
 
@@ -176,13 +177,10 @@ async def read_shared_modes(
     storage: Storage, offset: int, leader: Leader, geometry: Geometry, timeout: float
 ) -> list[tuple[int, int]]:
     """(host_id, generation) of every host whose mode block says it holds the lease shared."""
-    data = await storage.read(offset, geometry.align_size, timeout)
-    shared = []
-    for slot in range(min(leader.num_hosts, geometry.sectors - 2)):
-        _, mode = decode_host_sector(data, (2 + slot) * geometry.sector_size)
-        if mode.flags & MBLOCK_SHARED:
-            shared.append((slot + 1, mode.generation))
-    return shared
+    sector = geometry.sector_size
+    area = await storage.read_sparse(offset, geometry.align_size, 2 * sector, sector, timeout)
+    used = used_host_sectors(area, min(leader.num_hosts, geometry.sectors - 2))
+    return [(slot + 1, mode.generation) for slot, _, mode in used if mode.flags & MBLOCK_SHARED]
 
 
 async def read_leader(area: ResourceArea, host_id: int, timeout: float) -> Leader:
@@ -196,16 +194,20 @@ async def read_leader(area: ResourceArea, host_id: int, timeout: float) -> Leade
     return leader
 
 
+async def _read_area(area: ResourceArea, length: int, timeout: float) -> SparseRead:
+    """The first ``length`` bytes of the area, kept sparse: leader and request sectors, then used host sectors."""
+    sector = area.sector_size
+    return await area.storage.read_sparse(area.offset, length, 2 * sector, sector, timeout)
+
+
 async def _read_blocks(
     area: ResourceArea, num_hosts: int, length: int, timeout: float, rc: int
-) -> tuple[bytes, list[tuple[int, Dblock, ModeBlock]]]:
+) -> list[tuple[int, Dblock, ModeBlock]]:
     try:
-        data = await area.storage.read(area.offset, length, timeout)
+        read = await _read_area(area, length, timeout)
     except LeaseError as exc:
         raise LeaseError(rc, f"reading blocks of {area.where()}: {exc}") from exc
-    sector = area.sector_size
-    count = min(num_hosts, length // sector - 2)
-    return data, used_host_sectors(data, 2 * sector, sector, count)
+    return used_host_sectors(read, min(num_hosts, length // area.sector_size - 2))
 
 
 async def _write_host_sector(
@@ -359,7 +361,7 @@ async def _ballot(
     length = min(roundup_pow2(num_hosts + 2) * area.sector_size, area.geometry.align_size)
     block = Dblock(mbal=mbal, lver=next_lver).sealed()
     await _write_host_sector(area, host_id, block, our_mode, io_timeout, ResultCode.DBLOCK_WRITE)
-    _, blocks = await _read_blocks(area, num_hosts, length, io_timeout, ResultCode.DBLOCK_READ)
+    blocks = await _read_blocks(area, num_hosts, length, io_timeout, ResultCode.DBLOCK_READ)
     best, shared = scan_blocks(blocks, next_lver, mbal)
     if best is not None:
         block = replace(block, inp=best.inp, inp2=best.inp2, inp3=best.inp3).sealed()
@@ -368,7 +370,7 @@ async def _ballot(
     block = replace(block, bal=mbal).sealed()
     try:
         await _write_host_sector(area, host_id, block, our_mode, io_timeout, ResultCode.DBLOCK_WRITE)
-        _, blocks = await _read_blocks(area, num_hosts, length, io_timeout, ResultCode.DBLOCK_READ)
+        blocks = await _read_blocks(area, num_hosts, length, io_timeout, ResultCode.DBLOCK_READ)
     except LeaseError:
         await _retract(area, host_id, block, our_mode, io_timeout)
         raise
@@ -415,11 +417,10 @@ async def _run_ballots(
 async def _shared_holders(area: ResourceArea, leader: Leader, io_timeout: int) -> set[int]:
     """The hosts whose mode block says SHARED, from one read of the area."""
     try:
-        data = await area.storage.read(area.offset, area.geometry.align_size, io_timeout)
+        read = await _read_area(area, area.geometry.align_size, io_timeout)
     except LeaseError as exc:
         raise LeaseError(ResultCode.DBLOCK_READ, f"reading {area.where()}: {exc}") from exc
-    sector = area.sector_size
-    blocks = used_host_sectors(data, 2 * sector, sector, min(leader.num_hosts, area.geometry.sectors - 2))
+    blocks = used_host_sectors(read, min(leader.num_hosts, area.geometry.sectors - 2))
     return {slot + 1 for slot, _, mode in blocks if mode.flags & MBLOCK_SHARED}
 
 
@@ -451,17 +452,16 @@ async def _acquire_once(
     while True:
         length = area.geometry.align_size
         try:
-            data = await area.storage.read(area.offset, length, io_timeout)
+            read = await _read_area(area, length, io_timeout)
         except LeaseError as exc:
             raise LeaseError(ResultCode.DBLOCK_READ, f"reading {area.where()}: {exc}") from exc
-        cur = Leader.decode(data)
+        cur = Leader.decode(read.head)
         verify_paxos_leader(cur, area.space_name, area.resource_name, host_id, f"leader of {area.where()}")
         geometry = geometry_from_leader(cur.sector_size, cur.flags)
         if geometry != area.geometry:
             area = area.with_geometry(geometry)
             continue
-        sector = area.sector_size
-        blocks = used_host_sectors(data, 2 * sector, sector, min(cur.num_hosts, area.geometry.sectors - 2))
+        blocks = used_host_sectors(read, min(cur.num_hosts, area.geometry.sectors - 2))
         for slot, block, _ in blocks:
             if not block.checksum_ok():
                 raise LeaseError(ResultCode.DBLOCK_CHECKSUM, f"block {slot + 1} of {area.where()} has a bad checksum")

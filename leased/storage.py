@@ -44,6 +44,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from leased.errors import LeaseError, ResultCode, rc_from_oserror
+from leased.sparse import SparseRead, sparse_read
 
 if TYPE_CHECKING:
     import trio
@@ -133,6 +134,11 @@ class Storage(Protocol):
     def path(self) -> str: ...
 
     async def read(self, offset: int, length: int, timeout: float) -> bytes: ...
+
+    async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
+        """Read like :meth:`read`, kept as a :class:`~leased.sparse.SparseRead`: ``head`` bytes, then
+        only the ``unit``-sized pieces that are not all zeros (a ballot's read of a whole area)."""
+        ...
 
     async def write(self, offset: int, data: bytes, timeout: float) -> None: ...
 
@@ -237,27 +243,43 @@ class FileStorage:
 
     def read_sync(self, offset: int, length: int) -> bytes:
         """Blocking read; the part past the end of a file reads as zeros, any other short read is EIO."""
+        return self._read_into_pool(offset, length, bytes)
+
+    def read_sparse_sync(self, offset: int, length: int, head: int, unit: int) -> SparseRead:
+        """Blocking :meth:`read_sparse`: scanned in the pool buffer, only what holds anything copied out."""
+        if not 0 <= head <= length or unit <= 0:
+            raise LeaseError(ResultCode.EINVAL, f"sparse read of {length} bytes: head {head}, unit {unit}")
+        return self._read_into_pool(offset, length, lambda view: sparse_read(view, length, head, unit))
+
+    def _read_into_pool(self, offset: int, length: int, take: Callable[[memoryview], T]) -> T:
+        """Read into a pool buffer and hand ``take`` a view of the ``length`` bytes before the buffer goes back.
+
+        The part past the end of a file reads as zeros (as a fresh area
+        would); any other short read is EIO.  ``take`` must not keep the view.
+        """
         _check_range(self._path, offset, length)
         fd = self._enter()
         try:
             buf = _BUFFERS.take(length)
             try:
-                done = os.preadv(fd, [memoryview(buf)[:length]], offset) if length else 0
-                data = buf[:done]
+                with memoryview(buf) as whole, whole[:length] as view:
+                    done = os.preadv(fd, [view], offset) if length else 0
+                    if done < length:
+                        if offset + done < os.lseek(fd, 0, os.SEEK_END):
+                            # Short of the end of the file or device: part of the transfer failed.
+                            raise LeaseError(
+                                ResultCode.EIO, f"short read {self._path} offset {offset}: {done} of {length}"
+                            )
+                        view[done:] = bytes(length - done)  # the buffer's last user left its bytes there
+                    return take(view)
             finally:
                 _BUFFERS.give(buf)
-            if done < length and offset + done < os.lseek(fd, 0, os.SEEK_END):
-                # Short of the end of the file or device: part of the transfer failed.
-                raise LeaseError(ResultCode.EIO, f"short read {self._path} offset {offset}: {done} of {length}")
         except OSError as exc:
             raise LeaseError(
                 rc_from_oserror(exc), f"read {self._path} offset {offset} length {length}: {exc.strerror}"
             ) from exc
         finally:
             self._leave()
-        if done < length:
-            data += bytes(length - done)  # past the end of a file reads as zeros, as a fresh area would
-        return data
 
     def write_sync(self, offset: int, data: bytes) -> None:
         _check_range(self._path, offset, len(data))
@@ -345,6 +367,13 @@ class FileStorage:
             return await self._in_worker(partial(self.read_sync, offset, length))
         raise LeaseError(ResultCode.AIO_TIMEOUT, f"read {self._path} offset {offset} timed out after {timeout}s")
 
+    async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
+        import trio
+
+        with trio.move_on_after(timeout):
+            return await self._in_worker(partial(self.read_sparse_sync, offset, length, head, unit))
+        raise LeaseError(ResultCode.AIO_TIMEOUT, f"read {self._path} offset {offset} timed out after {timeout}s")
+
     async def write(self, offset: int, data: bytes, timeout: float) -> None:
         import trio
 
@@ -398,6 +427,11 @@ class BlockingFileStorage(FileStorage):
 
     async def read(self, offset: int, length: int, timeout: float) -> bytes:
         return self._in_thread(f"read {self._path} offset {offset}", lambda: self.read_sync(offset, length), timeout)
+
+    async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
+        return self._in_thread(
+            f"read {self._path} offset {offset}", lambda: self.read_sparse_sync(offset, length, head, unit), timeout
+        )
 
     async def write(self, offset: int, data: bytes, timeout: float) -> None:
         self._in_thread(f"write {self._path} offset {offset}", lambda: self.write_sync(offset, data), timeout)

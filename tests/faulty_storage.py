@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import trio
 
 from leased.errors import LeaseError, ResultCode
+from leased.sparse import SparseRead, sparse_read
 from leased.storage import FileStorage
 
 LAND_TIMEOUT = 10.0
@@ -155,6 +156,10 @@ class FaultyStorage:
             raise LeaseError(ResultCode.EIO, f"injected EIO on read {op}")
         await self._stall(timeout)
         raise LeaseError(ResultCode.AIO_TIMEOUT, f"injected stall: read {op} timed out after {timeout}s")
+
+    async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
+        """One read operation (faults and hooks as :meth:`read`), kept sparse as the real storage keeps it."""
+        return sparse_read(await self.read(offset, length, timeout), length, head, unit)
 
     async def write(self, offset: int, data: bytes, timeout: float) -> None:
         op, fault = self._begin(True, offset, len(data))

@@ -1,7 +1,8 @@
 """The scans that run on the event loop for every renewal and every ballot read.
 
-``HostStatusTable.observe`` and ``used_host_sectors`` skip unchanged or zero
-runs of sectors with in-place comparisons instead of decoding every sector.
+``HostStatusTable.observe`` skips unchanged runs of sectors with in-place
+comparisons instead of decoding every sector, and a ballot's read reaches
+``used_host_sectors`` kept sparse (``leased.sparse``): only its used sectors.
 These tests hold them to the plain definition: the same answers as decoding
 every sector, for snapshots with used sectors anywhere (inside, at the edges
 of and across the runs the scans skip) and across several scans.
@@ -29,6 +30,7 @@ from leased.ondisk import (
     names_equal,
     used_host_sectors,
 )
+from leased.sparse import sparse_read
 
 SPACE = b"LS".ljust(48, b"\0")
 GEOMETRY = Geometry(512, 1 << 20)
@@ -139,6 +141,7 @@ def test_a_host_that_renews_is_live_and_one_that_stops_fails() -> None:
 def test_used_host_sectors_finds_every_used_sector(sector: int, count: int, slots: list[int]) -> None:
     first = 2 * sector
     image = bytearray(first + (count + 3) * sector)
+    image[:LEADER_RECORD_SIZE] = b"\xff" * LEADER_RECORD_SIZE  # the head is kept whatever it holds
     for slot in slots:
         dblock = Dblock(mbal=slot + 1, bal=slot + 1, inp=slot + 1, lver=1).sealed()
         image[first + slot * sector : first + (slot + 1) * sector] = host_sector(dblock, ModeBlock(), sector)
@@ -148,5 +151,8 @@ def test_used_host_sectors_finds_every_used_sector(sector: int, count: int, slot
         for slot in range(count)
         if any(data[first + slot * sector : first + (slot + 1) * sector])
     ]
-    assert used_host_sectors(data, first, sector, count) == expected
+    area = sparse_read(data, len(data), first, sector)
+    assert area.head == data[:first]
+    assert area.whole() == data
+    assert used_host_sectors(area, count) == expected
     assert [slot for slot, _, _ in expected] == sorted({s for s in slots if s < count})

@@ -45,6 +45,7 @@ from leased.protocol import (
     Options,
     Resource,
 )
+from leased.sparse import SparseRead, sparse_read
 from leased.storage import FileStorage
 from leased.text_forms import parse_state
 from leased.timeouts import Timeouts
@@ -185,6 +186,9 @@ class GatedStorage(FileStorage):
             await self.gate.wait()
         return data
 
+    async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
+        return sparse_read(await self.read(offset, length, timeout), length, head, unit)
+
 
 HOLDER = """
 import sanlock, sys
@@ -294,6 +298,9 @@ async def test_race_c_renewal_restarts_with_a_fresh_handle_after_an_io_error(tmp
                 self.fail_next_area_read = False
                 raise LeaseError(ResultCode.EIO, "injected EIO")
             return await super().read(offset, length, timeout)
+
+        async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
+            return sparse_read(await self.read(offset, length, timeout), length, head, unit)
 
         async def write(self, offset: int, data: bytes, timeout: float) -> None:
             assert not self.closed_, f"write on closed handle {self.number}"
