@@ -179,6 +179,56 @@ def _check_range(path: str, offset: int, length: int) -> None:
         raise LeaseError(ResultCode.EINVAL, f"{path}: offset {offset} length {length} outside 0..{MAX_OFFSET}")
 
 
+class _AnswerBatch:
+    """I/O threads' answers handed to the event loop in batches: one wake-up for all that arrive meanwhile.
+
+    Each ``run_sync_soon`` writes a byte to trio's wake-up socket and the
+    event loop reads it back; under many clients, answers arrive faster than
+    the loop runs them, and those system calls (each a GIL hand-off) were
+    a tenth of the daemon's GIL time.  The first answer of a batch schedules
+    the batch; the others join it until the loop runs it.
+    """
+
+    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+        self._token = token
+        self._lock = threading.Lock()
+        self._pending: list[Callable[[], object]] = []
+        self._scheduled = False
+
+    def post(self, answer: Callable[[], object]) -> None:
+        """In a worker thread: run ``answer`` in the event loop soon; RunFinishedError when it has stopped."""
+        with self._lock:
+            self._pending.append(answer)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._token.run_sync_soon(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._scheduled = False
+        for answer in batch:
+            answer()
+
+
+_ANSWERS: list[trio.lowlevel.RunVar[_AnswerBatch | None]] = []
+"""The event loop's answer batch (a ``RunVar``, made on first use: trio is imported only by the trio shell)."""
+
+
+def _run_answers(token: trio.lowlevel.TrioToken) -> _AnswerBatch:
+    """This trio run's :class:`_AnswerBatch`."""
+    import trio
+
+    if not _ANSWERS:
+        _ANSWERS.append(trio.lowlevel.RunVar("leased.storage answers", default=None))
+    answers = _ANSWERS[0].get()
+    if answers is None:
+        answers = _AnswerBatch(token)
+        _ANSWERS[0].set(answers)
+    return answers
+
+
 class FileStorage:
     """:class:`Storage` on a real file or block device, opened for direct I/O."""
 
@@ -320,9 +370,11 @@ class FileStorage:
         What ``trio.to_thread.run_sync(..., abandon_on_cancel=True,
         limiter=...)`` does, without what a lease I/O does not need and
         pays for on every read and write: naming the OS thread (two prctl
-        calls), a copied context, a checkpoint to take a free limiter slot.
-        The slot is held until the thread returns, abandoned or not, so a
-        stalled device occupies at most the limiter's threads.
+        calls), a copied context, a checkpoint to take a free limiter slot;
+        and the answer comes back in a batch with the others that arrive
+        meanwhile (:class:`_AnswerBatch`).  The slot is held until the
+        thread returns, abandoned or not, so a stalled device occupies at
+        most the limiter's threads.
         """
         import trio
 
@@ -343,9 +395,11 @@ class FileStorage:
                 waiting = False
                 trio.lowlevel.reschedule(task, result)
 
+        answers = _run_answers(token)
+
         def deliver(result: Outcome[T]) -> None:  # in the worker thread
             with suppress(trio.RunFinishedError):  # the daemon stopped: nobody waits any more
-                token.run_sync_soon(answer, result)
+                answers.post(partial(answer, result))
 
         def abandon(_: object) -> trio.lowlevel.Abort:
             nonlocal waiting

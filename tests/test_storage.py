@@ -6,6 +6,7 @@ import platform
 from pathlib import Path
 
 import pytest
+import trio
 
 from leased.errors import LeaseError, ResultCode
 from leased.geometry import ALL_GEOMETRIES
@@ -49,3 +50,28 @@ def test_the_allocator_keeps_freed_read_results() -> None:
     assert keep_freed_memory()
     assert keep_freed_memory()
     assert max(g.align_size for g in ALL_GEOMETRIES) < KEEP_MMAP_THRESHOLD  # the largest area read is below
+
+
+async def test_many_concurrent_ios_each_get_their_own_answer(tmp_path: Path) -> None:
+    """I/O threads' answers reach the event loop in batches: none may be lost, late or handed to another task."""
+    path = tmp_path / "leases"
+    path.write_bytes(bytes(MiB))
+    storage = FileStorage(str(path))
+    done: list[int] = []
+
+    async def writer_reader(index: int) -> None:
+        for round_ in range(8):
+            data = bytes([index + 1, round_ + 1]) * 256
+            await storage.write(index * 4096, data, 10)
+            assert await storage.read(index * 4096, 512, 10) == data
+            sparse = await storage.read_sparse(index * 4096, 4096, 0, 512, 10)
+            assert sparse.units == ((0, data),)
+        done.append(index)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for index in range(48):
+                nursery.start_soon(writer_reader, index)
+    finally:
+        storage.close()
+    assert sorted(done) == list(range(48))
