@@ -63,7 +63,7 @@ from leased.paxos_steps import (
     scan_blocks,
 )
 from leased.sparse import SparseRead
-from leased.storage import Storage
+from leased.storage import StepFailed, Storage
 from leased.timeouts import WRITE_INIT_IO_TIMEOUT, host_dead_seconds
 
 log = logging.getLogger(__name__)
@@ -200,14 +200,26 @@ async def _read_area(area: ResourceArea, length: int, timeout: float) -> SparseR
     return await area.storage.read_sparse(area.offset, length, 2 * sector, sector, timeout)
 
 
-async def _read_blocks(
-    area: ResourceArea, num_hosts: int, length: int, timeout: float, rc: int
+async def _write_then_read_blocks(
+    area: ResourceArea, host_id: int, dblock: Dblock, mode: ModeBlock, num_hosts: int, length: int, timeout: float
 ) -> list[tuple[int, Dblock, ModeBlock]]:
+    """A phase of a ballot: our block written, then everyone's read (one hand-off to the I/O thread)."""
+    sector = area.sector_size
     try:
-        read = await _read_area(area, length, timeout)
-    except LeaseError as exc:
-        raise LeaseError(rc, f"reading blocks of {area.where()}: {exc}") from exc
-    return used_host_sectors(read, min(num_hosts, length // area.sector_size - 2))
+        read = await area.storage.write_then_read_sparse(
+            area.host_offset(host_id),
+            host_sector(dblock, mode, sector),
+            area.offset,
+            length,
+            2 * sector,
+            sector,
+            timeout,
+        )
+    except StepFailed as exc:
+        if exc.step == "write":
+            raise LeaseError(ResultCode.DBLOCK_WRITE, f"writing block {host_id} of {area.where()}: {exc}") from exc
+        raise LeaseError(ResultCode.DBLOCK_READ, f"reading blocks of {area.where()}: {exc}") from exc
+    return used_host_sectors(read, min(num_hosts, length // sector - 2))
 
 
 async def _write_host_sector(
@@ -360,8 +372,7 @@ async def _ballot(
     """Both phases of one ballot (§7.5).  Returns our phase-2 block and SH holders seen."""
     length = min(roundup_pow2(num_hosts + 2) * area.sector_size, area.geometry.align_size)
     block = Dblock(mbal=mbal, lver=next_lver).sealed()
-    await _write_host_sector(area, host_id, block, our_mode, io_timeout, ResultCode.DBLOCK_WRITE)
-    blocks = await _read_blocks(area, num_hosts, length, io_timeout, ResultCode.DBLOCK_READ)
+    blocks = await _write_then_read_blocks(area, host_id, block, our_mode, num_hosts, length, io_timeout)
     best, shared = scan_blocks(blocks, next_lver, mbal)
     if best is not None:
         block = replace(block, inp=best.inp, inp2=best.inp2, inp3=best.inp3).sealed()
@@ -369,8 +380,7 @@ async def _ballot(
         block = replace(block, inp=host_id, inp2=generation, inp3=disk_timestamp(clock)).sealed()
     block = replace(block, bal=mbal).sealed()
     try:
-        await _write_host_sector(area, host_id, block, our_mode, io_timeout, ResultCode.DBLOCK_WRITE)
-        blocks = await _read_blocks(area, num_hosts, length, io_timeout, ResultCode.DBLOCK_READ)
+        blocks = await _write_then_read_blocks(area, host_id, block, our_mode, num_hosts, length, io_timeout)
     except LeaseError:
         await _retract(area, host_id, block, our_mode, io_timeout)
         raise

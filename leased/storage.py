@@ -38,6 +38,7 @@ import os
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -142,7 +143,26 @@ class Storage(Protocol):
 
     async def write(self, offset: int, data: bytes, timeout: float) -> None: ...
 
+    async def write_then_read_sparse(
+        self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
+    ) -> SparseRead:
+        """:meth:`write`, then once it is on disk :meth:`read_sparse` (a phase of a ballot).
+
+        Each I/O has ``timeout`` and fails as it would alone; a failure
+        raises :class:`StepFailed` naming the I/O (no read after a failed
+        write).  A storage may run both in one hand-off to its I/O thread.
+        """
+        ...
+
     def close(self) -> None: ...
+
+
+class StepFailed(LeaseError):
+    """One I/O of :meth:`Storage.write_then_read_sparse` failed: ``step`` says which ("write" or "read")."""
+
+    def __init__(self, step: str, cause: LeaseError) -> None:
+        super().__init__(cause.rc, cause.detail)
+        self.step = step
 
 
 OpenStorage = Callable[[str], Storage]
@@ -157,6 +177,20 @@ def open_lease_storage(open_storage: OpenStorage, path: str, missing_rc: int = R
         return open_storage(path)
     except LeaseError as exc:
         raise LeaseError(missing_rc if exc.rc == ResultCode.ENOENT else exc.rc, exc.detail) from exc
+
+
+async def write_then_read_sparse(
+    storage: Storage, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
+) -> SparseRead:
+    """:meth:`Storage.write_then_read_sparse` as two separate I/Os, for a storage that has no faster way."""
+    try:
+        await storage.write(write_offset, data, timeout)
+    except LeaseError as exc:
+        raise StepFailed("write", exc) from exc
+    try:
+        return await storage.read_sparse(offset, length, head, unit, timeout)
+    except LeaseError as exc:
+        raise StepFailed("read", exc) from exc
 
 
 @contextmanager
@@ -301,6 +335,46 @@ class FileStorage:
             raise LeaseError(ResultCode.EINVAL, f"sparse read of {length} bytes: head {head}, unit {unit}")
         return self._read_into_pool(offset, length, lambda view: sparse_read(view, length, head, unit))
 
+    def write_then_read_sparse_sync(
+        self,
+        write_offset: int,
+        data: bytes,
+        offset: int,
+        length: int,
+        head: int,
+        unit: int,
+        timeout: float,
+        step: list[str],
+    ) -> SparseRead:
+        """Blocking :meth:`write_then_read_sparse`; ``step`` gets "read" appended when the write is done.
+
+        An I/O that completes but took longer than ``timeout`` fails with
+        AIO_TIMEOUT, as the caller would have seen it alone (a write that
+        lands after its deadline, as an abandoned one may).
+        """
+        began = time.monotonic()
+        try:
+            self.write_sync(write_offset, data)
+        except LeaseError as exc:
+            raise StepFailed("write", exc) from exc
+        self._in_time("write", write_offset, began, timeout)
+        step.append("read")
+        began = time.monotonic()
+        try:
+            result = self.read_sparse_sync(offset, length, head, unit)
+        except LeaseError as exc:
+            raise StepFailed("read", exc) from exc
+        self._in_time("read", offset, began, timeout)
+        return result
+
+    def _in_time(self, step: str, offset: int, began: float, timeout: float) -> None:
+        """StepFailed (AIO_TIMEOUT) for an I/O of a pair that completed after its deadline."""
+        if time.monotonic() - began > timeout:
+            timed_out = LeaseError(
+                ResultCode.AIO_TIMEOUT, f"{step} {self._path} offset {offset} timed out after {timeout}s"
+            )
+            raise StepFailed(step, timed_out)
+
     def _read_into_pool(self, offset: int, length: int, take: Callable[[memoryview], T]) -> T:
         """Read into a pool buffer and hand ``take`` a view of the ``length`` bytes before the buffer goes back.
 
@@ -436,6 +510,27 @@ class FileStorage:
             return
         raise LeaseError(ResultCode.AIO_TIMEOUT, f"write {self._path} offset {offset} timed out after {timeout}s")
 
+    async def write_then_read_sparse(
+        self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
+    ) -> SparseRead:
+        """Both I/Os in one hand-off to the I/O thread: each hand-off costs the daemon's one core more than the I/O.
+
+        The thread fails an I/O that took longer than ``timeout``; the
+        caller stops waiting at twice ``timeout`` (a stalled write is seen
+        then, not at ``timeout`` as alone).
+        """
+        import trio
+
+        step = ["write"]
+        job = partial(self.write_then_read_sparse_sync, write_offset, data, offset, length, head, unit, timeout, step)
+        with trio.move_on_after(2 * timeout):
+            return await self._in_worker(job)
+        where = write_offset if step[-1] == "write" else offset
+        raise StepFailed(
+            step[-1],
+            LeaseError(ResultCode.AIO_TIMEOUT, f"{step[-1]} {self._path} offset {where} timed out after {timeout}s"),
+        )
+
     def close(self) -> None:
         """Close now, or as soon as the last abandoned I/O thread returns."""
         with self._lock:
@@ -486,6 +581,11 @@ class BlockingFileStorage(FileStorage):
         return self._in_thread(
             f"read {self._path} offset {offset}", lambda: self.read_sparse_sync(offset, length, head, unit), timeout
         )
+
+    async def write_then_read_sparse(
+        self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
+    ) -> SparseRead:
+        return await write_then_read_sparse(self, write_offset, data, offset, length, head, unit, timeout)
 
     async def write(self, offset: int, data: bytes, timeout: float) -> None:
         self._in_thread(f"write {self._path} offset {offset}", lambda: self.write_sync(offset, data), timeout)

@@ -39,7 +39,7 @@ import trio
 
 from leased.errors import LeaseError, ResultCode
 from leased.sparse import SparseRead, sparse_read
-from leased.storage import FileStorage
+from leased.storage import FileStorage, write_then_read_sparse
 
 LAND_TIMEOUT = 10.0
 """Deadline for a late write to land once the test releases it."""
@@ -160,6 +160,12 @@ class FaultyStorage:
     async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
         """One read operation (faults and hooks as :meth:`read`), kept sparse as the real storage keeps it."""
         return sparse_read(await self.read(offset, length, timeout), length, head, unit)
+
+    async def write_then_read_sparse(
+        self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
+    ) -> SparseRead:
+        """Two operations (a write, then a read), each with its own faults and hooks."""
+        return await write_then_read_sparse(self, write_offset, data, offset, length, head, unit, timeout)
 
     async def write(self, offset: int, data: bytes, timeout: float) -> None:
         op, fault = self._begin(True, offset, len(data))

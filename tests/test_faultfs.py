@@ -33,7 +33,7 @@ import trio
 from clitools import sanlock
 
 from leased.errors import LeaseError, ResultCode
-from leased.storage import FileStorage
+from leased.storage import FileStorage, StepFailed
 from leased.torture.faultfs import FaultFS, FaultFSUnavailable, Mode, fault_fs, is_mounted
 
 pytestmark = pytest.mark.root
@@ -409,3 +409,34 @@ async def test_leased_abandons_a_stalled_read_and_closes_after_heal(fs: FaultFS,
         fs.heal()
         while fs.counts()["open"]:  # the thread returned, the real close happened, the kernel sent RELEASE
             await trio.sleep(0.01)
+
+
+async def test_a_ballot_phase_pair_fails_at_the_io_that_failed(fs: FaultFS, lease_path: Path) -> None:
+    """write_then_read_sparse in one hand-off: it names the failed I/O, never reads after a failed write,
+    and gives up on a stalled write by twice its timeout."""
+    storage = FileStorage(str(lease_path))
+    block = b"\x5a" * 512
+    try:
+        with trio.fail_after(WAIT):
+            done = await storage.write_then_read_sparse(MiB + 1024, block, MiB, MiB, 1024, 512, timeout=2)
+        assert done.units == ((0, block),)
+        assert done.whole() == await storage.read(MiB, MiB, 2)
+
+        cases: list[tuple[Mode, Mode, str, int]] = [
+            ("eio", "ok", "write", -errno.EIO),
+            ("ok", "eio", "read", -errno.EIO),
+            ("stall", "ok", "write", ResultCode.AIO_TIMEOUT),
+            ("ok", "stall", "read", ResultCode.AIO_TIMEOUT),
+        ]
+        for write, read, step, rc in cases:
+            fs.set(write=write, read=read)
+            reads_before = fs.counts().get("read", 0)
+            with trio.fail_after(WAIT), pytest.raises(StepFailed) as failed:
+                await storage.write_then_read_sparse(MiB + 1024, block, MiB, MiB, 1024, 512, timeout=0.3)
+            assert (failed.value.step, failed.value.rc) == (step, rc), (write, read)
+            if step == "write":
+                assert fs.counts().get("read", 0) == reads_before, "no read after a failed write"
+            fs.heal(fail_stalled=True)
+    finally:
+        fs.heal()
+        storage.close()

@@ -46,7 +46,7 @@ from leased.protocol import (
     Resource,
 )
 from leased.sparse import SparseRead, sparse_read
-from leased.storage import FileStorage
+from leased.storage import FileStorage, write_then_read_sparse
 from leased.text_forms import parse_state
 from leased.timeouts import Timeouts
 from leased.torture import armed_daemon
@@ -189,6 +189,11 @@ class GatedStorage(FileStorage):
     async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
         return sparse_read(await self.read(offset, length, timeout), length, head, unit)
 
+    async def write_then_read_sparse(
+        self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
+    ) -> SparseRead:
+        return await write_then_read_sparse(self, write_offset, data, offset, length, head, unit, timeout)
+
 
 HOLDER = """
 import sanlock, sys
@@ -301,6 +306,11 @@ async def test_race_c_renewal_restarts_with_a_fresh_handle_after_an_io_error(tmp
 
         async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
             return sparse_read(await self.read(offset, length, timeout), length, head, unit)
+
+        async def write_then_read_sparse(
+            self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
+        ) -> SparseRead:
+            return await write_then_read_sparse(self, write_offset, data, offset, length, head, unit, timeout)
 
         async def write(self, offset: int, data: bytes, timeout: float) -> None:
             assert not self.closed_, f"write on closed handle {self.number}"
