@@ -375,10 +375,9 @@ async def _ballot(
     blocks = await _write_then_read_blocks(area, host_id, block, our_mode, num_hosts, length, io_timeout)
     best, shared = scan_blocks(blocks, next_lver, mbal)
     if best is not None:
-        block = replace(block, inp=best.inp, inp2=best.inp2, inp3=best.inp3).sealed()
+        block = block.sealed(inp=best.inp, inp2=best.inp2, inp3=best.inp3, bal=mbal)
     else:
-        block = replace(block, inp=host_id, inp2=generation, inp3=disk_timestamp(clock)).sealed()
-    block = replace(block, bal=mbal).sealed()
+        block = block.sealed(inp=host_id, inp2=generation, inp3=disk_timestamp(clock), bal=mbal)
     try:
         blocks = await _write_then_read_blocks(area, host_id, block, our_mode, num_hosts, length, io_timeout)
     except LeaseError:
@@ -649,15 +648,14 @@ async def _release_leader(lease: PaxosLease, clock: Clock, resource_name: bytes 
         )
     if current != lease.leader:
         raise LeaseError(ResultCode.RELEASE_OWNER, f"{area.where()} leader changed since acquire")
-    released = replace(
-        current,
+    released = current.sealed(
         timestamp=0,
         write_id=lease.host_id,
         write_generation=lease.generation,
         write_timestamp=disk_timestamp(clock),
         flags=current.flags & ~LFL_SHORT_HOLD,
         resource_name=current.resource_name if resource_name is None else resource_name,
-    ).sealed()
+    )
     await _write_leader(area, released, lease.io_timeout)
     lease.leader = released
 

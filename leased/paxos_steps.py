@@ -17,7 +17,6 @@ drivers stay about ordering I/O and handling its failures.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from leased.constants import LFL_SHORT_HOLD, MBLOCK_SHARED, PAXOS_DISK_CLEAR, PAXOS_DISK_MAGIC, PAXOS_DISK_VERSION
 from leased.errors import ResultCode
@@ -111,8 +110,7 @@ def commit_record(
     flags = cur.flags
     if chosen.inp == host_id:
         flags = flags | LFL_SHORT_HOLD if shared else flags & ~LFL_SHORT_HOLD
-    return replace(
-        cur,
+    return cur.sealed(
         lver=next_lver,
         owner_id=chosen.inp,
         owner_generation=chosen.inp2,
@@ -122,7 +120,7 @@ def commit_record(
         write_timestamp=now,
         num_hosts=num_hosts if num_hosts else cur.num_hosts,
         flags=flags,
-    ).sealed()
+    )
 
 
 def roundup_pow2(value: int) -> int:

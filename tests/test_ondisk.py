@@ -257,3 +257,35 @@ def test_compiled_and_plain_schemas_agree(schema: Any, data: st.DataObject) -> N
 def test_compiled_parse_refuses_a_short_buffer() -> None:
     with pytest.raises(ValueError):
         parse_exact(leader_record, bytes(199))
+
+
+U64 = st.integers(0, 2**64 - 1)
+
+
+@given(U64, U64, U64, U64, st.integers(0, 2**32 - 1), U64, U64)
+def test_evolve_and_sealed_make_what_replace_makes(
+    mbal: int, bal: int, inp: int, lver: int, flags: int, new_bal: int, new_inp: int
+) -> None:
+    """The records' fast copies (no dataclass __init__) are indistinguishable from dataclasses.replace's."""
+    block = Dblock(mbal=mbal, bal=bal, inp=inp, lver=lver, flags=flags)
+    evolved = block.evolve(bal=new_bal, inp=new_inp)
+    replaced = replace(block, bal=new_bal, inp=new_inp)
+    assert evolved == replaced and hash(evolved) == hash(replaced) and repr(evolved) == repr(replaced)
+    assert evolved.encode() == replaced.encode()
+    assert Dblock.decode(evolved.encode()) == replaced
+    sealed = block.sealed(bal=new_bal, inp=new_inp)
+    assert sealed == replace(replaced, checksum=replaced.compute_checksum())
+    assert sealed.checksum_ok()
+    assert block.sealed() == replace(block, checksum=block.compute_checksum())
+    assert block == Dblock(mbal=mbal, bal=bal, inp=inp, lver=lver, flags=flags), "the original is unchanged"
+
+
+def test_evolve_refuses_unknown_fields_and_keeps_records_frozen() -> None:
+    leader = new_resource_leader(b"LS", b"R1", Geometry(512, 1 << 20), 2000)
+    with pytest.raises(TypeError, match="no field bogus"):
+        leader.evolve(bogus=1)
+    changed = leader.sealed(lver=7, owner_id=3)
+    assert (changed.lver, changed.owner_id, leader.lver) == (7, 3, 0)
+    assert Leader.decode(changed.encode()) == changed
+    with pytest.raises(AttributeError):
+        changed.lver = 8  # type: ignore[misc]
