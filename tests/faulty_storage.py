@@ -39,7 +39,7 @@ import trio
 
 from leased.errors import LeaseError, ResultCode
 from leased.sparse import SparseRead, sparse_read
-from leased.storage import FileStorage, write_then_read_sparse
+from leased.storage import FileStorage, Storage, write_then_read_sparse
 
 LAND_TIMEOUT = 10.0
 """Deadline for a late write to land once the test releases it."""
@@ -104,7 +104,26 @@ class _LateWrite:
     done: trio.Event = field(default_factory=trio.Event)
 
 
-class FaultyStorage:
+class ThroughReadAndWrite:
+    """A test double's composite I/Os made of its own ``read`` and ``write`` (mix in first).
+
+    ``read_sparse`` is one read, kept sparse as the real storage keeps it;
+    ``write_then_read_sparse`` is a write, then a read: so a double that
+    fails, gates or counts reads and writes does so for these too, and a
+    ballot phase is two operations, as it was before the real storage
+    learnt to run both in one I/O job.
+    """
+
+    async def read_sparse(self: Storage, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
+        return sparse_read(await self.read(offset, length, timeout), length, head, unit)
+
+    async def write_then_read_sparse(
+        self: Storage, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
+    ) -> SparseRead:
+        return await write_then_read_sparse(self, write_offset, data, offset, length, head, unit, timeout)
+
+
+class FaultyStorage(ThroughReadAndWrite):
     """:class:`~leased.storage.Storage` over a real file, with faults at chosen operations.
 
     ``nursery`` runs late writes; it must outlive every I/O of this handle
@@ -156,16 +175,6 @@ class FaultyStorage:
             raise LeaseError(ResultCode.EIO, f"injected EIO on read {op}")
         await self._stall(timeout)
         raise LeaseError(ResultCode.AIO_TIMEOUT, f"injected stall: read {op} timed out after {timeout}s")
-
-    async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
-        """One read operation (faults and hooks as :meth:`read`), kept sparse as the real storage keeps it."""
-        return sparse_read(await self.read(offset, length, timeout), length, head, unit)
-
-    async def write_then_read_sparse(
-        self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
-    ) -> SparseRead:
-        """Two operations (a write, then a read), each with its own faults and hooks."""
-        return await write_then_read_sparse(self, write_offset, data, offset, length, head, unit, timeout)
 
     async def write(self, offset: int, data: bytes, timeout: float) -> None:
         op, fault = self._begin(True, offset, len(data))

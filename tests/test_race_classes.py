@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from faulty_storage import ThroughReadAndWrite
 from inprocess import RESOURCES, InProcessDaemon, Seams, call
 
 from leased import delta_lease, faultpoints, lifecycle, paxos_lease, transactions
@@ -45,8 +46,7 @@ from leased.protocol import (
     Options,
     Resource,
 )
-from leased.sparse import SparseRead, sparse_read
-from leased.storage import FileStorage, write_then_read_sparse
+from leased.storage import FileStorage
 from leased.text_forms import parse_state
 from leased.timeouts import Timeouts
 from leased.torture import armed_daemon
@@ -171,7 +171,7 @@ async def test_race_b_failed_acquire_leaves_the_owner_as_it_was(setup: Setup) ->
             assert reply.result == 0
 
 
-class GatedStorage(FileStorage):
+class GatedStorage(ThroughReadAndWrite, FileStorage):
     """Real storage whose read of one offset completes only when the test opens the gate."""
 
     def __init__(self, path: str, gated_offset: int) -> None:
@@ -185,14 +185,6 @@ class GatedStorage(FileStorage):
             self.reading.set()
             await self.gate.wait()
         return data
-
-    async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
-        return sparse_read(await self.read(offset, length, timeout), length, head, unit)
-
-    async def write_then_read_sparse(
-        self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
-    ) -> SparseRead:
-        return await write_then_read_sparse(self, write_offset, data, offset, length, head, unit, timeout)
 
 
 HOLDER = """
@@ -285,7 +277,7 @@ async def test_race_c_renewal_restarts_with_a_fresh_handle_after_an_io_error(tmp
     storage.close()
     events: list[tuple[int, str]] = []
 
-    class Handle(FileStorage):
+    class Handle(ThroughReadAndWrite, FileStorage):
         count = 0
 
         def __init__(self, p: str) -> None:
@@ -303,14 +295,6 @@ async def test_race_c_renewal_restarts_with_a_fresh_handle_after_an_io_error(tmp
                 self.fail_next_area_read = False
                 raise LeaseError(ResultCode.EIO, "injected EIO")
             return await super().read(offset, length, timeout)
-
-        async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
-            return sparse_read(await self.read(offset, length, timeout), length, head, unit)
-
-        async def write_then_read_sparse(
-            self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
-        ) -> SparseRead:
-            return await write_then_read_sparse(self, write_offset, data, offset, length, head, unit, timeout)
 
         async def write(self, offset: int, data: bytes, timeout: float) -> None:
             assert not self.closed_, f"write on closed handle {self.number}"
