@@ -188,7 +188,15 @@ async def read_leader(area: ResourceArea, host_id: int, timeout: float) -> Leade
     try:
         data = await area.storage.read(area.offset, area.sector_size, timeout)
     except LeaseError as exc:
-        raise LeaseError(ResultCode.LEADER_READ if exc.rc != ResultCode.AIO_TIMEOUT else exc.rc, exc.detail) from exc
+        raise _leader_read_failed(exc) from exc
+    return _verified_leader(area, host_id, data)
+
+
+def _leader_read_failed(exc: LeaseError) -> LeaseError:
+    return LeaseError(ResultCode.LEADER_READ if exc.rc != ResultCode.AIO_TIMEOUT else exc.rc, exc.detail)
+
+
+def _verified_leader(area: ResourceArea, host_id: int, data: bytes) -> Leader:
     leader = Leader.decode(data)
     verify_paxos_leader(leader, area.space_name, area.resource_name, host_id, f"leader of {area.where()}")
     return leader
@@ -633,10 +641,13 @@ async def _live_shared_holders(
 # Release and convert
 
 
-async def _release_leader(lease: PaxosLease, clock: Clock, resource_name: bytes | None = None) -> None:
-    """Free the leader if we wrote it and it is unchanged (§7.9 step 3)."""
+async def _release_leader(
+    lease: PaxosLease, clock: Clock, resource_name: bytes | None = None, current: Leader | None = None
+) -> None:
+    """Free the leader if we wrote it and it is unchanged (§7.9 step 3); ``current``: the leader just read."""
     area = lease.area
-    current = await read_leader(area, lease.host_id, lease.io_timeout)
+    if current is None:
+        current = await read_leader(area, lease.host_id, lease.io_timeout)
     if current.write_id != lease.host_id:
         log.debug("leader of %s written by host %d; release by dblock only", area.where(), current.write_id)
         return
@@ -672,14 +683,28 @@ async def release(lease: PaxosLease, *, clock: Clock = DEFAULT_CLOCK, rename: st
         return
     if lease.lvb_dirty and lease.lvb is not None:
         await write_lvb(area, lease.lvb, lease.io_timeout)
+    sector = area.sector_size
+    current = None
     try:
-        await _write_host_sector(
-            area, lease.host_id, released_block, BLANK_MODE_BLOCK, lease.io_timeout, ResultCode.DBLOCK_WRITE
+        # our block marked released, then the leader read: one I/O job
+        read = await area.storage.write_then_read_sparse(
+            area.host_offset(lease.host_id),
+            host_sector(released_block, BLANK_MODE_BLOCK, sector),
+            area.offset,
+            sector,
+            sector,
+            sector,
+            lease.io_timeout,
         )
-    except LeaseError as exc:
+    except StepFailed as exc:
+        lease.released = True
+        if exc.step != "write":
+            raise _leader_read_failed(exc) from exc
         log.warning("release: could not mark block released on %s: %s", area.where(), exc)
-    lease.released = True
-    await _release_leader(lease, clock, encode_name(rename) if rename else None)
+    else:
+        lease.released = True
+        current = _verified_leader(area, lease.host_id, read.head)
+    await _release_leader(lease, clock, encode_name(rename) if rename else None, current)
 
 
 async def convert(
