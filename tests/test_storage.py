@@ -62,9 +62,9 @@ async def test_many_concurrent_ios_each_get_their_own_answer(tmp_path: Path) -> 
     async def writer_reader(index: int) -> None:
         for round_ in range(8):
             data = bytes([index + 1, round_ + 1]) * 256
-            await storage.write(index * 4096, data, 10)
-            assert await storage.read(index * 4096, 512, 10) == data
-            sparse = await storage.read_sparse(index * 4096, 4096, 0, 512, 10)
+            await storage.write(index * 4096, data, 60)
+            assert await storage.read(index * 4096, 512, 60) == data
+            sparse = await storage.read_sparse(index * 4096, 4096, 0, 512, 60)
             assert sparse.units == ((0, data),)
         done.append(index)
 
