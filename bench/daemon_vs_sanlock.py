@@ -33,10 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from leased.torture.local_daemons import SANLOCK_DAEMON_ENV, leased_daemon_argv, sanlock_binary, sanlock_daemon_argv
+from side_by_side import PYTHON3, Daemon, daemon_commands, start_daemon, stop_daemons
+
+from leased.torture.local_daemons import SANLOCK_DAEMON_ENV
 
 MiB = 1 << 20
-PYTHON3 = "/usr/bin/python3"
 
 DRIVER = r"""
 import json, os, statistics, sys, time
@@ -94,21 +95,6 @@ elif op == "clients":
     sys.exit(0)
 print(json.dumps({"median": statistics.median(samples), "mean": statistics.fmean(samples)}))
 """
-
-
-def wait_socket(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    sock = run_dir / "sanlock.sock"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"daemon exited: {proc.returncode}")
-        probe = subprocess.run(
-            ["sanlock", "client", "version"], env={**os.environ, "SANLOCK_RUN_DIR": str(run_dir)}, capture_output=True
-        )
-        if sock.exists() and probe.returncode == 0:
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"daemon did not listen on {sock}")
 
 
 def start_to_listening(argv: list[str], base: Path, starts: int) -> float:
@@ -174,47 +160,34 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=9, help="fresh daemons started per daemon for start-up")
     parser.add_argument("--mixed", type=float, default=20, help="seconds of mixed local load per daemon; 0: skip")
     args = parser.parse_args()
-    sanlock = sanlock_binary()
-    if not Path(PYTHON3).exists() or sanlock is None:
-        raise SystemExit("needs Debian's sanlock and python3-sanlock (apt-get install sanlock python3-sanlock)")
+    commands = daemon_commands()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        daemons: dict[str, tuple[subprocess.Popen[bytes], dict[str, str], Path]] = {}
-        commands = {
-            "sanlock": sanlock_daemon_argv(sanlock),
-            "leased": leased_daemon_argv(),
+        daemons: list[Daemon] = []
+        start = {
+            label: start_to_listening(argv, base / "starts" / label, args.starts) for label, argv in commands.items()
         }
-        start = {label: start_to_listening(argv, base / label, args.starts) for label, argv in commands.items()}
         try:
             for label, argv in commands.items():
-                run_dir = base / label / "run"
-                run_dir.mkdir(parents=True)
-                env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir), **SANLOCK_DAEMON_ENV}
-                log = (base / label / "daemon.log").open("wb")
-                proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-                wait_socket(run_dir, proc)
-                lease_path = base / label / "leases"
+                daemon = start_daemon(label, argv, base)
+                daemons.append(daemon)
+                env, lease_path = daemon.env, daemon.home / "leases"
                 with lease_path.open("wb") as f:
                     f.truncate((args.clients + 2) * MiB)
                 run(["sanlock", "direct", "init", "-s", f"LS:0:{lease_path}:0", "-o", "1"], env)
                 for i in range(args.clients):
                     run(["sanlock", "direct", "init", "-r", f"LS:R{i}:{lease_path}:{(i + 1) * MiB}"], env)
                 run(["sanlock", "client", "add_lockspace", "-s", f"LS:1:{lease_path}:0"], env)
-                daemons[label] = (proc, env, lease_path)
 
-            results: dict[str, dict[str, dict[str, float]]] = {label: {} for label in daemons}
+            results: dict[str, dict[str, dict[str, float]]] = {daemon.label: {} for daemon in daemons}
             ops = [("acquire_release", args.rounds), ("inquire", args.rounds * 2), ("register_close", args.rounds)]
             for op, rounds in [*ops, ("clients", max(10, args.rounds // 4))]:
-                for label, (_, env, lease_path) in daemons.items():
-                    out = run([PYTHON3, "-c", DRIVER, op, str(lease_path), str(rounds), str(args.clients)], env)
-                    results[label][op] = json.loads(out.stdout)
+                for daemon in daemons:
+                    lease_path = daemon.home / "leases"
+                    argv = [PYTHON3, "-c", DRIVER, op, str(lease_path), str(rounds), str(args.clients)]
+                    results[daemon.label][op] = json.loads(run(argv, daemon.env).stdout)
         finally:
-            for proc, env, _ in daemons.values():
-                subprocess.run(["sanlock", "client", "shutdown", "-f", "1", "-w", "1"], env=env, capture_output=True)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_daemons(daemons)
 
     print(f"python3-sanlock against each daemon, {args.rounds} rounds, median latency (ms)")
     print(f"{'operation':<28} {'leased':>10} {'sanlock':>10} {'leased/sanlock':>15}")

@@ -35,22 +35,20 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from side_by_side import PYTHON3, Daemon, daemon_commands, start_daemon, stop_daemons
+
 from leased.errors import ResultCode
-from leased.torture.local_daemons import SANLOCK_DAEMON_ENV, leased_daemon_argv, sanlock_binary, sanlock_daemon_argv
 
 MiB = 1 << 20
-PYTHON3 = "/usr/bin/python3"
 
 SETUP = r"""
 import sys, time
@@ -234,19 +232,6 @@ def counts(counter: Counter[int]) -> str:
     return f"{total} = " + ", ".join(parts)
 
 
-def wait_socket(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir)}
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"daemon exited: {proc.returncode}")
-        probe = subprocess.run(["sanlock", "client", "version"], env=env, capture_output=True, check=False)
-        if (run_dir / "sanlock.sock").exists() and probe.returncode == 0:
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"daemon did not listen in {run_dir}")
-
-
 def run(argv: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=timeout)
     if done.returncode != 0:
@@ -263,30 +248,23 @@ def main() -> int:
     parser.add_argument("--only", choices=("leased", "sanlock"), help="run one daemon only")
     parser.add_argument("--keep", type=Path, help="keep run dirs and daemon logs here (log_dump of each too)")
     args = parser.parse_args()
-    sanlock = sanlock_binary()
-    if not Path(PYTHON3).exists() or sanlock is None:
-        raise SystemExit("needs Debian's sanlock and python3-sanlock (apt-get install sanlock python3-sanlock)")
-    commands = {"sanlock": sanlock_daemon_argv(sanlock), "leased": leased_daemon_argv()}
+    commands = daemon_commands()
     if args.only:
         commands = {args.only: commands[args.only]}
     size = (args.lockspaces * (args.resources + 1) + 1) * MiB
     base = Path(tempfile.mkdtemp(prefix="mixed-load-"))
-    daemons: dict[str, tuple[subprocess.Popen[bytes], dict[str, str], Path]] = {}
+    daemons: list[Daemon] = []
     figures: dict[str, Figures] = {}
     try:
         for label, argv in commands.items():
-            run_dir = base / label / "run"
-            run_dir.mkdir(parents=True)
-            env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir), **SANLOCK_DAEMON_ENV}
-            with (base / label / "daemon.log").open("wb") as log:
-                proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-            daemons[label] = (proc, env, base / label / "leases")
-            wait_socket(run_dir, proc)
-            with daemons[label][2].open("wb") as f:
+            daemons.append(start_daemon(label, argv, base))
+            with (base / label / "leases").open("wb") as f:
                 f.truncate(size)
-        for _, env, lease_path in daemons.values():
-            run([PYTHON3, "-c", SETUP, str(lease_path), str(args.lockspaces), str(args.resources)], env, 120)
-        for label, (_, env, lease_path) in daemons.items():
+        for daemon in daemons:
+            lease_path = daemon.home / "leases"
+            run([PYTHON3, "-c", SETUP, str(lease_path), str(args.lockspaces), str(args.resources)], daemon.env, 120)
+        for daemon in daemons:
+            label, env, lease_path = daemon.label, daemon.env, daemon.home / "leases"
             driver = [
                 PYTHON3,
                 "-c",
@@ -303,13 +281,7 @@ def main() -> int:
                 dump = subprocess.run(["sanlock", "client", "log_dump"], env=env, capture_output=True, check=False)
                 (base / label / "log_dump").write_bytes(dump.stdout)
     finally:
-        for proc, env, _ in daemons.values():
-            subprocess.run(["sanlock", "client", "shutdown", "-f", "1", "-w", "1"], env=env, capture_output=True)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_daemons(daemons)
         if args.keep:
             shutil.copytree(base, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("leases", "run"))
         shutil.rmtree(base, ignore_errors=True)
