@@ -14,8 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leased import config
+from leased.cli import daemon as daemon_cli
 from leased.config import ConfigError, resolve, show
 
 LEASED = str(Path(sys.executable).parent / "leased")
@@ -221,3 +224,51 @@ def test_help_lists_every_option(tmp_path: Path) -> None:
             assert f"[{key.name}" in result.stdout
     for option in ("--config FILE", "--show-config", "-D"):
         assert option in result.stdout
+
+
+FLAGS = ["-D", "--show-config", "--help"]
+VALUED = ["--config", *(key.option for key in config.KEYS if key.option)]
+VALUES = st.one_of(
+    st.sampled_from(["0", "1", "-1", "-12", "-1.5", "", "root", "--", "-", "-D", "-w0", "--config=f", "٣", "-٣"]),
+    st.text(max_size=6),
+)
+ARGV_PARTS = st.one_of(
+    st.sampled_from(FLAGS).map(lambda flag: [flag]),
+    st.tuples(st.sampled_from(VALUED), VALUES).map(list),
+    st.sampled_from(["-w0", "--config=f", "--conf", "--show", "-x", "--", "-Dw", "value"]).map(lambda odd: [odd]),
+    st.sampled_from(VALUED).map(lambda option: [option]),  # an option left without its value
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(ARGV_PARTS, max_size=6).map(lambda parts: [arg for part in parts for arg in part]))
+def test_plain_options_mean_what_argparse_makes_of_them(argv: list[str]) -> None:
+    """The daemon reads plain options without argparse (5-6 ms of its start); whatever it accepts that
+    way, argparse parses to the same values, and everything else is left to argparse."""
+    plain = daemon_cli._plain_options(argv)
+    try:
+        parsed: dict[str, object] | None = vars(daemon_cli._parser().parse_args(argv))
+    except daemon_cli.UsageError:
+        parsed = None
+    if plain is not None:
+        assert parsed == vars(plain)
+
+
+def test_the_plain_forms_are_read_without_argparse() -> None:
+    argv = ["-D", "-w", "0", "-L", "-1", "-U", "root", "--config", "/etc/x.conf", "-w", "1", "--show-config"]
+    plain = daemon_cli._plain_options(argv)
+    assert plain is not None
+    dest = {key.option: key.name for key in config.KEYS if key.option}
+    assert plain.foreground is True and plain.show_config is True and plain.help is False
+    assert getattr(plain, dest["-w"]) == "1", "the last of a repeated option wins, as in argparse"
+    assert (getattr(plain, dest["-L"]), getattr(plain, dest["-U"]), plain.config_file) == ("-1", "root", "/etc/x.conf")
+    assert vars(plain) == vars(daemon_cli._parser().parse_args(argv))
+    for other in (["-w0"], ["--config=/etc/x.conf"], ["--conf", "x"], ["-w"], ["-w", "-x"], ["--bogus"]):
+        assert daemon_cli._plain_options(other) is None, other
+    started = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "from leased.cli import daemon as d; d._plain_options(['-D'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "argparse" not in started.stderr, "the daemon's own module must not import argparse"
