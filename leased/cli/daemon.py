@@ -109,8 +109,9 @@ _VALUED = {"--config": "config_file", **{key.option: key.name for key in config.
 def _plain_options(argv: Sequence[str]) -> SimpleNamespace | None:
     """The options of an ``argv`` written in the plain forms, parsed without argparse; None for any other.
 
-    argparse, with the ``re`` it imports, is 5-6 ms of the daemon's ~30 ms
-    from exec to listening, and sanlock's own daemon is listening in 3-9 ms.
+    argparse (with typing and ``re``, the rest of what this module no longer
+    loads before listening) was 12 ms of the daemon's 34 ms from exec to
+    listening, and sanlock's own daemon is listening in 3-9 ms.
     The plain forms are what service files and scripts write: a flag
     (``-D``, ``--show-config``, ``--help``) or an option followed by its value
     as the next argument (a value may be a negative integer: ``-L -1``).
