@@ -15,9 +15,13 @@ from dataclasses import dataclass
 
 from leased.constants import DELTA_DISK_MAGIC, LEADER_RECORD_SIZE
 from leased.geometry import Geometry
-from leased.ondisk import ZERO_RUN_SECTORS, Leader, names_equal, zero_bytes
+from leased.ondisk import Leader, names_equal
 from leased.protocol import HostState as HostState
+from leased.sparse import zero_bytes
 from leased.timeouts import host_dead_seconds, id_renewal_fail_seconds
+
+ZERO_RUN_SECTORS = 64
+"""Sectors of a lockspace area compared with the previous scan (or zeros) at once before looking closer."""
 
 
 @dataclass

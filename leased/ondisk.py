@@ -14,7 +14,6 @@ and a message naming the field.  Nothing in this module does I/O.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, fields
 from typing import ClassVar, Self
 
@@ -329,16 +328,6 @@ def decode_host_sector(data: bytes, offset: int) -> tuple[Dblock, ModeBlock]:
     dblock = BLANK_DBLOCK if raw_dblock == _ZERO_DBLOCK_BYTES else Dblock.decode(raw_dblock)
     mode = BLANK_MODE_BLOCK if raw_mode == _ZERO_MODE_BYTES else ModeBlock.decode(raw_mode)
     return dblock, mode
-
-
-ZERO_RUN_SECTORS = 64
-"""Host sectors compared against zeros at once when looking for used slots."""
-
-
-@functools.cache
-def zero_bytes(length: int) -> bytes:
-    """``length`` zero bytes, made once per length (a few sector and run sizes)."""
-    return bytes(length)
 
 
 def used_host_sectors(area: SparseRead, count: int) -> list[tuple[int, Dblock, ModeBlock]]:

@@ -51,8 +51,8 @@ class SparseRead:
 
 
 @functools.cache
-def _zeros(length: int) -> bytes:
-    """``length`` zero bytes, one object per length (a few area sizes)."""
+def zero_bytes(length: int) -> bytes:
+    """``length`` zero bytes, one object per length (a few sector, run and area sizes)."""
     return bytes(length)
 
 
@@ -64,7 +64,7 @@ def nonzero_units(data: Buffer, start: int, unit: int, count: int) -> list[int]:
     view = memoryview(data).cast("B")
     if start < 0 or unit <= 0 or count < 0 or start + count * unit > len(view):
         raise ValueError(f"{count} units of {unit} bytes at {start} do not fit in {len(view)} bytes")
-    zeros = _zeros(count * unit)
+    zeros = zero_bytes(count * unit)
     found: list[int] = []
     ranges = [(0, count)]
     while ranges:
@@ -93,6 +93,6 @@ def sparse_read(data: Buffer, length: int, head: int, unit: int) -> SparseRead:
         (index, bytes(view[head + index * unit : head + (index + 1) * unit]))
         for index in nonzero_units(view, head, unit, whole_units)
     ]
-    if rest and not _zeros(rest).startswith(view[length - rest : length]):
+    if rest and not zero_bytes(rest).startswith(view[length - rest : length]):
         units.append((whole_units, bytes(view[length - rest : length])))
     return SparseRead(length, bytes(view[:head]), unit, tuple(units))

@@ -18,9 +18,8 @@ from hypothesis import strategies as st
 from leased.constants import DELTA_DISK_MAGIC, LEADER_RECORD_SIZE
 from leased.delta_lease import new_lockspace_leader
 from leased.geometry import Geometry
-from leased.host_status import HostRecord, HostState, HostStatusTable
+from leased.host_status import ZERO_RUN_SECTORS, HostRecord, HostState, HostStatusTable
 from leased.ondisk import (
-    ZERO_RUN_SECTORS,
     Dblock,
     Leader,
     ModeBlock,
