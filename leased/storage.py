@@ -370,10 +370,11 @@ class FileStorage:
     def _in_time(self, step: str, offset: int, began: float, timeout: float) -> None:
         """StepFailed (AIO_TIMEOUT) for an I/O of a pair that completed after its deadline."""
         if time.monotonic() - began > timeout:
-            timed_out = LeaseError(
-                ResultCode.AIO_TIMEOUT, f"{step} {self._path} offset {offset} timed out after {timeout}s"
-            )
-            raise StepFailed(step, timed_out)
+            raise StepFailed(step, self._timed_out(step, offset, timeout))
+
+    def _timed_out(self, what: str, offset: int, timeout: float) -> LeaseError:
+        """The AIO_TIMEOUT of a ``what`` ("read" or "write") at ``offset``."""
+        return LeaseError(ResultCode.AIO_TIMEOUT, f"{what} {self._path} offset {offset} timed out after {timeout}s")
 
     def _read_into_pool(self, offset: int, length: int, take: Callable[[memoryview], T]) -> T:
         """Read into a pool buffer and hand ``take`` a view of the ``length`` bytes before the buffer goes back.
@@ -493,14 +494,14 @@ class FileStorage:
 
         with trio.move_on_after(timeout):
             return await self._in_worker(partial(self.read_sync, offset, length))
-        raise LeaseError(ResultCode.AIO_TIMEOUT, f"read {self._path} offset {offset} timed out after {timeout}s")
+        raise self._timed_out("read", offset, timeout)
 
     async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
         import trio
 
         with trio.move_on_after(timeout):
             return await self._in_worker(partial(self.read_sparse_sync, offset, length, head, unit))
-        raise LeaseError(ResultCode.AIO_TIMEOUT, f"read {self._path} offset {offset} timed out after {timeout}s")
+        raise self._timed_out("read", offset, timeout)
 
     async def write(self, offset: int, data: bytes, timeout: float) -> None:
         import trio
@@ -508,7 +509,7 @@ class FileStorage:
         with trio.move_on_after(timeout):
             await self._in_worker(partial(self.write_sync, offset, data))
             return
-        raise LeaseError(ResultCode.AIO_TIMEOUT, f"write {self._path} offset {offset} timed out after {timeout}s")
+        raise self._timed_out("write", offset, timeout)
 
     async def write_then_read_sparse(
         self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
@@ -526,10 +527,7 @@ class FileStorage:
         with trio.move_on_after(2 * timeout):
             return await self._in_worker(job)
         where = write_offset if step[-1] == "write" else offset
-        raise StepFailed(
-            step[-1],
-            LeaseError(ResultCode.AIO_TIMEOUT, f"{step[-1]} {self._path} offset {where} timed out after {timeout}s"),
-        )
+        raise StepFailed(step[-1], self._timed_out(step[-1], where, timeout))
 
     def close(self) -> None:
         """Close now, or as soon as the last abandoned I/O thread returns."""
