@@ -83,6 +83,12 @@ class UsageError(Exception):
     """Bad daemon options: one line, exit status 1."""
 
 
+_FLAGS = {"-D": "foreground", "--show-config": "show_config", "--help": "help"}
+"""The daemon's flags and where each is stored; with ``_VALUED`` the one table both option readers use."""
+_VALUED = {"--config": "config_file", **{key.option: key.name for key in config.KEYS if key.option}}
+"""The options that take a value, and where it is stored."""
+
+
 def _parser() -> argparse.ArgumentParser:
     import argparse
 
@@ -91,19 +97,13 @@ def _parser() -> argparse.ArgumentParser:
             raise UsageError(message)
 
     parser = _Parser(prog="leased daemon", add_help=False)
-    other = dict(_OTHER_OPTIONS)
-    parser.add_argument("-D", dest="foreground", action="store_true", help=other["-D"])
-    parser.add_argument("--config", dest="config_file", default=None, help=other["--config FILE"])
-    parser.add_argument("--show-config", action="store_true", help=other["--show-config"])
-    parser.add_argument("--help", action="store_true", help=other["--help"])
-    for key in config.KEYS:
-        if key.option:
-            parser.add_argument(key.option, dest=key.name, default=None, help=key.help)
+    helps = {flag.split()[0]: text for flag, text in _OTHER_OPTIONS}
+    helps.update((key.option, key.help) for key in config.KEYS if key.option)
+    for flag, dest in _FLAGS.items():
+        parser.add_argument(flag, dest=dest, action="store_true", help=helps[flag])
+    for option, dest in _VALUED.items():
+        parser.add_argument(option, dest=dest, default=None, help=helps[option])
     return parser
-
-
-_FLAGS = {"-D": "foreground", "--show-config": "show_config", "--help": "help"}
-_VALUED = {"--config": "config_file", **{key.option: key.name for key in config.KEYS if key.option}}
 
 
 def _plain_options(argv: Sequence[str]) -> SimpleNamespace | None:
@@ -120,8 +120,8 @@ def _plain_options(argv: Sequence[str]) -> SimpleNamespace | None:
     argparse's meaning and errors.  The result is what argparse would make
     of the same ``argv`` (a test holds them equal).
     """
-    values: dict[str, object] = {"foreground": False, "config_file": None, "show_config": False, "help": False}
-    values.update((key.name, None) for key in config.KEYS if key.option)
+    values: dict[str, object] = {dest: False for dest in _FLAGS.values()}
+    values.update((dest, None) for dest in _VALUED.values())
     rest = list(argv)
     while rest:
         arg = rest.pop(0)
