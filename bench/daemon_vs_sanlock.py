@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
-import os
 import re
 import socket
 import statistics
@@ -34,10 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from side_by_side import PYTHON3, Daemon, daemon_commands, start_daemon, stop_daemons
+from side_by_side import PYTHON3, Daemon, daemon_commands, daemon_env, start_daemon, stop_daemons
 
 import leased
-from leased.torture.local_daemons import SANLOCK_DAEMON_ENV
 
 MiB = 1 << 20
 
@@ -111,7 +109,7 @@ def start_to_listening(argv: list[str], base: Path, starts: int) -> float:
     for attempt in range(starts):
         run_dir = base / f"start-{attempt}"
         run_dir.mkdir(parents=True)
-        env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir), **SANLOCK_DAEMON_ENV}
+        env = daemon_env(run_dir)
         path = str(run_dir / "sanlock.sock")
         began = time.monotonic()
         proc = subprocess.Popen(

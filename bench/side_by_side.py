@@ -38,12 +38,17 @@ def daemon_commands() -> dict[str, list[str]]:
     return {"sanlock": sanlock_daemon_argv(sanlock), "leased": leased_daemon_argv()}
 
 
+def daemon_env(run_dir: Path) -> dict[str, str]:
+    """The environment of a daemon (and its clients) whose run directory is ``run_dir``."""
+    return {**os.environ, "SANLOCK_RUN_DIR": str(run_dir), **SANLOCK_DAEMON_ENV}
+
+
 def start_daemon(label: str, argv: list[str], base: Path) -> Daemon:
     """Start ``argv`` with its run directory in ``base/label/run``; returns once it answers a client."""
     home = base / label
     run_dir = home / "run"
     run_dir.mkdir(parents=True)
-    env = {**os.environ, "SANLOCK_RUN_DIR": str(run_dir), **SANLOCK_DAEMON_ENV}
+    env = daemon_env(run_dir)
     with (home / "daemon.log").open("wb") as log:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     daemon = Daemon(label, proc, env, home)
