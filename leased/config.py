@@ -76,6 +76,15 @@ def _text(text: str) -> str:
     return text
 
 
+def _choice(*values: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in values:
+            raise ValueError(f"one of {', '.join(values)}, not {text!r}")
+        return text
+
+    return parse
+
+
 def _host_name(text: str) -> str:
     if len(text.encode()) > HOST_NAME_MAX:
         raise ValueError(f"longer than {HOST_NAME_MAX} bytes (the delta lease field)")
@@ -263,6 +272,16 @@ KEYS: tuple[Key, ...] = (
         "logged and closed (0: (RLIMIT_NOFILE - 64) / 3, at least 8)",
         option="--max-clients",
         metavar="NUM",
+        sanlock_conf=False,
+    ),
+    Key(
+        "io_engine",
+        _choice("auto", "threads"),
+        "auto",
+        "how lease I/O reaches the disk: auto is io_uring where the kernel has it (x86-64), "
+        "else a worker thread per I/O; threads always uses worker threads",
+        option="--io-engine",
+        metavar="auto|threads",
         sanlock_conf=False,
     ),
     # -- accepted for compatibility, nothing to tune in leased -------------------

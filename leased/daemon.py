@@ -64,7 +64,7 @@ from leased.logsetup import LogRing, LogSettings, LogSetupError, debug, setup_lo
 from leased.notify import Notifier
 from leased.protocol import HEADER_SIZE, RESTRICT_ALL, Cmd, Header, header_problem
 from leased.state import ClientState, DaemonConfig, DaemonState, client_limit
-from leased.storage import FileStorage, Storage, keep_freed_memory
+from leased.storage import FileStorage, Storage, io_engine_in_use, keep_freed_memory, use_io_engine
 from leased.tasks import Spawner, nursery_spawner
 from leased.transactions import release_client
 from leased.watchdog import Watchdog, WdmdWatchdog
@@ -674,6 +674,8 @@ async def run_daemon(
         raise DaemonError(str(exc)) from None
     for level, note in notes:
         log.log(level, "%s", note)
+    use_io_engine(config.io_engine)
+    log.info("lease I/O through %s (io_engine %s)", io_engine_in_use(), config.io_engine)
     if not keep_freed_memory():
         log.info("no glibc mallopt: every large read result is fresh memory from the kernel")
     if faultpoints is not None and faultpoints.armed:

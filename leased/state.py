@@ -51,6 +51,8 @@ class DaemonConfig:
     log_ring_bytes: int = 1 << 20
     max_clients: int = 0
     """Most connections (and registered processes) at once; 0: :func:`client_limit` of RLIMIT_NOFILE."""
+    io_engine: str = "auto"
+    """How lease I/O reaches the disk (``storage.IO_ENGINES``): io_uring where it works, or threads."""
     allow_cross_uid: bool = False
     """Let a client act on another uid's registered pid (root always may)."""
 

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     import trio
     from outcome import Outcome
 
+    from leased.uring import Ring
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -207,6 +209,11 @@ MAX_OFFSET: Final = (1 << 63) - 1
 """The largest byte offset the kernel takes (``off_t`` is signed); wire and disk fields are u64."""
 
 
+def _check_sparse(length: int, head: int, unit: int) -> None:
+    if not 0 <= head <= length or unit <= 0:
+        raise LeaseError(ResultCode.EINVAL, f"sparse read of {length} bytes: head {head}, unit {unit}")
+
+
 def _check_range(path: str, offset: int, length: int) -> None:
     """EINVAL for a range ``pread``/``pwrite`` cannot address, instead of OverflowError from ``os``."""
     if offset < 0 or length < 0 or offset + length > MAX_OFFSET:
@@ -261,6 +268,167 @@ def _run_answers(token: trio.lowlevel.TrioToken) -> _AnswerBatch:
         answers = _AnswerBatch(token)
         _ANSWERS[0].set(answers)
     return answers
+
+
+IO_ENGINES: Final = ("auto", "threads")
+"""How lease I/O reaches the kernel: ``auto`` is io_uring where it works (:mod:`leased.uring`), else threads."""
+
+_io_engine = ["auto"]
+
+RING_ENTRIES = 256
+"""I/Os a run's ring holds at once, abandoned ones included; past it they go to threads."""
+
+
+def use_io_engine(name: str) -> None:
+    """Choose the I/O engine of the trio shell for this process (the daemon's ``io_engine`` setting)."""
+    if name not in IO_ENGINES:
+        raise ValueError(f"io engine {name!r}: one of {', '.join(IO_ENGINES)}")
+    _io_engine[0] = name
+
+
+class _RingOp:
+    """One I/O in the ring: who waits for it, and what to release when it completes."""
+
+    __slots__ = ("buffer", "on_complete", "slot", "task", "waiting")
+
+    def __init__(self, task: trio.lowlevel.Task, buffer: mmap.mmap, on_complete: Callable[[], None]) -> None:
+        self.task = task
+        self.buffer = buffer
+        self.on_complete = on_complete
+        self.waiting = True  # False once answered or abandoned
+
+
+class _RingService:
+    """A trio run's io_uring: submissions from tasks, completions taken by one system task.
+
+    The task that submitted an I/O is rescheduled with its result; an I/O
+    whose task stopped waiting (its deadline passed) is abandoned: its
+    buffer goes back to the pool and its storage's in-flight count drops
+    only when the kernel completes it, so the kernel never writes into
+    memory somebody else was given, and a closed storage's descriptor is
+    closed only after its last I/O.
+
+    What is in flight, abandoned I/Os included, is bounded by the ring's
+    size.  When that is reached (a stalled device collecting abandoned
+    I/Os) new I/Os go to threads, as without io_uring, instead of waiting:
+    one stalled storage must not hold back the renewals of healthy ones.
+    """
+
+    def __init__(self, ring: Ring) -> None:
+        self._ring = ring
+        self._ops: dict[int, _RingOp] = {}
+        self._next = 0
+
+    def room(self) -> bool:
+        """Whether one more I/O fits in the ring."""
+        return len(self._ops) < self._ring.entries
+
+    async def run(
+        self, opcode: int, fd: int, buffer: mmap.mmap, length: int, offset: int, on_complete: Callable[[], None]
+    ) -> int:
+        """The I/O's result (bytes moved, or -errno); the caller then owns ``buffer`` and calls ``on_complete``.
+
+        Only when :meth:`room` says it fits.  On any exception both are
+        taken care of here: a cancellation abandons the I/O (its buffer goes
+        back to the pool and ``on_complete`` runs when the kernel completes
+        it); an I/O that could not be queued gives them back at once.
+        """
+        import trio
+
+        from leased.uring import buffer_address
+
+        op = _RingOp(trio.lowlevel.current_task(), buffer, on_complete)
+        self._next = user_data = self._next + 1
+        try:
+            self._ring.queue(opcode, fd, buffer_address(buffer), length, offset, user_data)
+        except OSError as exc:
+            _BUFFERS.give(buffer)
+            on_complete()
+            raise LeaseError(rc_from_oserror(exc), f"io_uring: {exc.strerror}") from exc
+        self._ops[user_data] = op
+        try:
+            self._ring.submit()
+        except OSError as exc:  # still queued: the next submission hands it over
+            log.warning("io_uring submission deferred: %s", exc.strerror)
+
+        def abandon(_: object) -> trio.lowlevel.Abort:
+            op.waiting = False
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        result: int = await trio.lowlevel.wait_task_rescheduled(abandon)
+        return result
+
+    def _complete(self) -> None:
+        import trio
+        from outcome import Value
+
+        for user_data, result in self._ring.completions():
+            op = self._ops.pop(user_data, None)
+            if op is None:
+                log.error("io_uring completion for no I/O: user_data %d res %d", user_data, result)
+            elif op.waiting:
+                op.waiting = False
+                trio.lowlevel.reschedule(op.task, Value(result))
+            else:
+                _BUFFERS.give(op.buffer)
+                op.on_complete()
+        if self._ring.unsubmitted():
+            try:
+                self._ring.submit()
+            except OSError as exc:
+                log.warning("io_uring submission deferred: %s", exc.strerror)
+
+    async def reap(self) -> None:
+        """The system task: take completions whenever the ring's eventfd says there are some."""
+        import trio
+
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self._ring.event_fd)
+                self._complete()
+        finally:
+            self._ring.close()
+
+
+def io_engine_in_use() -> str:
+    """In a trio run: "io_uring" or "threads", what this run's lease I/O uses (a ring is set up now if it will be)."""
+    return "threads" if _ring_service() is None else "io_uring"
+
+
+_RINGS: list[trio.lowlevel.RunVar[_RingService | bool | None]] = []
+"""The trio run's ring service; False once the ring could not be set up (threads then)."""
+
+
+def _ring_with_room() -> _RingService | None:
+    """This run's ring if it takes one more I/O now; None: the I/O goes to a thread."""
+    service = _ring_service()
+    return service if service is not None and service.room() else None
+
+
+def _ring_service() -> _RingService | None:
+    """This trio run's :class:`_RingService`, made on first use; None when the engine is threads."""
+    if _io_engine[0] == "threads":
+        return None
+    import trio
+
+    if not _RINGS:
+        _RINGS.append(trio.lowlevel.RunVar("leased.storage ring", default=None))
+    service = _RINGS[0].get()
+    if isinstance(service, _RingService):
+        return service
+    if service is False:
+        return None
+    from leased import uring
+
+    why = uring.unavailable()
+    if why is not None:
+        log.warning("io_uring not used, lease I/O runs in threads: %s", why)
+        _RINGS[0].set(False)
+        return None
+    service = _RingService(uring.Ring(RING_ENTRIES))
+    _RINGS[0].set(service)
+    trio.lowlevel.spawn_system_task(service.reap, name="leased.storage io_uring completions")
+    return service
 
 
 class FileStorage:
@@ -331,8 +499,7 @@ class FileStorage:
 
     def read_sparse_sync(self, offset: int, length: int, head: int, unit: int) -> SparseRead:
         """Blocking :meth:`read_sparse`: scanned in the pool buffer, only what holds anything copied out."""
-        if not 0 <= head <= length or unit <= 0:
-            raise LeaseError(ResultCode.EINVAL, f"sparse read of {length} bytes: head {head}, unit {unit}")
+        _check_sparse(length, head, unit)
         return self._read_into_pool(offset, length, lambda view: sparse_read(view, length, head, unit))
 
     def write_then_read_sparse_sync(
@@ -388,23 +555,32 @@ class FileStorage:
             buf = _BUFFERS.take(length)
             try:
                 with memoryview(buf) as whole, whole[:length] as view:
-                    done = os.preadv(fd, [view], offset) if length else 0
-                    if done < length:
-                        if offset + done < os.lseek(fd, 0, os.SEEK_END):
-                            # Short of the end of the file or device: part of the transfer failed.
-                            raise LeaseError(
-                                ResultCode.EIO, f"short read {self._path} offset {offset}: {done} of {length}"
-                            )
-                        view[done:] = bytes(length - done)  # the buffer's last user left its bytes there
-                    return take(view)
+                    try:
+                        done = os.preadv(fd, [view], offset) if length else 0
+                    except OSError as exc:
+                        raise self._read_failed(offset, length, exc) from exc
+                    return self._taken(fd, view, offset, done, take)
             finally:
                 _BUFFERS.give(buf)
-        except OSError as exc:
-            raise LeaseError(
-                rc_from_oserror(exc), f"read {self._path} offset {offset} length {length}: {exc.strerror}"
-            ) from exc
         finally:
             self._leave()
+
+    def _read_failed(self, offset: int, length: int, exc: OSError) -> LeaseError:
+        return LeaseError(rc_from_oserror(exc), f"read {self._path} offset {offset} length {length}: {exc.strerror}")
+
+    def _taken(self, fd: int, view: memoryview, offset: int, done: int, take: Callable[[memoryview], T]) -> T:
+        """``take`` of a read that moved ``done`` bytes: zeros past the end of a file, short before it EIO."""
+        length = len(view)
+        if done < length:
+            try:
+                end = os.lseek(fd, 0, os.SEEK_END)
+            except OSError as exc:
+                raise self._read_failed(offset, length, exc) from exc
+            if offset + done < end:
+                # Short of the end of the file or device: part of the transfer failed.
+                raise LeaseError(ResultCode.EIO, f"short read {self._path} offset {offset}: {done} of {length}")
+            view[done:] = bytes(length - done)  # the buffer's last user left its bytes there
+        return take(view)
 
     def write_sync(self, offset: int, data: bytes) -> None:
         _check_range(self._path, offset, len(data))
@@ -413,21 +589,22 @@ class FileStorage:
             buf = _BUFFERS.take(len(data))
             try:
                 buf[: len(data)] = data
-                view = memoryview(buf)[: len(data)]
-                try:
+                with memoryview(buf) as whole, whole[: len(data)] as view:
                     done = os.pwritev(fd, [view], offset)
-                finally:
-                    view.release()
+            except OSError as exc:
+                raise self._write_failed(offset, len(data), exc) from exc
             finally:
                 _BUFFERS.give(buf)
-            if done != len(data):
-                raise LeaseError(ResultCode.EIO, f"short write {self._path} offset {offset}: {done} of {len(data)}")
-        except OSError as exc:
-            raise LeaseError(
-                rc_from_oserror(exc), f"write {self._path} offset {offset} length {len(data)}: {exc.strerror}"
-            ) from exc
+            self._written(offset, len(data), done)
         finally:
             self._leave()
+
+    def _write_failed(self, offset: int, length: int, exc: OSError) -> LeaseError:
+        return LeaseError(rc_from_oserror(exc), f"write {self._path} offset {offset} length {length}: {exc.strerror}")
+
+    def _written(self, offset: int, length: int, done: int) -> None:
+        if done != length:
+            raise LeaseError(ResultCode.EIO, f"short write {self._path} offset {offset}: {done} of {length}")
 
     # -- trio side --------------------------------------------------------
 
@@ -492,42 +669,98 @@ class FileStorage:
     async def read(self, offset: int, length: int, timeout: float) -> bytes:
         import trio
 
+        service = _ring_with_room()
         with trio.move_on_after(timeout):
+            if service is not None:
+                return await self._ring_read(service, offset, length, bytes)
             return await self._in_worker(partial(self.read_sync, offset, length))
         raise self._timed_out("read", offset, timeout)
 
     async def read_sparse(self, offset: int, length: int, head: int, unit: int, timeout: float) -> SparseRead:
         import trio
 
+        service = _ring_with_room()
         with trio.move_on_after(timeout):
+            if service is not None:
+                _check_sparse(length, head, unit)
+                return await self._ring_read(
+                    service, offset, length, partial(sparse_read, length=length, head=head, unit=unit)
+                )
             return await self._in_worker(partial(self.read_sparse_sync, offset, length, head, unit))
         raise self._timed_out("read", offset, timeout)
 
     async def write(self, offset: int, data: bytes, timeout: float) -> None:
         import trio
 
+        service = _ring_with_room()
         with trio.move_on_after(timeout):
-            await self._in_worker(partial(self.write_sync, offset, data))
+            if service is not None:
+                await self._ring_write(service, offset, data)
+            else:
+                await self._in_worker(partial(self.write_sync, offset, data))
             return
         raise self._timed_out("write", offset, timeout)
 
     async def write_then_read_sparse(
         self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
     ) -> SparseRead:
-        """Both I/Os in one hand-off to the I/O thread: each hand-off costs the daemon's one core more than the I/O.
+        """Through io_uring, two I/Os as :func:`write_then_read_sparse` runs them; in threads, one job for both.
 
-        The thread fails an I/O that took longer than ``timeout``; the
-        caller stops waiting at twice ``timeout`` (a stalled write is seen
-        then, not at ``timeout`` as alone).
+        A hand-off to a thread costs the daemon's one core more than the
+        I/O, so the threads engine runs the pair in one.  In the thread, an
+        I/O that took longer than ``timeout`` fails; the caller stops
+        waiting at twice ``timeout`` (a stalled write is seen then, not at
+        ``timeout`` as alone).  io_uring hands off nothing: each I/O has its
+        own deadline.
         """
         import trio
 
+        if _ring_service() is not None:
+            return await write_then_read_sparse(self, write_offset, data, offset, length, head, unit, timeout)
         step = ["write"]
         job = partial(self.write_then_read_sparse_sync, write_offset, data, offset, length, head, unit, timeout, step)
         with trio.move_on_after(2 * timeout):
             return await self._in_worker(job)
         where = write_offset if step[-1] == "write" else offset
         raise StepFailed(step[-1], self._timed_out(step[-1], where, timeout))
+
+    async def _ring_read(self, service: _RingService, offset: int, length: int, take: Callable[[memoryview], T]) -> T:
+        from leased.uring import OP_READ
+
+        _check_range(self._path, offset, length)
+        fd = self._enter()
+        buf = self._buffer(length)
+        done = await service.run(OP_READ, fd, buf, length, offset, self._leave)
+        try:
+            if done < 0:
+                raise self._read_failed(offset, length, OSError(-done, os.strerror(-done)))
+            with memoryview(buf) as whole, whole[:length] as view:
+                return self._taken(fd, view, offset, done, take)
+        finally:
+            _BUFFERS.give(buf)
+            self._leave()
+
+    def _buffer(self, length: int) -> mmap.mmap:
+        """A pool buffer for an I/O already counted in flight (:meth:`_enter`): uncounted if none can be had."""
+        try:
+            return _BUFFERS.take(length)
+        except BaseException:
+            self._leave()
+            raise
+
+    async def _ring_write(self, service: _RingService, offset: int, data: bytes) -> None:
+        from leased.uring import OP_WRITE
+
+        _check_range(self._path, offset, len(data))
+        fd = self._enter()
+        buf = self._buffer(len(data))
+        buf[: len(data)] = data
+        done = await service.run(OP_WRITE, fd, buf, len(data), offset, self._leave)
+        _BUFFERS.give(buf)
+        self._leave()
+        if done < 0:
+            raise self._write_failed(offset, len(data), OSError(-done, os.strerror(-done)))
+        self._written(offset, len(data), done)
 
     def close(self) -> None:
         """Close now, or as soon as the last abandoned I/O thread returns."""

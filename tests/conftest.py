@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from inprocess import InProcessDaemon, Seams, joined
 from scheduling import UNKNOWN_SECONDS, load_durations, longest_first, store_durations
 
-from leased.storage import FileStorage
+from leased.storage import FileStorage, use_io_engine
 from leased.torture.faultfs import FaultFS, FaultFSUnavailable, fault_fs
 
 MiB = 1 << 20
@@ -47,6 +47,17 @@ def open_storage() -> Iterator[type[FileStorage]]:
     yield Tracked
     for storage in opened:
         storage.close()
+
+
+@pytest.fixture(params=["auto", "threads"])
+def io_engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each I/O engine of the trio shell in turn (``auto`` is io_uring here); back to ``auto`` after."""
+    engine: str = request.param
+    use_io_engine(engine)
+    try:
+        yield engine
+    finally:
+        use_io_engine("auto")
 
 
 @pytest.fixture

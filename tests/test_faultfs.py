@@ -398,8 +398,10 @@ def test_leased_storage_opens_direct_and_sees_eio(fs: FaultFS, lease_path: Path)
         storage.close()
 
 
-async def test_leased_abandons_a_stalled_read_and_closes_after_heal(fs: FaultFS, lease_path: Path) -> None:
-    """The daemon's path: the read times out (AIO_TIMEOUT), its thread stays stuck; heal lets it finish and close."""
+async def test_leased_abandons_a_stalled_read_and_closes_after_heal(
+    fs: FaultFS, lease_path: Path, io_engine: str
+) -> None:
+    """The daemon's path: the read times out (AIO_TIMEOUT), the I/O stays stuck; heal lets it finish and close."""
     storage = FileStorage(str(lease_path))
     fs.set(read="stall")
     with trio.fail_after(WAIT):
@@ -413,7 +415,7 @@ async def test_leased_abandons_a_stalled_read_and_closes_after_heal(fs: FaultFS,
             await trio.sleep(0.01)
 
 
-async def test_a_ballot_phase_pair_fails_at_the_io_that_failed(fs: FaultFS, lease_path: Path) -> None:
+async def test_a_ballot_phase_pair_fails_at_the_io_that_failed(fs: FaultFS, lease_path: Path, io_engine: str) -> None:
     """write_then_read_sparse in one hand-off: it names the failed I/O, never reads after a failed write,
     and gives up on a stalled write by twice its timeout.  (A stalled read after a write is not tested
     here: the write would have to beat a short deadline, which a loaded machine may not.)"""

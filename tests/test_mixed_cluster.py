@@ -19,6 +19,7 @@ import pytest
 from daemons import Daemon, LeaseFile, init_lease_file_direct, sanlock_daemon, wait_for
 from leased_daemons import leased_daemon
 
+from leased import uring
 from leased.client import Registration, SanlockError
 from leased.errors import ResultCode
 
@@ -61,13 +62,19 @@ def cluster(tmp_path: Path) -> Iterator[tuple[LeaseFile, dict[int, Daemon]]]:
     with ExitStack() as stack:
         daemons = {
             1: stack.enter_context(leased_daemon(tmp_path, "leased1", "leased-host-1")),
-            2: stack.enter_context(leased_daemon(tmp_path, "leased2", "leased-host-2")),
+            # one leased host on each I/O engine
+            2: stack.enter_context(
+                leased_daemon(tmp_path, "leased2", "leased-host-2", extra=("--io-engine", "threads"))
+            ),
             3: stack.enter_context(sanlock_daemon(tmp_path, "sanlock3", "sanlock-host-3")),
         }
         for host_id, daemon in daemons.items():
             daemon.client().add_lockspace(b"LS", host_id, lease_file.path, 0, io_timeout=1, wait=False)
         for host_id, daemon in daemons.items():
             assert daemon.client().inq_lockspace(b"LS", host_id, lease_file.path, 0, wait=True) is True
+        auto = "threads" if uring.unavailable() else "io_uring"
+        assert f"lease I/O through {auto} (io_engine auto)" in daemons[1].log()
+        assert "lease I/O through threads (io_engine threads)" in daemons[2].log()
         yield lease_file, daemons
 
 

@@ -52,8 +52,8 @@ def test_the_allocator_keeps_freed_read_results() -> None:
     assert max(g.align_size for g in ALL_GEOMETRIES) < KEEP_MMAP_THRESHOLD  # the largest area read is below
 
 
-async def test_many_concurrent_ios_each_get_their_own_answer(tmp_path: Path) -> None:
-    """I/O threads' answers reach the event loop in batches: none may be lost, late or handed to another task."""
+async def test_many_concurrent_ios_each_get_their_own_answer(tmp_path: Path, io_engine: str) -> None:
+    """Answers reach the event loop in batches (a thread's, a ring's): none may be lost, late or misdelivered."""
     path = tmp_path / "leases"
     path.write_bytes(bytes(MiB))
     storage = FileStorage(str(path))

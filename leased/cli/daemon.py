@@ -278,6 +278,7 @@ def _serve(
             io_timeout=settings.integer("io_timeout"),
             watchdog_fire_timeout=settings.integer("watchdog_fire_timeout"),
             max_clients=settings.integer("max_clients"),
+            io_engine=settings.text("io_engine") or "auto",
         )
         log_settings = LogSettings(
             foreground=foreground,
