@@ -39,7 +39,7 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
@@ -287,26 +287,32 @@ def use_io_engine(name: str) -> None:
 
 
 class _RingOp:
-    """One I/O in the ring: who waits for it, and what to release when it completes."""
+    """I/Os in the ring for one task (one, or a linked write then read): who waits, what to release when done."""
 
-    __slots__ = ("buffer", "on_complete", "slot", "task", "waiting")
+    __slots__ = ("buffers", "on_complete", "pending", "results", "scope", "step_timeout", "task", "waiting")
 
-    def __init__(self, task: trio.lowlevel.Task, buffer: mmap.mmap, on_complete: Callable[[], None]) -> None:
+    def __init__(
+        self, task: trio.lowlevel.Task, buffers: tuple[mmap.mmap, ...], on_complete: Callable[[], None]
+    ) -> None:
         self.task = task
-        self.buffer = buffer
+        self.buffers = buffers
         self.on_complete = on_complete
+        self.results: list[int | None] = [None] * len(buffers)
+        self.pending = len(buffers)
         self.waiting = True  # False once answered or abandoned
+        self.scope: trio.CancelScope | None = None
+        self.step_timeout = 0.0
 
 
 class _RingService:
     """A trio run's io_uring: submissions from tasks, completions taken by one system task.
 
-    The task that submitted an I/O is rescheduled with its result; an I/O
-    whose task stopped waiting (its deadline passed) is abandoned: its
-    buffer goes back to the pool and its storage's in-flight count drops
-    only when the kernel completes it, so the kernel never writes into
-    memory somebody else was given, and a closed storage's descriptor is
-    closed only after its last I/O.
+    The task that submitted I/O is rescheduled with the results; I/O whose
+    task stopped waiting (its deadline passed) is abandoned: its buffers go
+    back to the pool and its storage's in-flight count drops only when the
+    kernel completes it, so the kernel never writes into memory somebody
+    else was given, and a closed storage's descriptor is closed only after
+    its last I/O.
 
     What is in flight, abandoned I/Os included, is bounded by the ring's
     size.  When that is reached (a stalled device collecting abandoned
@@ -316,61 +322,83 @@ class _RingService:
 
     def __init__(self, ring: Ring) -> None:
         self._ring = ring
-        self._ops: dict[int, _RingOp] = {}
+        self._ios: dict[int, tuple[_RingOp, int]] = {}
         self._next = 0
 
-    def room(self) -> bool:
-        """Whether one more I/O fits in the ring."""
-        return len(self._ops) < self._ring.entries
+    def room(self, count: int = 1) -> bool:
+        """Whether ``count`` more I/Os fit in the ring."""
+        return len(self._ios) + count <= self._ring.entries
 
-    async def run(
-        self, opcode: int, fd: int, buffer: mmap.mmap, length: int, offset: int, on_complete: Callable[[], None]
-    ) -> int:
-        """The I/O's result (bytes moved, or -errno); the caller then owns ``buffer`` and calls ``on_complete``.
+    def submit(
+        self, ios: Sequence[tuple[int, int, mmap.mmap, int, int]], on_complete: Callable[[], None], *, linked: bool
+    ) -> _RingOp:
+        """Queue ``(opcode, fd, buffer, length, offset)`` I/Os and hand them to the kernel, for :meth:`wait`.
 
-        Only when :meth:`room` says it fits.  On any exception both are
-        taken care of here: a cancellation abandons the I/O (its buffer goes
-        back to the pool and ``on_complete`` runs when the kernel completes
-        it); an I/O that could not be queued gives them back at once.
+        Only when :meth:`room` says they fit.  ``linked``: each starts when
+        the one before completed in full, else completes with -ECANCELED.
+        An I/O that cannot be queued raises LeaseError, having given the
+        buffers back and called ``on_complete``.
         """
         import trio
 
         from leased.uring import buffer_address
 
-        op = _RingOp(trio.lowlevel.current_task(), buffer, on_complete)
-        self._next = user_data = self._next + 1
+        op = _RingOp(trio.lowlevel.current_task(), tuple(buf for _, _, buf, _, _ in ios), on_complete)
+        last = len(ios) - 1
         try:
-            self._ring.queue(opcode, fd, buffer_address(buffer), length, offset, user_data)
-        except OSError as exc:
-            _BUFFERS.give(buffer)
+            for index, (opcode, fd, buffer, length, offset) in enumerate(ios):
+                self._next += 1
+                self._ring.queue(
+                    opcode, fd, buffer_address(buffer), length, offset, self._next, link=linked and index < last
+                )
+                self._ios[self._next] = (op, index)
+        except OSError as exc:  # only when the ring is full, which room() rules out: nothing was submitted
+            for user_data in range(self._next - len(op.buffers) + 1, self._next + 1):
+                self._ios.pop(user_data, None)
+            for buffer in op.buffers:
+                _BUFFERS.give(buffer)
             on_complete()
             raise LeaseError(rc_from_oserror(exc), f"io_uring: {exc.strerror}") from exc
-        self._ops[user_data] = op
         try:
             self._ring.submit()
         except OSError as exc:  # still queued: the next submission hands it over
             log.warning("io_uring submission deferred: %s", exc.strerror)
+        return op
+
+    async def wait(self, op: _RingOp) -> list[int]:
+        """The results (bytes moved, or -errno) of ``op``'s I/Os; the caller then owns its buffers and calls
+        ``on_complete``.  A cancellation abandons them: buffers and ``on_complete`` are seen to here, later."""
+        import trio
 
         def abandon(_: object) -> trio.lowlevel.Abort:
             op.waiting = False
             return trio.lowlevel.Abort.SUCCEEDED
 
-        result: int = await trio.lowlevel.wait_task_rescheduled(abandon)
-        return result
+        results: list[int] = await trio.lowlevel.wait_task_rescheduled(abandon)
+        return results
 
     def _complete(self) -> None:
         import trio
         from outcome import Value
 
         for user_data, result in self._ring.completions():
-            op = self._ops.pop(user_data, None)
-            if op is None:
+            found = self._ios.pop(user_data, None)
+            if found is None:
                 log.error("io_uring completion for no I/O: user_data %d res %d", user_data, result)
-            elif op.waiting:
+                continue
+            op, index = found
+            op.results[index] = result
+            op.pending -= 1
+            if op.pending:
+                if op.scope is not None and result >= 0:  # the next I/O of a chain starts now: its own deadline
+                    op.scope.deadline = trio.current_time() + op.step_timeout
+                continue
+            if op.waiting:
                 op.waiting = False
-                trio.lowlevel.reschedule(op.task, Value(result))
+                trio.lowlevel.reschedule(op.task, Value(op.results))
             else:
-                _BUFFERS.give(op.buffer)
+                for buffer in op.buffers:
+                    _BUFFERS.give(buffer)
                 op.on_complete()
         if self._ring.unsubmitted():
             try:
@@ -399,10 +427,10 @@ _RINGS: list[trio.lowlevel.RunVar[_RingService | bool | None]] = []
 """The trio run's ring service; False once the ring could not be set up (threads then)."""
 
 
-def _ring_with_room() -> _RingService | None:
-    """This run's ring if it takes one more I/O now; None: the I/O goes to a thread."""
+def _ring_with_room(count: int = 1) -> _RingService | None:
+    """This run's ring if it takes ``count`` more I/Os now; None: the I/O goes to a thread."""
     service = _ring_service()
-    return service if service is not None and service.room() else None
+    return service if service is not None and service.room(count) else None
 
 
 def _ring_service() -> _RingService | None:
@@ -704,7 +732,7 @@ class FileStorage:
     async def write_then_read_sparse(
         self, write_offset: int, data: bytes, offset: int, length: int, head: int, unit: int, timeout: float
     ) -> SparseRead:
-        """Through io_uring, two I/Os as :func:`write_then_read_sparse` runs them; in threads, one job for both.
+        """Through io_uring, a linked pair; in threads, one job for both.
 
         A hand-off to a thread costs the daemon's one core more than the
         I/O, so the threads engine runs the pair in one.  In the thread, an
@@ -715,7 +743,12 @@ class FileStorage:
         """
         import trio
 
-        if _ring_service() is not None:
+        service = _ring_with_room(2)
+        if service is not None:
+            return await self._ring_write_then_read_sparse(
+                service, write_offset, data, offset, length, head, unit, timeout
+            )
+        if _ring_service() is not None:  # a ring full of abandoned I/Os: each I/O as it can go
             return await write_then_read_sparse(self, write_offset, data, offset, length, head, unit, timeout)
         step = ["write"]
         job = partial(self.write_then_read_sparse_sync, write_offset, data, offset, length, head, unit, timeout, step)
@@ -730,12 +763,9 @@ class FileStorage:
         _check_range(self._path, offset, length)
         fd = self._enter()
         buf = self._buffer(length)
-        done = await service.run(OP_READ, fd, buf, length, offset, self._leave)
+        [done] = await service.wait(service.submit([(OP_READ, fd, buf, length, offset)], self._leave, linked=False))
         try:
-            if done < 0:
-                raise self._read_failed(offset, length, OSError(-done, os.strerror(-done)))
-            with memoryview(buf) as whole, whole[:length] as view:
-                return self._taken(fd, view, offset, done, take)
+            return self._read_result(fd, buf, offset, length, done, take)
         finally:
             _BUFFERS.give(buf)
             self._leave()
@@ -748,6 +778,15 @@ class FileStorage:
             self._leave()
             raise
 
+    def _read_result(
+        self, fd: int, buf: mmap.mmap, offset: int, length: int, done: int, take: Callable[[memoryview], T]
+    ) -> T:
+        """``take`` of a completed read of ``done`` bytes (-errno when it failed) into ``buf``."""
+        if done < 0:
+            raise self._read_failed(offset, length, OSError(-done, os.strerror(-done)))
+        with memoryview(buf) as whole, whole[:length] as view:
+            return self._taken(fd, view, offset, done, take)
+
     async def _ring_write(self, service: _RingService, offset: int, data: bytes) -> None:
         from leased.uring import OP_WRITE
 
@@ -755,12 +794,67 @@ class FileStorage:
         fd = self._enter()
         buf = self._buffer(len(data))
         buf[: len(data)] = data
-        done = await service.run(OP_WRITE, fd, buf, len(data), offset, self._leave)
+        [done] = await service.wait(service.submit([(OP_WRITE, fd, buf, len(data), offset)], self._leave, linked=False))
         _BUFFERS.give(buf)
         self._leave()
+        self._write_result(offset, len(data), done)
+
+    def _write_result(self, offset: int, length: int, done: int) -> None:
         if done < 0:
-            raise self._write_failed(offset, len(data), OSError(-done, os.strerror(-done)))
-        self._written(offset, len(data), done)
+            raise self._write_failed(offset, length, OSError(-done, os.strerror(-done)))
+        self._written(offset, length, done)
+
+    async def _ring_write_then_read_sparse(
+        self,
+        service: _RingService,
+        write_offset: int,
+        data: bytes,
+        offset: int,
+        length: int,
+        head: int,
+        unit: int,
+        timeout: float,
+    ) -> SparseRead:
+        """The ballot phase as a linked pair: the kernel starts the read as soon as the write is done, without
+        waiting for the event loop; each I/O has its own deadline (the read's from the write's completion)."""
+        import trio
+
+        from leased.uring import OP_READ, OP_WRITE
+
+        _check_range(self._path, write_offset, len(data))
+        _check_range(self._path, offset, length)
+        _check_sparse(length, head, unit)
+        fd = self._enter()
+        write_buf = self._buffer(len(data))
+        write_buf[: len(data)] = data
+        try:
+            read_buf = _BUFFERS.take(length)
+        except BaseException:
+            _BUFFERS.give(write_buf)
+            self._leave()
+            raise
+        ios = [(OP_WRITE, fd, write_buf, len(data), write_offset), (OP_READ, fd, read_buf, length, offset)]
+        op = service.submit(ios, self._leave, linked=True)
+        op.step_timeout = timeout
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as op.scope:
+            written, done = await service.wait(op)
+            try:
+                try:
+                    self._write_result(write_offset, len(data), written)
+                except LeaseError as exc:
+                    raise StepFailed("write", exc) from exc
+                try:
+                    return self._read_result(
+                        fd, read_buf, offset, length, done, partial(sparse_read, length=length, head=head, unit=unit)
+                    )
+                except LeaseError as exc:
+                    raise StepFailed("read", exc) from exc
+            finally:
+                _BUFFERS.give(write_buf)
+                _BUFFERS.give(read_buf)
+                self._leave()
+        step, where = ("write", write_offset) if op.results[0] is None else ("read", offset)
+        raise StepFailed(step, self._timed_out(step, where, timeout))
 
     def close(self) -> None:
         """Close now, or as soon as the last abandoned I/O thread returns."""

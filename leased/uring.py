@@ -43,6 +43,8 @@ IORING_FEAT_SINGLE_MMAP: Final = 1 << 0
 IORING_FEAT_NODROP: Final = 1 << 1
 IORING_REGISTER_EVENTFD: Final = 4
 
+IOSQE_IO_LINK: Final = 1 << 2
+
 OP_READ: Final = 22
 OP_WRITE: Final = 23
 """``IORING_OP_READ``/``IORING_OP_WRITE`` (Linux 5.6): one buffer, at an offset."""
@@ -146,13 +148,22 @@ class Ring:
         pending: int = (self._tail - head) & 0xFFFFFFFF
         return pending
 
-    def queue(self, opcode: int, fd: int, address: int, length: int, offset: int, user_data: int) -> None:
-        """Queue one read or write; :meth:`submit` hands it to the kernel.  OSError(EBUSY) when the ring is full."""
+    def queue(
+        self, opcode: int, fd: int, address: int, length: int, offset: int, user_data: int, *, link: bool = False
+    ) -> None:
+        """Queue one read or write; :meth:`submit` hands it to the kernel.  OSError(EBUSY) when the ring is full.
+
+        ``link``: the next entry queued starts only once this one completed
+        in full; if this one fails or is short, the next completes with
+        ``-ECANCELED`` without being done.  Queue and submit a chain in one
+        go: a submission ends it.
+        """
         if self.unsubmitted() >= self.entries:
             raise OSError(errno.EBUSY, "io_uring submission queue full")
         index = self._tail & self._sq_mask_value
+        flags = IOSQE_IO_LINK if link else 0
         _SQE.pack_into(
-            self._sqes, index * _SQE.size, opcode, 0, 0, fd, offset, address, length, 0, user_data, 0, 0, 0, 0, 0
+            self._sqes, index * _SQE.size, opcode, flags, 0, fd, offset, address, length, 0, user_data, 0, 0, 0, 0, 0
         )
         self._tail = (self._tail + 1) & 0xFFFFFFFF
         _U32.pack_into(self._sq, self._sq_tail, self._tail)  # after the entry: x86-64 keeps stores in order

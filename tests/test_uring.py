@@ -20,11 +20,13 @@ from typing import TypeVar
 
 import pytest
 import trio
+import trio.testing
 
 from leased import storage as storage_module
 from leased import uring
 from leased.errors import LeaseError, ResultCode
-from leased.storage import FileStorage, io_engine_in_use
+from leased.sparse import SparseRead
+from leased.storage import FileStorage, StepFailed, io_engine_in_use
 from leased.torture.faultfs import FaultFS
 
 MiB = 1 << 20
@@ -176,3 +178,52 @@ async def test_a_ring_full_of_stalled_ios_sends_new_ones_to_threads(
         faults.heal()
         stalled.close()
         healthy.close()
+
+
+@pytest.mark.skipif(not io_uring_expected(), reason="io_uring is used on x86-64 Linux only")
+async def test_a_ballot_phase_read_has_its_own_deadline_from_the_write(
+    faults: FaultFS, mock_clock: trio.testing.MockClock
+) -> None:
+    """The linked pair gives each I/O ``timeout``: the read's runs from the write's completion, as two timed I/Os
+    would (sanlock's).  trio's clock is moved by hand, so no deadline depends on how loaded the machine is."""
+    path = faults.mountpoint / "leases"
+    with path.open("wb") as f:
+        f.truncate(4 * MiB)
+    storage = FileStorage(str(path))
+    block = b"\x5a" * 512
+    outcome: list[object] = []
+
+    async def phase() -> None:
+        try:
+            outcome.append(await storage.write_then_read_sparse(MiB + 1024, block, MiB, MiB, 1024, 512, timeout=10))
+        except StepFailed as exc:
+            outcome.append((exc.step, exc.rc))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            faults.set(write="stall")
+            nursery.start_soon(phase)
+            await trio.to_thread.run_sync(faults.wait_stalled, 1, WAIT)
+            mock_clock.jump(6)  # the write is 6 s in: within its 10
+            faults.set(read="stall")
+            faults.release()  # the write completes; the kernel starts the read, which stalls
+            await trio.to_thread.run_sync(faults.wait_stalled, 1, WAIT)
+            await trio.testing.wait_all_tasks_blocked()  # the write's completion has been taken
+            mock_clock.jump(6)  # 12 s after the pair began, 6 s into the read
+            await trio.testing.wait_all_tasks_blocked()
+            assert outcome == [], "the read's deadline runs from the write's completion, not from the pair's start"
+            faults.heal()
+        [done] = outcome
+        assert isinstance(done, SparseRead) and done.units == ((0, block),)
+
+        outcome.clear()
+        async with trio.open_nursery() as nursery:
+            faults.set(read="stall")
+            nursery.start_soon(phase)
+            await trio.to_thread.run_sync(faults.wait_stalled, 1, WAIT)
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(11)
+        assert outcome == [("read", ResultCode.AIO_TIMEOUT)]
+    finally:
+        faults.heal()
+        storage.close()

@@ -209,6 +209,10 @@ class FaultFS:
         """Clear every rule and release stalled requests; they complete (or fail with EIO); returns how many."""
         return int(self._call({"op": "heal", "fail_stalled": fail_stalled})["released"])
 
+    def release(self) -> int:
+        """Let the requests stalled now complete, keeping the rules for new ones; returns how many."""
+        return int(self._call({"op": "heal", "fail_stalled": False, "keep_rules": True})["released"])
+
     def counts(self) -> dict[str, int]:
         """Requests seen (``read``, ``write``), failed (``*_eio``), stalled (``*_stall``, ``stalled_now``), ``open``."""
         return cast(dict[str, int], self._call({"op": "counts"})["counts"])
@@ -379,14 +383,15 @@ class _Faults:
         with self._cond:
             self._rules = [*self._rules, *rules] if add else rules
 
-    def heal(self, fail_stalled: bool) -> int:
+    def heal(self, fail_stalled: bool, keep_rules: bool = False) -> int:
         with self._cond:
             released = len(self._stalled)
             for waiter in self._stalled:
                 waiter["fail"] = fail_stalled
                 waiter["released"] = True
             self._stalled = []
-            self._rules = []
+            if not keep_rules:
+                self._rules = []
             self._cond.notify_all()
         return released
 
@@ -544,7 +549,9 @@ def _serve_control(sock: socket.socket, faults: _Faults, mountpoint: str) -> Non
                 if op == "set":
                     faults.set_rules([Rule(**rule) for rule in message["rules"]], bool(message.get("add")))
                 elif op == "heal":
-                    reply["released"] = faults.heal(bool(message["fail_stalled"]))
+                    reply["released"] = faults.heal(
+                        bool(message["fail_stalled"]), keep_rules=bool(message.get("keep_rules"))
+                    )
                 elif op == "counts":
                     reply["counts"] = faults.counts()
                 elif op == "wait_stalled":
