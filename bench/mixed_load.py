@@ -19,7 +19,11 @@ Both daemons run at once, each with its own run directory and lease file
 (the lockspaces at io_timeout 1, laid out by python3-sanlock's
 ``write_lockspace``/``write_resource``), started as
 ``bench/daemon_vs_sanlock.py`` starts them; the load runs against one daemon,
-then the other, so each sees the same machine.  Printed per daemon:
+then the other, in turns (``--slices``, 4 of ``duration / slices`` seconds
+each by default, each daemon first in every other round), so each sees the
+same machine even when the disk's speed drifts from one minute to the next
+(this machine's virtual disk does: one daemon's figure moved by a third
+between runs minutes apart).  Printed per daemon:
 successful acquires a second, the count of each result code of acquire,
 convert and release, and the ratio leased/sanlock of successful acquires a
 second.  Exits 1 when any process found that inquire disagrees with what it
@@ -27,7 +31,7 @@ believes it holds (each disagreement is printed); a failed set-up or driver
 stops it with a message.
 
 Usage: PYTHONPATH=. .venv/bin/python bench/mixed_load.py [--duration 20] [--processes 16]
-       [--lockspaces 4] [--resources 16] [--only leased|sanlock] [--keep DIR]
+       [--lockspaces 4] [--resources 16] [--slices 4] [--only leased|sanlock] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -204,15 +208,14 @@ class Figures:
     def rate(self) -> float:
         return self.acquired / self.wall if self.wall else 0.0
 
-    @classmethod
-    def from_driver(cls, output: dict[str, Any]) -> Figures:
-        figures = cls(wall=output["wall"])
+    def add(self, output: dict[str, Any]) -> None:
+        """Add one run of the driver (one slice of the load)."""
+        self.wall += output["wall"]
         for result in output["results"]:
-            figures.acquired += result["acquired"]
+            self.acquired += result["acquired"]
             for kind in ("acquire", "convert", "release"):
-                getattr(figures, kind).update({int(rc): n for rc, n in result[kind].items()})
-            figures.disagreements += result["disagreements"]
-        return figures
+                getattr(self, kind).update({int(rc): n for rc, n in result[kind].items()})
+            self.disagreements += result["disagreements"]
 
 
 def code_name(rc: int) -> str:
@@ -245,6 +248,9 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=16)
     parser.add_argument("--lockspaces", type=int, default=4)
     parser.add_argument("--resources", type=int, default=16, help="resources per lockspace")
+    parser.add_argument(
+        "--slices", type=int, default=4, help="the duration cut in this many turns per daemon, taken alternately"
+    )
     parser.add_argument("--only", choices=("leased", "sanlock"), help="run one daemon only")
     parser.add_argument("--keep", type=Path, help="keep run dirs and daemon logs here (log_dump of each too)")
     args = parser.parse_args()
@@ -255,6 +261,8 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="mixed-load-"))
     daemons: list[Daemon] = []
     figures: dict[str, Figures] = {}
+    if args.duration <= 0 or args.slices < 1:
+        parser.error("--duration must be positive and --slices at least 1")
     try:
         for label, argv in commands.items():
             daemons.append(start_daemon(label, argv, base))
@@ -263,20 +271,25 @@ def main() -> int:
         for daemon in daemons:
             lease_path = daemon.home / "leases"
             run([PYTHON3, "-c", SETUP, str(lease_path), str(args.lockspaces), str(args.resources)], daemon.env, 120)
+        figures = {daemon.label: Figures() for daemon in daemons}
+        for slice_ in range(args.slices):
+            # Alternate which daemon goes first: a disk that slows or speeds up over minutes
+            # (this machine's does) then weighs on both alike.
+            for daemon in daemons if slice_ % 2 == 0 else daemons[::-1]:
+                driver = [
+                    PYTHON3,
+                    "-c",
+                    LOAD,
+                    str(daemon.home / "leases"),
+                    str(args.lockspaces),
+                    str(args.resources),
+                    str(args.processes),
+                    str(args.duration / args.slices),
+                ]
+                out = run(driver, daemon.env, args.duration * 4 + 120)
+                figures[daemon.label].add(json.loads(out.stdout))
         for daemon in daemons:
-            label, env, lease_path = daemon.label, daemon.env, daemon.home / "leases"
-            driver = [
-                PYTHON3,
-                "-c",
-                LOAD,
-                str(lease_path),
-                str(args.lockspaces),
-                str(args.resources),
-                str(args.processes),
-                str(args.duration),
-            ]
-            out = run(driver, env, args.duration * 4 + 120)
-            figures[label] = Figures.from_driver(json.loads(out.stdout))
+            label, env = daemon.label, daemon.env
             if args.keep:
                 dump = subprocess.run(["sanlock", "client", "log_dump"], env=env, capture_output=True, check=False)
                 (base / label / "log_dump").write_bytes(dump.stdout)
@@ -288,7 +301,7 @@ def main() -> int:
 
     print(
         f"mixed local load: {args.processes} processes, {args.lockspaces} lockspaces x {args.resources} resources, "
-        f"{args.duration:g} s per daemon"
+        f"{args.duration:g} s per daemon in {args.slices} turns"
     )
     for label, fig in figures.items():
         print(f"{label}: {fig.rate:.1f} successful acquires/s ({fig.acquired} in {fig.wall:.1f} s)")
