@@ -449,11 +449,16 @@ def _ring_service() -> _RingService | None:
     from leased import uring
 
     why = uring.unavailable()
-    if why is not None:
+    try:
+        ring = uring.Ring(RING_ENTRIES) if why is None else None
+    except OSError as exc:  # a probe's ring of two was set up, this one not (no memory, no descriptor)
+        why = f"io_uring_setup failed: {exc.strerror}"
+        ring = None
+    if ring is None:
         log.warning("io_uring not used, lease I/O runs in threads: %s", why)
         _RINGS[0].set(False)
         return None
-    service = _RingService(uring.Ring(RING_ENTRIES))
+    service = _RingService(ring)
     _RINGS[0].set(service)
     trio.lowlevel.spawn_system_task(service.reap, name="leased.storage io_uring completions")
     return service
