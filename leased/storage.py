@@ -286,6 +286,10 @@ def use_io_engine(name: str) -> None:
     _io_engine[0] = name
 
 
+_NEVER_FREED: list[mmap.mmap] = []
+"""Buffers of I/Os still in flight when their ring closed (a trio run's end): kept mapped for good."""
+
+
 class _RingOp:
     """I/Os in the ring for one task (one, or a linked write then read): who waits, what to release when done."""
 
@@ -415,6 +419,10 @@ class _RingService:
                 await trio.lowlevel.wait_readable(self._ring.event_fd)
                 self._complete()
         finally:
+            # The run ends with I/Os in flight (abandoned on a stalled device): the kernel may still
+            # write into their buffers, unpinned yet if it queued them on its own workers, so they
+            # are never unmapped and their addresses never handed to another mapping.
+            _NEVER_FREED.extend(buffer for op, _ in self._ios.values() for buffer in op.buffers)
             self._ring.close()
 
 

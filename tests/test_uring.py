@@ -227,3 +227,30 @@ async def test_a_ballot_phase_read_has_its_own_deadline_from_the_write(
     finally:
         faults.heal()
         storage.close()
+
+
+@pytest.mark.skipif(not io_uring_expected(), reason="io_uring is used on x86-64 Linux only")
+def test_a_run_ending_with_an_io_in_flight_never_unmaps_its_buffer(faults: FaultFS) -> None:
+    """The kernel may still write into an abandoned I/O's buffer after the ring is gone: the memory stays mapped,
+    so its address is never handed to another buffer."""
+    path = faults.mountpoint / "leases"
+    with path.open("wb") as f:
+        f.truncate(MiB)
+    before = len(storage_module._NEVER_FREED)
+
+    async def abandon_a_stalled_read() -> None:
+        storage = FileStorage(str(path))
+        assert io_engine_in_use() == "io_uring"
+        faults.set(read="stall")
+        with pytest.raises(LeaseError) as timed_out:
+            await storage.read(0, 4096, timeout=0.2)
+        assert timed_out.value.rc == ResultCode.AIO_TIMEOUT
+        await trio.to_thread.run_sync(faults.wait_stalled, 1, WAIT)
+        storage.close()
+
+    try:
+        trio.run(abandon_a_stalled_read)
+        kept = storage_module._NEVER_FREED[before:]
+        assert len(kept) == 1 and not kept[0].closed and len(kept[0]) >= 4096
+    finally:
+        faults.heal()
