@@ -41,6 +41,8 @@ IORING_OFF_CQ_RING: Final = 0x8000000
 IORING_OFF_SQES: Final = 0x10000000
 IORING_FEAT_SINGLE_MMAP: Final = 1 << 0
 IORING_FEAT_NODROP: Final = 1 << 1
+IORING_FEAT_RW_CUR_POS: Final = 1 << 3
+"""Came with Linux 5.6, as did ``IORING_OP_READ``/``IORING_OP_WRITE``: a kernel without it would fail every I/O."""
 IORING_REGISTER_EVENTFD: Final = 4
 
 IOSQE_IO_LINK: Final = 1 << 2
@@ -111,8 +113,8 @@ class Ring:
             sq_entries, cq_entries, _flags, _cpu, _idle, features = fields[:6]
             sq_off = fields[10:19]
             cq_off = fields[19:28]
-            if not features & IORING_FEAT_NODROP:
-                raise OSError(errno.ENOSYS, "kernel too old: no IORING_FEAT_NODROP")
+            if not features & IORING_FEAT_NODROP or not features & IORING_FEAT_RW_CUR_POS:
+                raise OSError(errno.ENOSYS, "kernel older than Linux 5.6: no IORING_OP_READ")
             sq_size = sq_off[6] + sq_entries * 4
             cq_size = cq_off[5] + cq_entries * _CQE.size
             if features & IORING_FEAT_SINGLE_MMAP:
