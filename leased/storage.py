@@ -340,29 +340,28 @@ class _RingService:
 
         Only when :meth:`room` says they fit.  ``linked``: each starts when
         the one before completed in full, else completes with -ECANCELED.
-        An I/O that cannot be queued raises LeaseError, having given the
-        buffers back and called ``on_complete``.
+        I/Os that cannot all be queued are not queued at all: LeaseError,
+        the buffers given back and ``on_complete`` called.
         """
         import trio
 
         from leased.uring import buffer_address
 
         op = _RingOp(trio.lowlevel.current_task(), tuple(buf for _, _, buf, _, _ in ios), on_complete)
-        last = len(ios) - 1
-        try:
-            for index, (opcode, fd, buffer, length, offset) in enumerate(ios):
-                self._next += 1
-                self._ring.queue(
-                    opcode, fd, buffer_address(buffer), length, offset, self._next, link=linked and index < last
-                )
-                self._ios[self._next] = (op, index)
-        except OSError as exc:  # only when the ring is full, which room() rules out: nothing was submitted
-            for user_data in range(self._next - len(op.buffers) + 1, self._next + 1):
-                self._ios.pop(user_data, None)
+        try:  # all of them queued or none
+            if self._ring.unsubmitted() + len(ios) > self._ring.entries:  # room() rules this out
+                raise LeaseError(ResultCode.EBUSY, "io_uring submission queue full")
+            addresses = [buffer_address(buffer) for buffer in op.buffers]
+        except BaseException:
             for buffer in op.buffers:
                 _BUFFERS.give(buffer)
             on_complete()
-            raise LeaseError(rc_from_oserror(exc), f"io_uring: {exc.strerror}") from exc
+            raise
+        last = len(ios) - 1
+        for index, ((opcode, fd, _, length, offset), address) in enumerate(zip(ios, addresses, strict=True)):
+            self._next += 1
+            self._ring.queue(opcode, fd, address, length, offset, self._next, link=linked and index < last)
+            self._ios[self._next] = (op, index)
         try:
             self._ring.submit()
         except OSError as exc:  # still queued: the next submission hands it over
