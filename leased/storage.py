@@ -453,16 +453,12 @@ def _ring_service() -> _RingService | None:
         return service
     if service is False:
         return None
-    from leased import uring
+    from leased.uring import Ring
 
-    why = uring.unavailable()
     try:
-        ring = uring.Ring(RING_ENTRIES) if why is None else None
-    except OSError as exc:  # a probe's ring of two was set up, this one not (no memory, no descriptor)
-        why = f"io_uring_setup failed: {exc.strerror}"
-        ring = None
-    if ring is None:
-        log.warning("io_uring not used, lease I/O runs in threads: %s", why)
+        ring = Ring(RING_ENTRIES)
+    except OSError as exc:  # not x86-64, too old a kernel, io_uring disabled, no memory or descriptor
+        log.warning("io_uring not used, lease I/O runs in threads: %s", exc.strerror or exc)
         _RINGS[0].set(False)
         return None
     service = _RingService(ring)

@@ -64,10 +64,11 @@ _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
 
-def _check(result: int) -> int:
+def _check(result: int, call: str) -> int:
+    """``result`` of a system call, or OSError whose text names the call."""
     if result < 0:
         code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
+        raise OSError(code, f"{call} failed: {os.strerror(code)}")
     return result
 
 
@@ -82,12 +83,10 @@ def buffer_address(buf: mmap.mmap) -> int:
 
 def unavailable() -> str | None:
     """Why :class:`Ring` cannot be used on this machine, or None when it can."""
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return f"io_uring is used on x86-64 only (this is {platform.machine()})"
     try:
         Ring(2).close()
     except OSError as exc:
-        return f"io_uring_setup failed: {exc.strerror}"
+        return exc.strerror or str(exc)
     return None
 
 
@@ -102,9 +101,12 @@ class Ring:
     """
 
     def __init__(self, entries: int = 256) -> None:
+        """OSError, its text saying why, where io_uring cannot be used (see the module's docstring)."""
+        if platform.machine() not in ("x86_64", "AMD64"):
+            raise OSError(errno.ENOSYS, f"io_uring is used on x86-64 only (this is {platform.machine()})")
         params = bytearray(_PARAMS.size)
         params_buf = (ctypes.c_char * len(params)).from_buffer(params)
-        self.fd: int = _check(_syscall(SYS_IO_URING_SETUP, ctypes.c_uint(entries), params_buf))
+        self.fd: int = _check(_syscall(SYS_IO_URING_SETUP, ctypes.c_uint(entries), params_buf), "io_uring_setup")
         del params_buf
         self._maps: list[mmap.mmap] = []
         self.event_fd = -1
@@ -134,7 +136,10 @@ class Ring:
             self._tail = _U32.unpack_from(self._sq, self._sq_tail)[0]
             self.event_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             event_fd = ctypes.c_int(self.event_fd)
-            _check(_syscall(SYS_IO_URING_REGISTER, self.fd, IORING_REGISTER_EVENTFD, ctypes.byref(event_fd), 1))
+            _check(
+                _syscall(SYS_IO_URING_REGISTER, self.fd, IORING_REGISTER_EVENTFD, ctypes.byref(event_fd), 1),
+                "io_uring_register",
+            )
         except BaseException:
             self.close()
             raise
