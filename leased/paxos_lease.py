@@ -211,7 +211,7 @@ async def _read_area(area: ResourceArea, length: int, timeout: float) -> SparseR
 async def _write_then_read_blocks(
     area: ResourceArea, host_id: int, dblock: Dblock, mode: ModeBlock, num_hosts: int, length: int, timeout: float
 ) -> list[tuple[int, Dblock, ModeBlock]]:
-    """A phase of a ballot: our block written, then everyone's read (one hand-off to the I/O thread)."""
+    """A phase of a ballot: our block written, then everyone's read (:meth:`Storage.write_then_read_sparse`)."""
     sector = area.sector_size
     try:
         read = await area.storage.write_then_read_sparse(
@@ -686,7 +686,7 @@ async def release(lease: PaxosLease, *, clock: Clock = DEFAULT_CLOCK, rename: st
     sector = area.sector_size
     current = None
     try:
-        # our block marked released, then the leader read: one I/O job
+        # our block marked released, then the leader read, as one pair (Storage.write_then_read_sparse)
         read = await area.storage.write_then_read_sparse(
             area.host_offset(lease.host_id),
             host_sector(released_block, BLANK_MODE_BLOCK, sector),

@@ -209,9 +209,11 @@ MAX_OFFSET: Final = (1 << 63) - 1
 """The largest byte offset the kernel takes (``off_t`` is signed); wire and disk fields are u64."""
 
 
-def _check_sparse(length: int, head: int, unit: int) -> None:
+def _sparse_taker(length: int, head: int, unit: int) -> Callable[[memoryview], SparseRead]:
+    """What keeps a read buffer sparse (:func:`~leased.sparse.sparse_read`); EINVAL for an impossible head or unit."""
     if not 0 <= head <= length or unit <= 0:
         raise LeaseError(ResultCode.EINVAL, f"sparse read of {length} bytes: head {head}, unit {unit}")
+    return partial(sparse_read, length=length, head=head, unit=unit)
 
 
 def _check_range(path: str, offset: int, length: int) -> None:
@@ -535,8 +537,7 @@ class FileStorage:
 
     def read_sparse_sync(self, offset: int, length: int, head: int, unit: int) -> SparseRead:
         """Blocking :meth:`read_sparse`: scanned in the pool buffer, only what holds anything copied out."""
-        _check_sparse(length, head, unit)
-        return self._read_into_pool(offset, length, lambda view: sparse_read(view, length, head, unit))
+        return self._read_into_pool(offset, length, _sparse_taker(length, head, unit))
 
     def write_then_read_sparse_sync(
         self,
@@ -718,10 +719,7 @@ class FileStorage:
         service = _ring_with_room()
         with trio.move_on_after(timeout):
             if service is not None:
-                _check_sparse(length, head, unit)
-                return await self._ring_read(
-                    service, offset, length, partial(sparse_read, length=length, head=head, unit=unit)
-                )
+                return await self._ring_read(service, offset, length, _sparse_taker(length, head, unit))
             return await self._in_worker(partial(self.read_sparse_sync, offset, length, head, unit))
         raise self._timed_out("read", offset, timeout)
 
@@ -831,7 +829,7 @@ class FileStorage:
 
         _check_range(self._path, write_offset, len(data))
         _check_range(self._path, offset, length)
-        _check_sparse(length, head, unit)
+        take = _sparse_taker(length, head, unit)
         fd = self._enter()
         write_buf = self._buffer(len(data))
         write_buf[: len(data)] = data
@@ -852,9 +850,7 @@ class FileStorage:
                 except LeaseError as exc:
                     raise StepFailed("write", exc) from exc
                 try:
-                    return self._read_result(
-                        fd, read_buf, offset, length, done, partial(sparse_read, length=length, head=head, unit=unit)
-                    )
+                    return self._read_result(fd, read_buf, offset, length, done, take)
                 except LeaseError as exc:
                     raise StepFailed("read", exc) from exc
             finally:
