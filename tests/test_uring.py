@@ -254,3 +254,21 @@ def test_a_run_ending_with_an_io_in_flight_never_unmaps_its_buffer(faults: Fault
         assert len(kept) == 1 and not kept[0].closed and len(kept[0]) >= 4096
     finally:
         faults.heal()
+
+
+async def test_where_no_ring_can_be_set_up_lease_io_runs_in_threads(
+    lease_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A machine the ring is not written for (here: told it is arm64) gets threads, with the reason logged."""
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert uring.unavailable() == "io_uring is used on x86-64 only (this is aarch64)"
+    storage = CountingStorage(str(lease_file))
+    try:
+        with caplog.at_level("WARNING", logger="leased.storage"):
+            assert io_engine_in_use() == "threads"
+        assert "io_uring not used, lease I/O runs in threads: io_uring is used on x86-64 only" in caplog.text
+        await storage.write(MiB, b"\x55" * 512, LONG)
+        assert await storage.read(MiB, 512, LONG) == b"\x55" * 512
+        assert storage.jobs == 2
+    finally:
+        storage.close()
