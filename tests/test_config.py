@@ -188,6 +188,8 @@ def test_config_file_from_the_environment_and_default_absent(tmp_path: Path) -> 
         ("", ("-o", "x"), "command line -o: io_timeout: not an integer: 'x'"),
         ("", ("--bogus",), "unrecognized arguments: --bogus"),
         ("", ("-U", "no-such-user-here"), "uname: unknown user 'no-such-user-here' (command line -U)"),
+        ("io_engine = aio\n", (), ":1: io_engine: one of auto, threads, not 'aio'"),
+        ("", ("--io-engine", "uring"), "command line --io-engine: io_engine: one of auto, threads, not 'uring'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, content: str, args: tuple[str, ...], message: str) -> None:
