@@ -1,8 +1,13 @@
-"""One handler per wire command, dispatched through :data:`HANDLERS`.
+"""One handler per wire command, in one of two tables.
 
 A handler takes a :class:`Command` (daemon state, the connection's client,
 the framed request) and returns a :class:`Reply`: the bytes to send (none
 for REGISTER and SHUTDOWN) and whether the connection closes afterwards.
+Most commands are answered from memory: their handlers are plain functions
+(:data:`IMMEDIATE_HANDLERS`), which the daemon runs where it reads the
+request, with no task for the connection.  The others may wait on the disk
+or a lockspace, or make the connection a channel: their handlers are
+coroutines (:data:`HANDLERS`), run in the connection's own task.
 Result codes, payload layouts and close rules are sanlock 3.8.5's (wire spec
 §2.3, §5); deviations are deliberate and commented.
 
@@ -94,6 +99,10 @@ class Command:
 
 
 Handler = Callable[[Command], Awaitable[Reply]]
+"""A command that may wait: run in the connection's own task."""
+
+ImmediateHandler = Callable[[Command], Reply]
+"""A command answered from memory, without waiting (:data:`IMMEDIATE_HANDLERS`)."""
 
 
 def _fail(cmd: Command, rc: int, detail: str, *, data2: int = 0, payload: bytes = b"", close: bool = False) -> Reply:
@@ -162,12 +171,12 @@ async def cmd_rem_lockspace(cmd: Command) -> Reply:
     return cmd.reply(0)
 
 
-async def cmd_get_lockspaces(cmd: Command) -> Reply:
+def cmd_get_lockspaces(cmd: Command) -> Reply:
     entries = status.lockspace_list(cmd.state)
     return cmd.reply(0, data2=len(entries), payload=b"".join(x.encode() for x in entries), close=True)
 
 
-async def cmd_get_hosts(cmd: Command) -> Reply:
+def cmd_get_hosts(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     lockspace = cmd.state.find_lockspace(ls.name)
     if lockspace is None or lockspace.table is None:
@@ -176,7 +185,7 @@ async def cmd_get_hosts(cmd: Command) -> Reply:
     return cmd.reply(0, data2=len(hosts), payload=b"".join(h.encode() for h in hosts), close=True)
 
 
-async def cmd_host_status(cmd: Command) -> Reply:
+def cmd_host_status(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     lockspace = cmd.state.find_lockspace(ls.name)
     if lockspace is None or lockspace.table is None:
@@ -185,7 +194,7 @@ async def cmd_host_status(cmd: Command) -> Reply:
     return Reply(header.encode() + b"".join(status.host_status_records(lockspace.table)), close=True)
 
 
-async def cmd_renewal(cmd: Command) -> Reply:
+def cmd_renewal(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     lockspace = cmd.state.find_lockspace(ls.name, states=(LockspaceState.JOINED, LockspaceState.FAILED))
     if lockspace is None:
@@ -248,7 +257,7 @@ async def cmd_release(cmd: Command) -> Reply:
     return cmd.reply(await transactions.release_leases(state, target, keys, rename=rename))
 
 
-async def cmd_inquire(cmd: Command) -> Reply:
+def cmd_inquire(cmd: Command) -> Reply:
     try:
         target = _target(cmd)
     except Refused as exc:
@@ -276,7 +285,7 @@ async def cmd_convert(cmd: Command) -> Reply:
     return cmd.reply(0)
 
 
-async def cmd_set_lvb(cmd: Command) -> Reply:
+def cmd_set_lvb(cmd: Command) -> Reply:
     resource = Resource.decode(cmd.body)
     try:
         cmd.state.leases.set_lvb((resource.lockspace, resource.name), cmd.body[protocol.RESOURCE_SIZE :])
@@ -285,7 +294,7 @@ async def cmd_set_lvb(cmd: Command) -> Reply:
     return cmd.reply(0)
 
 
-async def cmd_get_lvb(cmd: Command) -> Reply:
+def cmd_get_lvb(cmd: Command) -> Reply:
     resource = Resource.decode(cmd.body)
     try:
         lvb = cmd.state.leases.get_lvb((resource.lockspace, resource.name), cmd.header.data2)
@@ -383,7 +392,7 @@ def mark_registered(client: ClientState) -> None:
     debug(log, "cmd_register ci %d pid %d", client.ci, client.pid)
 
 
-async def cmd_register(cmd: Command) -> Reply:
+def cmd_register(cmd: Command) -> Reply:
     # Identity (pid/uid) was taken from SO_PEERCRED by the connection; no reply, ever.
     client = cmd.client
     if client.pid <= 0:
@@ -393,17 +402,17 @@ async def cmd_register(cmd: Command) -> Reply:
     return Reply()
 
 
-async def cmd_version(cmd: Command) -> Reply:
+def cmd_version(cmd: Command) -> Reply:
     header = Header(Cmd.VERSION, 0, protocol.HEADER_SIZE, 0, 0, protocol.VERSION_NUM, version=protocol.SM_PROTO)
     return Reply(header.encode())
 
 
-async def cmd_restrict(cmd: Command) -> Reply:
+def cmd_restrict(cmd: Command) -> Reply:
     cmd.client.restrict = cmd.header.cmd_flags
     return cmd.reply(0)
 
 
-async def cmd_killpath(cmd: Command) -> Reply:
+def cmd_killpath(cmd: Command) -> Reply:
     try:
         target = _target(cmd)
     except Refused as exc:
@@ -413,7 +422,7 @@ async def cmd_killpath(cmd: Command) -> Reply:
     return cmd.reply(0)
 
 
-async def cmd_log_dump(cmd: Command) -> Reply:
+def cmd_log_dump(cmd: Command) -> Reply:
     text = cmd.state.log_ring.dump() if cmd.state.log_ring else b""
     header = Header(
         cmd.header.cmd, cmd.header.cmd_flags, cmd.header.length, cmd.header.seq, len(text), cmd.header.data2
@@ -421,7 +430,7 @@ async def cmd_log_dump(cmd: Command) -> Reply:
     return Reply(header.encode() + text, close=True)
 
 
-async def cmd_shutdown(cmd: Command) -> Reply:
+def cmd_shutdown(cmd: Command) -> Reply:
     if cmd.state.lockspaces and not cmd.header.data:  # data: force
         log.debug("ignore shutdown, lockspace exists")
         return Reply(close=True)
@@ -429,7 +438,7 @@ async def cmd_shutdown(cmd: Command) -> Reply:
     return Reply(close=True)
 
 
-async def cmd_shutdown_wait(cmd: Command) -> Reply:
+def cmd_shutdown_wait(cmd: Command) -> Reply:
     if cmd.state.lockspaces and not cmd.header.data:
         return cmd.reply(ResultCode.EBUSY)
     cmd.state.shutting_down = True
@@ -448,7 +457,7 @@ async def cmd_reg_event(cmd: Command) -> Reply:
     return Reply(cmd.reply(0).data, channel=lockspace.add_event_channel)
 
 
-async def cmd_end_event(cmd: Command) -> Reply:
+def cmd_end_event(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     if not ls.name:
         return cmd.reply(ResultCode.EINVAL, close=True)
@@ -459,7 +468,7 @@ async def cmd_end_event(cmd: Command) -> Reply:
     return cmd.reply(0, close=True)
 
 
-async def cmd_set_event(cmd: Command) -> Reply:
+def cmd_set_event(cmd: Command) -> Reply:
     ls = Lockspace.decode(cmd.body)
     event = HostEvent.decode(cmd.body[protocol.LOCKSPACE_SIZE :])
     flags = cmd.header.cmd_flags
@@ -478,7 +487,7 @@ async def cmd_set_event(cmd: Command) -> Reply:
     return cmd.reply(0)
 
 
-async def cmd_set_config(cmd: Command) -> Reply:
+def cmd_set_config(cmd: Command) -> Reply:
     try:
         configure_lockspace(cmd.state, Lockspace.decode(cmd.body).name, cmd.header.data)
     except LeaseError as exc:
@@ -497,7 +506,7 @@ async def cmd_examine(cmd: Command) -> Reply:
     return cmd.reply(0)
 
 
-async def cmd_unsupported(cmd: Command) -> Reply:
+def cmd_unsupported(cmd: Command) -> Reply:
     return _fail(cmd, ResultCode.EOPNOTSUPP, "command not supported by leased yet")
 
 
@@ -505,13 +514,13 @@ async def cmd_unsupported(cmd: Command) -> Reply:
 # STATUS and LEASED_METRICS (leased extension): what they report is leased.status's
 
 
-async def cmd_status(cmd: Command) -> Reply:
+def cmd_status(cmd: Command) -> Reply:
     records = status.status_records(cmd.state, cmd.header.data, DEFAULT_CLOCK.now())
     header = cmd.header.reply(0, data2=cmd.header.data2)
     return Reply(header.encode() + b"".join(records), close=True)
 
 
-async def cmd_metrics(cmd: Command) -> Reply:
+def cmd_metrics(cmd: Command) -> Reply:
     text = render(status.metrics_families(cmd.state, DEFAULT_CLOCK.now())).encode(errors="replace")
     return cmd.reply(0, payload=text, close=True)
 
@@ -527,26 +536,37 @@ async def cmd_health(cmd: Command) -> Reply:
 
 
 HANDLERS: dict[int, Handler] = {
-    Cmd.REGISTER: cmd_register,
     Cmd.ADD_LOCKSPACE: cmd_add_lockspace,
     Cmd.REM_LOCKSPACE: cmd_rem_lockspace,
     Cmd.INQ_LOCKSPACE: cmd_inq_lockspace,
-    Cmd.GET_LOCKSPACES: cmd_get_lockspaces,
-    Cmd.GET_HOSTS: cmd_get_hosts,
-    Cmd.HOST_STATUS: cmd_host_status,
-    Cmd.RENEWAL: cmd_renewal,
     Cmd.ACQUIRE: cmd_acquire,
     Cmd.RELEASE: cmd_release,
-    Cmd.INQUIRE: cmd_inquire,
     Cmd.CONVERT: cmd_convert,
-    Cmd.SET_LVB: cmd_set_lvb,
-    Cmd.GET_LVB: cmd_get_lvb,
     Cmd.WRITE_LOCKSPACE: cmd_write_lockspace,
     Cmd.READ_LOCKSPACE: cmd_read_lockspace,
     Cmd.WRITE_RESOURCE: cmd_write_resource,
     Cmd.READ_RESOURCE: cmd_read_resource,
     Cmd.READ_RESOURCE_OWNERS: cmd_read_resource_owners,
     Cmd.REQUEST: cmd_request,
+    Cmd.REG_EVENT: cmd_reg_event,
+    Cmd.EXAMINE_LOCKSPACE: cmd_examine,
+    Cmd.EXAMINE_RESOURCE: cmd_examine,
+    Cmd.LEASED_HEALTH: cmd_health,
+}
+"""Commands whose handler may wait (the disk, a lockspace's progress) or turns the connection into a channel.
+
+The daemon runs them in the connection's own task.
+"""
+
+IMMEDIATE_HANDLERS: dict[int, ImmediateHandler] = {
+    Cmd.REGISTER: cmd_register,
+    Cmd.GET_LOCKSPACES: cmd_get_lockspaces,
+    Cmd.GET_HOSTS: cmd_get_hosts,
+    Cmd.HOST_STATUS: cmd_host_status,
+    Cmd.RENEWAL: cmd_renewal,
+    Cmd.INQUIRE: cmd_inquire,
+    Cmd.SET_LVB: cmd_set_lvb,
+    Cmd.GET_LVB: cmd_get_lvb,
     Cmd.VERSION: cmd_version,
     Cmd.RESTRICT: cmd_restrict,
     Cmd.KILLPATH: cmd_killpath,
@@ -554,15 +574,17 @@ HANDLERS: dict[int, Handler] = {
     Cmd.LOG_DUMP: cmd_log_dump,
     Cmd.SHUTDOWN: cmd_shutdown,
     Cmd.SHUTDOWN_WAIT: cmd_shutdown_wait,
-    Cmd.REG_EVENT: cmd_reg_event,
     Cmd.END_EVENT: cmd_end_event,
     Cmd.SET_EVENT: cmd_set_event,
     Cmd.SET_CONFIG: cmd_set_config,
-    Cmd.EXAMINE_LOCKSPACE: cmd_examine,
-    Cmd.EXAMINE_RESOURCE: cmd_examine,
     Cmd.LEASED_METRICS: cmd_metrics,
-    Cmd.LEASED_HEALTH: cmd_health,
 }
+"""Commands answered from memory, never waiting: the daemon may run them wherever the request is read.
+
+A short-lived client (REGISTER, INQUIRE, close) is served from first byte
+to close without a task of its own.  A command in neither table is
+answered by :func:`cmd_unsupported`, which is immediate too.
+"""
 
 INLINE_CLOSERS = frozenset(
     {Cmd.STATUS, Cmd.HOST_STATUS, Cmd.RENEWAL, Cmd.GET_LOCKSPACES, Cmd.GET_HOSTS, Cmd.LOG_DUMP, Cmd.LEASED_METRICS}

@@ -284,6 +284,16 @@ KEYS: tuple[Key, ...] = (
         metavar="auto|threads",
         sanlock_conf=False,
     ),
+    Key(
+        "busy_poll",
+        _integer(0, 1000),
+        50,
+        "microseconds the daemon keeps polling client connections without sleeping after it served "
+        "some, while nothing else waits to run (0: sleep at once)",
+        option="--busy-poll",
+        metavar="USEC",
+        sanlock_conf=False,
+    ),
     # -- accepted for compatibility, nothing to tune in leased -------------------
     Key(
         "max_worker_threads",

@@ -3,9 +3,12 @@
 This is the thin I/O shell around the sans-I/O parts: it binds
 ``$SANLOCK_RUN_DIR/sanlock.sock`` (mode 0660, owner from ``-U/-G``), takes a
 lock on ``sanlock.pid`` so only one daemon serves a run directory, accepts
-connections, reads each peer's credentials (``SO_PEERCRED``), and runs one
-task per connection that feeds a :class:`~leased.connection.MessageReader`
-and hands each framed request to its handler (:mod:`leased.commands`).
+connections, reads each peer's credentials (``SO_PEERCRED``), feeds each
+connection's :class:`~leased.connection.MessageReader` and hands each framed
+request to its handler (:mod:`leased.commands`).  A connection is served
+inline from the idle watch (:mod:`leased.socket_watch`) while its commands
+are answered from memory, and by a task of its own from its first command
+that may wait (see "Where a connection is served" below).
 
 What it promises (the boundaries are where a daemon dies, so each is here):
 
@@ -23,16 +26,18 @@ What it promises (the boundaries are where a daemon dies, so each is here):
   or shutdown path releases the lease of a holder that still runs;
 * **bounds instead of crashes**: at most ``max_clients`` connections and
   registered processes (derived from RLIMIT_NOFILE unless configured; past
-  it a new connection is logged and closed), an accept loop that waits out
+  it a new connection is logged and closed), accepting that waits out
   EMFILE, a bounded read buffer per connection (the reader's), at most 32
   event channels per lockspace, and a bounded renewal history;
-* nothing blocks the event loop: disk I/O runs in worker threads, and a slow
-  or silent client stalls only its own task;
-* **fair turns on a fast path**: sockets are used raw and non-blocking
-  (:class:`ClientSocket`), trio's scheduler reached only when one would
-  block, so the accept loop yields every ``ACCEPT_BATCH`` connections and a
-  connection every ``FAIR_SHARE`` operations: a client that never stops
-  sending starves no other (docs/architecture.md, "The fast path").
+* nothing blocks the event loop: disk I/O runs through io_uring or worker
+  threads, inline serving never waits (a reply the socket will not take
+  goes to a task), and a slow or silent client stalls only its own task;
+* **fair turns on a fast path**: one accept per report of the watch, a
+  connection that sends more than ``FAIR_SHARE`` requests at once gets its
+  own task, and a task's raw non-blocking socket (:class:`ClientSocket`)
+  reaches trio's scheduler when it would block and every ``FAIR_SHARE``
+  operations: a client that never stops sending starves no other
+  (docs/architecture.md, "The fast path").
 """
 
 from __future__ import annotations
@@ -48,11 +53,12 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import trio
 
-from leased.commands import HANDLERS, INLINE_CLOSERS, Command, cmd_unsupported, mark_registered
+from leased.commands import HANDLERS, IMMEDIATE_HANDLERS, INLINE_CLOSERS, Command, Reply, cmd_unsupported
 from leased.connection import BadMessage, MessageReader, Request
 from leased.errors import LeaseError, ResultCode
 from leased.faultpoints import FaultPoints
@@ -62,7 +68,8 @@ from leased.listener import Claim, ClaimError, claim
 from leased.lockspace import EventChannel, LockspaceState
 from leased.logsetup import LogRing, LogSettings, LogSetupError, debug, setup_logging
 from leased.notify import Notifier
-from leased.protocol import HEADER_SIZE, RESTRICT_ALL, Cmd, Header, header_problem
+from leased.protocol import RESTRICT_ALL, Cmd, Header
+from leased.socket_watch import SocketWatch
 from leased.state import ClientState, DaemonConfig, DaemonState, client_limit
 from leased.storage import FileStorage, Storage, io_engine_in_use, keep_freed_memory, use_io_engine
 from leased.tasks import Spawner, nursery_spawner
@@ -73,15 +80,17 @@ log = logging.getLogger(__name__)
 
 RECV_CHUNK = 65536
 
-ACCEPT_BATCH = 32
-"""Connections accepted back to back before the accept loop lets other tasks run."""
+BUSY_POLL_ROUNDS = 16
+"""Rounds of inline serving one wake-up of the idle watch may run through busy polls, at most."""
 
 FAIR_SHARE = 16
 """Receives and events a connection handles without blocking before it yields to other tasks.
 
-The fast path (see ``ClientSocket``) only reaches trio's scheduler when a
-socket would block; a client that never stops sending would otherwise keep
-the event loop for itself, and a cancelled daemon would never see it.
+Inline, a connection that sent more requests than this at once is promoted
+to a task of its own; a task's socket (see ``ClientSocket``) only reaches
+trio's scheduler when it would block, so it checkpoints every this many
+operations.  A client that never stops sending would otherwise keep the
+event loop for itself, and a cancelled daemon would never see it.
 """
 
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
@@ -179,6 +188,40 @@ class ConnectionEnd(enum.Enum):
     CANCELLED = "the daemon is stopping"
 
 
+class Connection:
+    """One accepted connection: its socket, client record and framing, wherever it is served."""
+
+    __slots__ = ("client", "fd", "peer_pid", "reader", "sock")
+
+    def __init__(self, sock: socket.socket, client: ClientState, peer_pid: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.client = client
+        self.peer_pid = peer_pid
+        """From SO_PEERCRED at accept, -1 when unknown; a REGISTER makes it the client's pid."""
+        self.reader = MessageReader()
+
+
+@dataclass(slots=True)
+class Promotion:
+    """A connection leaves inline serving for a task of its own; the task starts where inline serving stopped."""
+
+    first: Request | None = None
+    """A command that may wait, read but not yet run."""
+    unsent: bytes = b""
+    """The rest of a reply the socket would not take at once."""
+    end: ConnectionEnd | None = None
+    """How the connection ends once ``unsent`` is sent (the reply's close rule)."""
+
+
+class Admission(enum.Enum):
+    """Whether a request runs (see ``Daemon._admit``)."""
+
+    RUN = "run it"
+    SKIP = "ignore it, no reply"
+    CLOSE = "close the connection"
+
+
 class RateLimitedLog:
     """One error line per ``interval`` seconds for a condition that can repeat thousands of times a second."""
 
@@ -238,6 +281,8 @@ class Daemon:
         self._refusals = RateLimitedLog()
         self.max_clients = config.max_clients
         self._spawn: Spawner = self._spawn_unavailable
+        self._watch: SocketWatch[Connection | socket.socket]
+        """The idle connections, served inline (made by ``serve``)."""
 
     @staticmethod
     def _spawn_unavailable(what: str, task: object) -> None:
@@ -267,18 +312,20 @@ class Daemon:
         if not self.max_clients:
             self.max_clients = client_limit(nofile)
         log.info(
-            "leased daemon started pid %d socket %s host name %s max_clients %d (RLIMIT_NOFILE %d)",
+            "leased daemon started pid %d socket %s host name %s max_clients %d (RLIMIT_NOFILE %d) busy_poll %d us",
             os.getpid(),
             self.config.socket_path,
             self.config.our_host_name,
             self.max_clients,
             nofile,
+            self.config.busy_poll,
         )
         try:
+            self._watch = SocketWatch()
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 self._spawn = nursery_spawner(nursery)
-                nursery.start_soon(self._accept_loop, listener)
+                nursery.start_soon(self._serve_idle, listener)
                 nursery.start_soon(self._watch_signals)
                 # The socket listens (connections queue in the backlog): only now may systemd start
                 # the units ordered after us.
@@ -293,6 +340,11 @@ class Daemon:
             claimed.release()
             self.notifier.close()
             log.info("leased daemon stopped")
+
+    def _note_change(self) -> None:
+        """Something the STATUS line shows may have changed (only systemd reads it: no wake-up without it)."""
+        if self.notifier.enabled:
+            self._maybe_changed.set()
 
     def status_line(self) -> str:
         """The one line ``systemctl status`` shows: joined lockspaces and registered processes."""
@@ -315,56 +367,53 @@ class Daemon:
             self._maybe_changed = trio.Event()
             self.notifier.status(self.status_line())
 
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        """Accept connections for ever; neither a full fd table nor a flood of clients stops it.
+    def _accept_waiting(self, listener: socket.socket) -> None:
+        """Accept one connection queued on the listener, and serve it inline at once.
 
-        Accepts run back to back on the non-blocking listening socket while
-        connections are queued, waiting for it to be readable only when
-        there are none, and yielding every ``ACCEPT_BATCH`` so the new
-        connections are served while a flood lasts.  At ``max_clients`` open
-        connections a new one is logged and closed at once, so the
-        descriptors the daemon needs for lockspaces and leases stay free.
-        EMFILE/ENFILE (and ENOMEM/ENOBUFS) wait 100 ms and try again, as
-        ``trio.serve_listeners`` does: closing connections frees
-        descriptors, and the backlog holds new clients meanwhile.
+        One per report of the (level-triggered) watch, which reports the
+        listener again while connections are queued, after other tasks have
+        run: a client that connects, asks and closes costs no accept that
+        fails with EAGAIN, and a flood of connections takes its turns.
+        Neither a full fd table nor a flood stops the daemon accepting: at
+        ``max_clients`` open connections a new one is logged and closed at
+        once, so the descriptors the daemon needs for lockspaces and leases
+        stay free.  EMFILE/ENFILE (and ENOMEM/ENOBUFS) take the listener out
+        of the idle watch for 100 ms, as ``trio.serve_listeners`` waits:
+        closing connections frees descriptors, and the backlog holds new
+        clients meanwhile.
         """
-        accepted = 0
-        while True:
-            try:
-                sock, _ = listener.accept()
-            except BlockingIOError:
-                accepted = 0
-                await trio.lowlevel.wait_readable(listener)
-                continue
-            except OSError as exc:
-                if exc.errno in _CLOSED_ERRNOS:
-                    return
-                if exc.errno in _IGNORED_ACCEPT_ERRNOS:
-                    continue
-                self._refusals.note(
-                    "accept failed: %s (%d connections open, max_clients %d); retrying in 100 ms",
-                    exc.strerror or exc,
-                    self._connections,
-                    self.max_clients,
-                )
-                accepted = 0
-                await trio.sleep(0.1)
-                continue
-            if self._connections >= self.max_clients:
-                self._refusals.note(
-                    "connection refused: %d connections open, max_clients %d", self._connections, self.max_clients
-                )
-                sock.close()
-            else:
-                sock.setblocking(False)
-                self._connections += 1
-                client, peer_pid = self._new_client(sock)
-                self._register_waiting(client, sock, peer_pid)
-                self.nursery.start_soon(self._connection, sock, client, peer_pid)
-            accepted += 1
-            if accepted >= ACCEPT_BATCH:
-                accepted = 0
-                await trio.lowlevel.checkpoint()
+        try:
+            sock, _ = listener.accept()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno in _CLOSED_ERRNOS:
+                self._watch.remove(listener.fileno())
+                return
+            if exc.errno in _IGNORED_ACCEPT_ERRNOS:
+                return
+            self._refusals.note(
+                "accept failed: %s (%d connections open, max_clients %d); retrying in 100 ms",
+                exc.strerror or exc,
+                self._connections,
+                self.max_clients,
+            )
+            self._watch.remove(listener.fileno())
+            self.nursery.start_soon(self._accept_later, listener)
+            return
+        if self._connections >= self.max_clients:
+            self._refusals.note(
+                "connection refused: %d connections open, max_clients %d", self._connections, self.max_clients
+            )
+            sock.close()
+        else:
+            self._connections += 1
+            self._serve_inline(self._new_connection(sock), watched=False)
+
+    async def _accept_later(self, listener: socket.socket) -> None:
+        """The listener back in the idle watch after an accept failure's 100 ms."""
+        await trio.sleep(0.1)
+        self._watch.add(listener.fileno(), listener)
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -396,47 +445,33 @@ class Daemon:
     # nobody renews any more, for other hosts to time out), not a refused or broken message.
     # A forced shutdown stops the holders first (remove_lockspace's SIGKILL) and releases what
     # their EOFs then show gone.
+    #
+    # Where a connection is served.  A connection starts in the idle watch (``_serve_idle``): what
+    # it sends is read and answered there, inline, as long as every command is an immediate one
+    # (answered from memory: REGISTER, INQUIRE, STATUS, ...), so a short-lived client costs no
+    # task at all.  The first command that may wait (ACQUIRE, ADD_LOCKSPACE, a channel), a reply
+    # the socket will not take at once, or more than a fair share of requests at once promotes it:
+    # it leaves the watch for a task of its own (``_connection``) for the rest of its life, and the
+    # task starts exactly where the inline serving stopped.  Both ways end in ``_settle``.
 
-    def _new_client(self, sock: socket.socket) -> tuple[ClientState, int]:
-        """The client record of a connection just accepted, and its peer's pid (-1 when unknown)."""
+    def _new_connection(self, sock: socket.socket) -> Connection:
+        """The connection just accepted, with its client record and its peer's pid (-1 when unknown)."""
         try:
             pid, uid, gid = peer_credentials(sock)
         except OSError:
             pid, uid, gid = -1, -1, -1
         client = ClientState(uid=uid, gid=gid, fd=sock.fileno())
         self.state.clients[client.ci] = client
-        return client, pid
-
-    def _register_waiting(self, client: ClientState, sock: socket.socket, peer_pid: int) -> None:
-        """Register now, in accept order, a connection whose REGISTER is already waiting in it.
-
-        libsanlock's register() returns once its REGISTER is sent, and a
-        program may then at once tell another process its pid, which acquires
-        on its behalf.  sanlock registers in the order connections came; here
-        each connection is served by its own task, and trio runs tasks made
-        ready together in no fixed order, so a daemon that fell behind could
-        serve the second process's request before the first one's REGISTER:
-        -ESRCH (found in CI under load).  Taking a waiting REGISTER here,
-        before the next connection is accepted, restores sanlock's order; the
-        connection's task then finds it registered and skips its REGISTER.
-        """
-        if peer_pid <= 0:
-            return
-        try:
-            head = sock.recv(HEADER_SIZE, socket.MSG_PEEK)
-        except OSError:
-            return
-        if len(head) < HEADER_SIZE:
-            return
-        header = Header.decode(head)
-        if header.cmd != Cmd.REGISTER or header_problem(header) is not None:
-            return
-        if self._take_identity(client, peer_pid):
-            mark_registered(client)
+        return Connection(sock, client, pid)
 
     def _take_identity(self, client: ClientState, peer_pid: int) -> bool:
         """A REGISTER's first step: the peer's pid and pidfd; False (logged) when max_clients are registered."""
-        registered = sum(1 for c in self.state.clients.values() if c.registered and not c.dead)
+        clients = self.state.clients
+        # This client is in the table unregistered, so fewer than max_clients are registered
+        # unless the table holds more than max_clients: count only then.
+        registered = len(clients) - 1
+        if registered >= self.max_clients:
+            registered = sum(1 for c in clients.values() if c.registered and not c.dead)
         if registered >= self.max_clients:
             log.error(
                 "register ci %d pid %d refused: %d processes registered, max_clients %d",
@@ -454,30 +489,318 @@ class Daemon:
                 log.warning("pidfd_open %d: %s; signals will use the pid", peer_pid, exc)
         return True
 
-    async def _connection(self, sock: socket.socket, client: ClientState, pid: int) -> None:
-        """One client's connection, inside its own boundary: whatever happens ends only this connection."""
+    # -- served inline, from the idle watch
+
+    async def _serve_idle(self, listener: socket.socket) -> None:
+        """Accept connections and serve the idle ones as their input arrives; at the end, close them (cancelled).
+
+        The listener is a member of the idle watch too: one wait of this
+        task covers new connections and input on idle ones alike.
+        """
+        watch = self._watch
+        watch.add(listener.fileno(), listener)
+        busy_poll = self.config.busy_poll / 1e6
+        try:
+            while True:
+                members = await watch.ready()
+                for _ in range(BUSY_POLL_ROUNDS):
+                    for member in members:
+                        if isinstance(member, Connection):
+                            self._serve_inline(member, watched=True)
+                        else:
+                            self._accept_waiting(member)
+                    if not busy_poll or trio.lowlevel.current_statistics().tasks_runnable:
+                        break
+                    members = watch.ready_within(busy_poll)
+                    if not members:
+                        break
+        finally:
+            for member in watch.take_all():
+                if isinstance(member, Connection):
+                    self._close_inline(member, ConnectionEnd.CANCELLED)
+            watch.close()
+
+    def _serve_inline(self, conn: Connection, *, watched: bool) -> None:
+        """Serve what ``conn`` has sent, inside the connection's boundary; then watch, promote or close it.
+
+        Accepted connections come here first (``watched`` False), which also
+        takes a REGISTER already waiting in accept order: libsanlock's
+        register() returns once its REGISTER is sent, and a program may then
+        at once tell another process its pid, which acquires on its behalf.
+        """
+        try:
+            outcome = self._answer_waiting(conn)
+        except Exception:
+            log.exception(
+                "client connection ci %d pid %d: internal error; connection closed", conn.client.ci, conn.client.pid
+            )
+            outcome = ConnectionEnd.FAILED
+        if outcome is None:
+            if not watched:
+                try:
+                    self._watch.add(conn.fd, conn)
+                except OSError as exc:  # no room in the epoll set (ENOMEM, max_user_watches): a task waits instead
+                    log.warning("ci %d: idle watch full (%s): served by its own task", conn.client.ci, exc)
+                    self.nursery.start_soon(self._connection, conn, Promotion())
+            return
+        if isinstance(outcome, Promotion):
+            if watched:
+                self._watch.remove(conn.fd)
+            self.nursery.start_soon(self._connection, conn, outcome)
+        else:
+            if watched:
+                self._watch.forget_closing(conn.fd)
+            self._close_inline(conn, outcome)
+
+    def _answer_waiting(self, conn: Connection) -> ConnectionEnd | Promotion | None:
+        """Read and answer what has arrived, without waiting; None when the connection is idle again.
+
+        One receive per call unless it filled what was asked: the watch is
+        level-triggered, so input left in the socket is reported again, and
+        an idle socket costs no receive that would fail with EAGAIN.
+        """
+        reader, client = conn.reader, conn.client
+        handled = 0
+        drained = False
+        while True:
+            while (event := reader.next_event()) is not None:
+                handled += 1
+                if isinstance(event, BadMessage):
+                    self._log_bad(client, event)
+                    if event.rc is not None and event.header is not None:
+                        unsent = self._send_now(conn, event.header.reply(event.rc).encode())
+                        if unsent is not None:
+                            return unsent
+                else:
+                    outcome = self._request_now(conn, event)
+                    if outcome is not None:
+                        return outcome
+                if self.state.shutting_down:
+                    self._stop.set()
+                if handled >= FAIR_SHARE:
+                    return Promotion()  # a client that keeps sending is served by its own task, in fair turns
+            if drained:
+                return None
+            asked = max(1, min(RECV_CHUNK, reader.room()))
+            try:
+                data = conn.sock.recv(asked, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return None
+            except ConnectionError:
+                return ConnectionEnd.PEER_CLOSED  # ECONNRESET: the peer closed with our reply unread
+            if not data:
+                bad = reader.eof()
+                if bad is not None:
+                    self._log_bad(client, bad)
+                return ConnectionEnd.PEER_CLOSED
+            reader.feed(data)
+            drained = len(data) < asked
+
+    def _send_now(self, conn: Connection, data: bytes) -> ConnectionEnd | Promotion | None:
+        """Send a reply without waiting; what the socket will not take now makes the connection a task's."""
+        try:
+            sent = conn.sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except ConnectionError:
+            return ConnectionEnd.PEER_CLOSED
+        if sent == len(data):
+            return None
+        return Promotion(unsent=data[sent:])
+
+    def _request_now(self, conn: Connection, request: Request) -> ConnectionEnd | Promotion | None:
+        """Run an immediate command and send its reply; a command that may wait promotes the connection."""
+        header = request.header
+        if header.cmd in HANDLERS:
+            return Promotion(first=request)
+        handler = IMMEDIATE_HANDLERS.get(header.cmd, cmd_unsupported)
+        admission = self._admit(conn, header)
+        if admission is not Admission.RUN:
+            return ConnectionEnd.CLOSED_HERE if admission is Admission.CLOSE else None
+        command = self._command(conn.client, request)
+        try:
+            reply = handler(command)
+        except Exception as exc:
+            reply = self._reply_to_failure(command, exc)
+        self._note_change()
+        end = self._end_after(conn.client, header, reply)
+        if reply.data:
+            unsent = self._send_now(conn, reply.data)
+            if isinstance(unsent, Promotion):
+                unsent.end = end
+            if unsent is not None:
+                return unsent
+        return end
+
+    def _close_inline(self, conn: Connection, end: ConnectionEnd) -> None:
+        """Close a connection that has no task, and apply the release rule (a disk release gets a task)."""
+        conn.sock.close()
+        self._connections -= 1
+        client = conn.client
+        if not self._settle(client, end):
+            self._spawn(f"release pid {client.pid}", partial(self._release_closed, client))
+        self._note_change()
+        if self.state.shutting_down:
+            self._stop.set()
+
+    async def _release_closed(self, client: ClientState) -> None:
+        with trio.CancelScope(shield=True):  # releasing them waits on the disk: never cut short
+            await release_client(self.state, client)
+        self._forget(client)
+
+    # -- served by a task of its own
+
+    async def _connection(self, conn: Connection, promotion: Promotion) -> None:
+        """A promoted connection, inside its own boundary: whatever happens ends only this connection."""
+        client = conn.client
         end = ConnectionEnd.FAILED
         try:
-            with sock:
+            with conn.sock:
                 end = ConnectionEnd.CANCELLED
-                end = await self._serve_client(ClientSocket(sock), client, pid)
+                conn.sock.setblocking(False)  # served inline it was read and written with MSG_DONTWAIT
+                end = await self._serve_promoted(ClientSocket(conn.sock), conn, promotion)
         except Exception:
             if end is ConnectionEnd.CANCELLED:
                 end = ConnectionEnd.FAILED
             log.exception("client connection ci %d pid %d: internal error; connection closed", client.ci, client.pid)
         finally:
             self._connections -= 1
-            if client.tokens:
-                with trio.CancelScope(shield=True):  # releasing them waits on the disk: never cut short
-                    await self._connection_ended(client, end)
-            else:
-                await self._connection_ended(client, end)  # nothing to release: it never waits
-            self._maybe_changed.set()
+            if not self._settle(client, end):
+                await self._release_closed(client)
+            self._note_change()
             if self.state.shutting_down:
                 self._stop.set()
 
-    async def _connection_ended(self, client: ClientState, end: ConnectionEnd) -> None:
-        """Apply the release rule to a connection that ended (``end`` says how)."""
+    async def _serve_promoted(self, stream: ClientSocket, conn: Connection, promotion: Promotion) -> ConnectionEnd:
+        """Carry on where inline serving stopped: the unsent reply, its close, the waiting command; then serve."""
+        if promotion.unsent and not await self._send(stream, promotion.unsent):
+            return ConnectionEnd.PEER_CLOSED
+        if promotion.end is not None:
+            return promotion.end
+        if promotion.first is not None:
+            end = await self._request(stream, conn, promotion.first)
+            self._note_change()
+            if end is not None:
+                return end
+        return await self._serve_client(stream, conn)
+
+    async def _serve_client(self, stream: ClientSocket, conn: Connection) -> ConnectionEnd:
+        """Read and answer requests until the peer closes or a close rule ends the connection."""
+        reader, client = conn.reader, conn.client
+        while True:
+            while (event := reader.next_event()) is not None:
+                if isinstance(event, BadMessage):
+                    self._log_bad(client, event)
+                    if event.rc is not None and event.header is not None:
+                        sent = await self._send(stream, event.header.reply(event.rc).encode())
+                        if not sent:
+                            return ConnectionEnd.PEER_CLOSED
+                else:
+                    end = await self._request(stream, conn, event)
+                    self._note_change()
+                    if end is not None:
+                        return end
+                await stream.share()
+            if self.state.shutting_down:
+                self._stop.set()
+            try:
+                data = await stream.receive(max(1, min(RECV_CHUNK, reader.room())))
+            except PeerGone:
+                return ConnectionEnd.PEER_CLOSED  # ECONNRESET: the peer closed with our reply unread
+            if not data:
+                bad = reader.eof()
+                if bad is not None:
+                    self._log_bad(client, bad)
+                return ConnectionEnd.PEER_CLOSED
+            reader.feed(data)
+
+    @staticmethod
+    async def _send(stream: ClientSocket, data: bytes) -> bool:
+        """Send a reply; False when the peer has closed (EPIPE, ECONNRESET), the only way a send may fail."""
+        try:
+            await stream.send_all(data)
+        except PeerGone:
+            return False
+        return True
+
+    async def _request(self, stream: ClientSocket, conn: Connection, request: Request) -> ConnectionEnd | None:
+        """Run one request; returns how the connection ends, or None while it stays open."""
+        header, client = request.header, conn.client
+        admission = self._admit(conn, header)
+        if admission is not Admission.RUN:
+            return ConnectionEnd.CLOSED_HERE if admission is Admission.CLOSE else None
+        command = self._command(client, request)
+        try:
+            handler = HANDLERS.get(header.cmd)
+            if handler is None:
+                reply = IMMEDIATE_HANDLERS.get(header.cmd, cmd_unsupported)(command)
+            else:
+                reply = await handler(command)
+        except Exception as exc:
+            reply = self._reply_to_failure(command, exc)
+        if reply.data and not await self._send(stream, reply.data):
+            return ConnectionEnd.PEER_CLOSED
+        if reply.channel is not None:
+            return await self._event_channel(stream, client, reply.channel)
+        return self._end_after(client, header, reply)
+
+    # -- what both ways share
+
+    def _admit(self, conn: Connection, header: Header) -> Admission:
+        """Whether a request runs: a restricted client's, a second REGISTER, a REGISTER past max_clients do not."""
+        client = conn.client
+        if client.restrict & RESTRICT_ALL:
+            log.error(
+                "client connection ci %d pid %d cmd %d len %d restrict all",
+                client.ci,
+                client.pid,
+                header.cmd,
+                header.length,
+            )
+            return Admission.SKIP
+        if header.cmd == Cmd.REGISTER:
+            if client.registered:
+                return Admission.SKIP  # registered already: sanlock does nothing more, and never replies
+            if not self._take_identity(client, conn.peer_pid):
+                return Admission.CLOSE
+        elif not client.registered:
+            client.name = Cmd(header.cmd).name.lower().encode()  # as sanlock names one-shot clients in status
+        return Admission.RUN
+
+    def _command(self, client: ClientState, request: Request) -> Command:
+        return Command(self.state, client, request.header, request.body, self._spawn, self.open_storage, self.fencer)
+
+    @staticmethod
+    def _reply_to_failure(command: Command, exc: Exception) -> Reply:
+        """The reply to a handler that raised (called in its ``except``): the client keeps what it had."""
+        client = command.client
+        if isinstance(exc, LeaseError):
+            log.error("%s ci %d pid %d: %s", command.name, client.ci, client.pid, exc)
+            return command.reply(exc.rc)
+        if isinstance(exc, MemoryError):
+            # Handlers fail before their commit point, so the client keeps what it had; it may retry.
+            log.error("%s ci %d pid %d: out of memory: %s", command.name, client.ci, client.pid, exc)
+            return command.reply(ResultCode.ENOMEM)
+        # A handler bug must not take the connection (and a registered client's leases) down.
+        log.exception("%s ci %d pid %d: internal error", command.name, client.ci, client.pid)
+        return command.reply(-1)
+
+    @staticmethod
+    def _end_after(client: ClientState, header: Header, reply: Reply) -> ConnectionEnd | None:
+        """Whether the connection closes after this reply: sanlock's close rules, never a registered one."""
+        if reply.close or header.cmd in INLINE_CLOSERS:
+            if client.registered:
+                log.debug("client_free ci %d live pid %d: keep registered connection", client.ci, client.pid)
+                return None
+            return ConnectionEnd.CLOSED_HERE
+        return None
+
+    def _settle(self, client: ClientState, end: ConnectionEnd) -> bool:
+        """Apply the release rule to a connection that ended (``end`` says how).
+
+        False when the client's leases must first be released on disk
+        (:meth:`_release_closed` does that, and forgets it).
+        """
         if client.registered and not client.dead and end is not ConnectionEnd.PEER_CLOSED:
             if end is ConnectionEnd.CANCELLED:
                 if client.tokens:
@@ -487,11 +810,14 @@ class Daemon:
             else:
                 # Not known gone: keep it registered, its leases held, until its exit shows on the pidfd.
                 self._spawn(f"watch pid {client.pid}", partial(self._release_at_exit, client))
-                return
+                return True
         elif client.registered and not client.dead:
             debug(log, "client_pid_dead ci %d pid %d", client.ci, client.pid)
-            await release_client(self.state, client)
+            if client.tokens:
+                return False
+            client.dead = True
         self._forget(client)
+        return True
 
     def _forget(self, client: ClientState) -> None:
         client.dead = True
@@ -521,96 +847,10 @@ class Daemon:
                 await release_client(self.state, client)
         finally:
             self._forget(client)
-            self._maybe_changed.set()
-
-    async def _serve_client(self, conn: ClientSocket, client: ClientState, peer_pid: int) -> ConnectionEnd:
-        """Read and answer requests until the peer closes or a close rule ends the connection."""
-        reader = MessageReader()
-        while True:
-            try:
-                data = await conn.receive(max(1, min(RECV_CHUNK, reader.room())))
-            except PeerGone:
-                return ConnectionEnd.PEER_CLOSED  # ECONNRESET: the peer closed with our reply unread
-            if not data:
-                bad = reader.eof()
-                if bad is not None:
-                    self._log_bad(client, bad)
-                return ConnectionEnd.PEER_CLOSED
-            reader.feed(data)
-            while (event := reader.next_event()) is not None:
-                if isinstance(event, BadMessage):
-                    self._log_bad(client, event)
-                    if event.rc is not None and event.header is not None:
-                        sent = await self._send(conn, event.header.reply(event.rc).encode())
-                        if not sent:
-                            return ConnectionEnd.PEER_CLOSED
-                else:
-                    end = await self._request(conn, client, peer_pid, event)
-                    self._maybe_changed.set()
-                    if end is not None:
-                        return end
-                await conn.share()
-            if self.state.shutting_down:
-                self._stop.set()
-
-    @staticmethod
-    async def _send(conn: ClientSocket, data: bytes) -> bool:
-        """Send a reply; False when the peer has closed (EPIPE, ECONNRESET), the only way a send may fail."""
-        try:
-            await conn.send_all(data)
-        except PeerGone:
-            return False
-        return True
-
-    async def _request(
-        self, conn: ClientSocket, client: ClientState, peer_pid: int, request: Request
-    ) -> ConnectionEnd | None:
-        """Run one request; returns how the connection ends, or None while it stays open."""
-        header = request.header
-        if client.restrict & RESTRICT_ALL:
-            log.error(
-                "client connection ci %d pid %d cmd %d len %d restrict all",
-                client.ci,
-                client.pid,
-                header.cmd,
-                header.length,
-            )
-            return None
-        if header.cmd == Cmd.REGISTER and client.registered:
-            return None  # registered already (at accept, or twice): sanlock does nothing more, and never replies
-        if header.cmd == Cmd.REGISTER:
-            if not self._take_identity(client, peer_pid):
-                return ConnectionEnd.CLOSED_HERE
-        elif not client.registered:
-            client.name = Cmd(header.cmd).name.lower().encode()  # as sanlock names one-shot clients in status
-        handler = HANDLERS.get(header.cmd, cmd_unsupported)
-        command = Command(self.state, client, header, request.body, self._spawn, self.open_storage, self.fencer)
-        try:
-            reply = await handler(command)
-        except LeaseError as exc:
-            log.error("%s ci %d pid %d: %s", command.name, client.ci, client.pid, exc)
-            reply = command.reply(exc.rc)
-        except MemoryError as exc:
-            # Handlers fail before their commit point, so the client keeps what it had; it may retry.
-            log.error("%s ci %d pid %d: out of memory: %s", command.name, client.ci, client.pid, exc)
-            reply = command.reply(ResultCode.ENOMEM)
-        except Exception:
-            # A handler bug must not take the connection (and a registered client's leases) down.
-            log.exception("%s ci %d pid %d: internal error", command.name, client.ci, client.pid)
-            reply = command.reply(-1)
-        if reply.data and not await self._send(conn, reply.data):
-            return ConnectionEnd.PEER_CLOSED
-        if reply.channel is not None:
-            return await self._event_channel(conn, client, reply.channel)
-        if reply.close or header.cmd in INLINE_CLOSERS:
-            if client.registered:
-                log.debug("client_free ci %d live pid %d: keep registered connection", client.ci, client.pid)
-                return None
-            return ConnectionEnd.CLOSED_HERE
-        return None
+            self._note_change()
 
     async def _event_channel(
-        self, conn: ClientSocket, client: ClientState, open_channel: Callable[[socket.socket], EventChannel]
+        self, stream: ClientSocket, client: ClientState, open_channel: Callable[[socket.socket], EventChannel]
     ) -> ConnectionEnd | None:
         """REG_EVENT, LEASED_HEALTH: from now on the daemon only writes records on this connection.
 
@@ -619,7 +859,7 @@ class Daemon:
         a registered client's exit is not missed).  A registered connection
         is served again after END_EVENT; any other connection closes.
         """
-        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(conn.sock.fileno()))
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(stream.sock.fileno()))
         channel = open_channel(raw)
         try:
             async with trio.open_nursery() as nursery:

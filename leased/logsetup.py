@@ -94,11 +94,8 @@ class LogRing(logging.Handler):
 
     def note(self, message: str, args: tuple[object, ...]) -> None:
         """Keep a line as :meth:`emit` keeps a record's, with no record built (:func:`debug`)."""
-        self.acquire()
-        try:
+        with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
             self._keep(time.time(), threading.get_ident(), message, args)
-        finally:
-            self.release()
 
     def _keep(self, created: float, thread: int, message: object, args: object) -> None:
         try:

@@ -52,6 +52,8 @@ class DaemonConfig:
     max_clients: int = 0
     """Most connections (and registered processes) at once; 0: :func:`client_limit` of RLIMIT_NOFILE."""
     io_engine: str = "auto"
+    busy_poll: int = 50
+    """Microseconds the idle watch polls without sleeping after serving connections inline (0: never)."""
     """How lease I/O reaches the disk (``storage.IO_ENGINES``): io_uring where it works, or threads."""
     allow_cross_uid: bool = False
     """Let a client act on another uid's registered pid (root always may)."""

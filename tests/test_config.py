@@ -190,6 +190,8 @@ def test_config_file_from_the_environment_and_default_absent(tmp_path: Path) -> 
         ("", ("-U", "no-such-user-here"), "uname: unknown user 'no-such-user-here' (command line -U)"),
         ("io_engine = aio\n", (), ":1: io_engine: one of auto, threads, not 'aio'"),
         ("", ("--io-engine", "uring"), "command line --io-engine: io_engine: one of auto, threads, not 'uring'"),
+        ("busy_poll = 2000\n", (), ":1: busy_poll: 2000 is above 1000"),
+        ("", ("--busy-poll", "-1"), "command line --busy-poll: busy_poll: -1 is negative"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, content: str, args: tuple[str, ...], message: str) -> None:

@@ -237,3 +237,14 @@ def test_a_registration_is_served_before_a_later_connection_asks_for_its_pid(dae
             assert reply.result == 0, f"round {attempt}: inquire of the registered pid answered {reply.result}"
         finally:
             holder.communicate("", timeout=DEADLINE)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("busy_poll", ["0", "1000"])
+def test_short_lived_clients_are_served_with_any_busy_poll(tmp_path: Path, busy_poll: str) -> None:
+    """The busy poll decides only whether the daemon sleeps at once: every client is served either way."""
+    argv = [*leased_daemon_argv("fast-path-host"), "--busy-poll", busy_poll]
+    with start_daemon(argv, tmp_path / "run") as running:
+        for _ in range(50):
+            register_inquire_close(running)
+        assert f"busy_poll {busy_poll} us" in running.log()

@@ -279,6 +279,7 @@ def _serve(
             watchdog_fire_timeout=settings.integer("watchdog_fire_timeout"),
             max_clients=settings.integer("max_clients"),
             io_engine=settings.text("io_engine") or "auto",
+            busy_poll=settings.integer("busy_poll"),
         )
         log_settings = LogSettings(
             foreground=foreground,

@@ -1,0 +1,231 @@
+"""Connections served inline from the idle watch, and promoted to a task of their own.
+
+``leased/daemon.py`` serves a connection from the idle watch (no task) while
+every command it sends is answered from memory, and promotes it to a task
+at its first command that may wait.  A registered process can hold a lease
+while its connection is still served inline: another process acquired it on
+its behalf (``data2``, the target pid).  What that must not change is the
+release rule (a bug in inline serving keeps the holder's lease, its close
+releases it on disk), the order of replies across a promotion, and service
+when the idle watch has no room.  An in-process daemon over its real socket;
+the holder is this test process, which keeps running.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import trio
+from inprocess import MiB, call, init_lease_file, new_daemon, read_reply, recv_exactly
+
+from leased import paxos_lease
+from leased.connection import MessageReader
+from leased.daemon import Connection, Daemon
+from leased.protocol import (
+    HEADER_SIZE,
+    TARGET_SELF,
+    Cmd,
+    Disk,
+    Header,
+    Lockspace,
+    Options,
+    Resource,
+)
+from leased.socket_watch import SocketWatch
+from leased.state import ClientState
+from leased.storage import FileStorage
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def r1_owner(path: Path) -> int:
+    storage = FileStorage(str(path))
+    try:
+        area = await paxos_lease.discover_resource(storage, MiB, "LS", b"R1", 1)
+        leader = await paxos_lease.read_leader(area, 0, 1)
+        return leader.owner_id if leader.timestamp else 0
+    finally:
+        storage.close()
+
+
+def acquire_r1(path: Path, target_pid: int) -> bytes:
+    body = Resource(b"LS", b"R1", disks=(Disk(str(path), MiB),)).encode() + Options().encode()
+    return Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=1, data2=target_pid).encode() + body
+
+
+async def join(daemon: Daemon, path: Path) -> None:
+    ls = Lockspace(b"LS", 1, 0, Disk(str(path), 0)).encode()
+    async with await trio.open_unix_socket(daemon.config.socket_path) as admin:
+        reply, _ = await call(admin, Header(Cmd.ADD_LOCKSPACE, length=HEADER_SIZE + len(ls), data=1), ls)
+        assert reply.result == 0
+
+
+async def register_and_hold_r1_on_its_behalf(daemon: Daemon, path: Path) -> trio.SocketStream:
+    """A registered connection that only ever sent REGISTER, holding R1 through another one's ACQUIRE."""
+    holder = await trio.open_unix_socket(daemon.config.socket_path)
+    await holder.send_all(Header(Cmd.REGISTER).encode())
+    async with await trio.open_unix_socket(daemon.config.socket_path) as manager:
+        # The REGISTER may still be in flight: retry while the pid is not registered yet (-ESRCH).
+        while True:
+            await manager.send_all(acquire_r1(path, os.getpid()))
+            reply, _ = await read_reply(manager)
+            if reply.result != -3:
+                break
+            await trio.sleep(0.01)
+    assert reply.result == 0, reply
+    assert await r1_owner(path) == 1
+    (client,) = registered(daemon)
+    assert [t.key for t in client.tokens] == [(b"LS", b"R1")]
+    return holder
+
+
+def registered(daemon: Daemon) -> list[ClientState]:
+    return [c for c in daemon.state.clients.values() if c.registered and not c.dead]
+
+
+def connection_tasks(daemon: Daemon) -> list[str]:
+    """The daemon's tasks that serve one connection each (promoted ones)."""
+    return [task.name for task in daemon.nursery.child_tasks if task.name.endswith("._connection")]
+
+
+async def closed_by_daemon(stream: trio.SocketStream) -> bool:
+    """The daemon closed it: EOF, or a reset when it closed with our request unread."""
+    try:
+        return await stream.receive_some(HEADER_SIZE) == b""
+    except trio.BrokenResourceError:
+        return True
+
+
+class InjectedBug(Exception):
+    pass
+
+
+async def test_a_bug_serving_a_parked_holder_closes_its_connection_and_keeps_its_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "leases"
+    await init_lease_file(path)
+    daemon = new_daemon(tmp_path)
+    real_next_event = MessageReader.next_event
+    armed = [False]
+
+    def next_event(reader: MessageReader) -> object:
+        if armed[0]:
+            armed[0] = False
+            raise InjectedBug("injected into a connection served inline")
+        return real_next_event(reader)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.serve)
+            await join(daemon, path)
+            holder = await register_and_hold_r1_on_its_behalf(daemon, path)
+            async with holder:
+                monkeypatch.setattr(MessageReader, "next_event", next_event)
+                armed[0] = True
+                await holder.send_all(Header(Cmd.INQUIRE, data2=TARGET_SELF).encode())
+                assert await closed_by_daemon(holder), "the broken connection is closed"
+                monkeypatch.setattr(MessageReader, "next_event", real_next_event)
+                # Not known gone (this process runs): still registered, still holding R1, also on disk.
+                (client,) = registered(daemon)
+                assert [t.key for t in client.tokens] == [(b"LS", b"R1")]
+                assert await r1_owner(path) == 1
+                async with await trio.open_unix_socket(daemon.config.socket_path) as other:
+                    reply, _ = await call(other, Header(Cmd.VERSION))
+                    assert reply.result >= 0, "every other connection is served"
+            # Not daemon.stop(): a stop runs the kill escalation on live holders, and the holder is us.
+            nursery.cancel_scope.cancel()
+    assert await r1_owner(path) == 1
+
+
+async def test_a_parked_holders_close_releases_its_lease_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "leases"
+    await init_lease_file(path)
+    daemon = new_daemon(tmp_path)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.serve)
+            await join(daemon, path)
+            holder = await register_and_hold_r1_on_its_behalf(daemon, path)
+            await holder.aclose()  # for sanlock's clients, the process exited
+            while registered(daemon) or await r1_owner(path) != 0:
+                await trio.sleep(0.01)
+            assert not list(daemon.state.leases.tokens()), "no lease left in the daemon"
+            daemon.stop()
+
+
+async def test_a_promotion_keeps_the_order_of_what_the_connection_sent(tmp_path: Path) -> None:
+    """REGISTER, ACQUIRE (may wait: promoted) and INQUIRE in one send: answered in order, INQUIRE after the lease."""
+    path = tmp_path / "leases"
+    await init_lease_file(path)
+    daemon = new_daemon(tmp_path)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.serve)
+            await join(daemon, path)
+            async with await trio.open_unix_socket(daemon.config.socket_path) as conn:
+                await conn.send_all(
+                    Header(Cmd.REGISTER, seq=1).encode()
+                    + acquire_r1(path, TARGET_SELF)
+                    + Header(Cmd.INQUIRE, seq=3, data2=TARGET_SELF).encode()
+                )
+                acquired, _ = await read_reply(conn)
+                assert connection_tasks(daemon), "promoted at its ACQUIRE"
+                inquired, payload = await read_reply(conn)
+                assert (acquired.cmd, acquired.result) == (Cmd.ACQUIRE, 0)
+                assert (inquired.cmd, inquired.seq, inquired.result, inquired.data2) == (Cmd.INQUIRE, 3, 0, 1)
+                assert payload.startswith(b"LS:R1:")
+                release = Resource(b"LS", b"R1").encode()
+                reply, _ = await call(
+                    conn, Header(Cmd.RELEASE, length=HEADER_SIZE + len(release), data=1, data2=TARGET_SELF), release
+                )
+                assert reply.result == 0
+            daemon.stop()
+
+
+async def test_with_no_room_in_the_idle_watch_a_connection_gets_its_own_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon = new_daemon(tmp_path)
+    real_add = SocketWatch.add
+
+    def add(watch: SocketWatch[object], fd: int, member: object) -> None:
+        if isinstance(member, Connection):  # the listener still goes in
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_add(watch, fd, member)
+
+    monkeypatch.setattr(SocketWatch, "add", add)
+    with trio.fail_after(30), caplog.at_level(logging.WARNING, logger="leased.daemon"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.serve)
+            for _ in range(3):
+                async with await trio.open_unix_socket(daemon.config.socket_path) as conn:
+                    await conn.send_all(Header(Cmd.REGISTER).encode())
+                    reply, payload = await call(conn, Header(Cmd.INQUIRE, data2=TARGET_SELF))
+                    assert (reply.cmd, reply.result, payload) == (Cmd.INQUIRE, 0, b"")
+            while daemon.state.clients:
+                await trio.sleep(0.01)
+            daemon.stop()
+    assert "idle watch full" in caplog.text
+
+
+async def test_a_registered_connection_is_served_from_the_idle_watch_for_its_whole_life(tmp_path: Path) -> None:
+    """Immediate commands one at a time on one registered connection: answered in order, with no task for it."""
+    daemon = new_daemon(tmp_path)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.serve)
+            async with await trio.open_unix_socket(daemon.config.socket_path) as conn:
+                await conn.send_all(Header(Cmd.REGISTER).encode())
+                for seq in range(100):
+                    await conn.send_all(Header(Cmd.INQUIRE, seq=seq, data2=TARGET_SELF).encode())
+                    reply = Header.decode(await recv_exactly(conn, HEADER_SIZE))
+                    assert (reply.cmd, reply.seq, reply.result) == (Cmd.INQUIRE, seq, 0)
+                    assert not connection_tasks(daemon)
+                (client,) = registered(daemon)
+                assert client.pid == os.getpid()
+            daemon.stop()
