@@ -42,9 +42,11 @@ What it promises (the boundaries are where a daemon dies, so each is here):
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import enum
 import errno
+import functools
 import logging
 import os
 import resource
@@ -105,11 +107,39 @@ class DaemonError(Exception):
 _UCRED = struct.Struct("3i")
 
 
-def peer_credentials(sock: socket.socket | trio.socket.SocketType) -> tuple[int, int, int]:
+def peer_credentials(sock: _socket.socket | trio.socket.SocketType) -> tuple[int, int, int]:
     """(pid, uid, gid) of the peer, from SO_PEERCRED."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
     return pid, uid, gid
+
+
+SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
+"""A pidfd of a Unix socket's peer (Linux 6.5; Python names it from 3.13)."""
+
+
+@functools.cache
+def peer_pidfd_supported() -> bool:
+    """Whether this kernel names a socket's peer by a pidfd (asked once, of a socket pair)."""
+    left, right = socket.socketpair()
+    try:
+        os.close(left.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD))
+    except OSError:
+        return False
+    finally:
+        left.close()
+        right.close()
+    return True
+
+
+def peer_pidfd(sock: _socket.socket, pid: int) -> int:
+    """A pidfd of the process that connected ``sock``, or -1 (logged: signals will use ``pid``)."""
+    try:
+        fd: int = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+    except OSError as exc:
+        log.warning("pidfd of pid %d: %s; signals will use the pid", pid, exc)
+        return -1
+    return fd
 
 
 class ClientSocket:
@@ -130,7 +160,7 @@ class ClientSocket:
 
     __slots__ = ("_unshared", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self._unshared = 0
 
@@ -193,7 +223,7 @@ class Connection:
 
     __slots__ = ("client", "fd", "peer_pid", "reader", "sock")
 
-    def __init__(self, sock: socket.socket, client: ClientState, peer_pid: int) -> None:
+    def __init__(self, sock: _socket.socket, client: ClientState, peer_pid: int) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.client = client
@@ -383,7 +413,10 @@ class Daemon:
         clients meanwhile.
         """
         try:
-            sock, _ = listener.accept()
+            # The C socket type on the raw descriptor: socket.socket's accept() adds Python-level
+            # work (address family and type as enums, __init__) that a short-lived client pays.
+            fd, _ = listener._accept()  # type: ignore[attr-defined]  # the C method accept() wraps
+            sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
         except BlockingIOError:
             return
         except OSError as exc:
@@ -454,7 +487,7 @@ class Daemon:
     # it leaves the watch for a task of its own (``_connection``) for the rest of its life, and the
     # task starts exactly where the inline serving stopped.  Both ways end in ``_settle``.
 
-    def _new_connection(self, sock: socket.socket) -> Connection:
+    def _new_connection(self, sock: _socket.socket) -> Connection:
         """The connection just accepted, with its client record and its peer's pid (-1 when unknown)."""
         try:
             pid, uid, gid = peer_credentials(sock)
@@ -464,8 +497,15 @@ class Daemon:
         self.state.clients[client.ci] = client
         return Connection(sock, client, pid)
 
-    def _take_identity(self, client: ClientState, peer_pid: int) -> bool:
-        """A REGISTER's first step: the peer's pid and pidfd; False (logged) when max_clients are registered."""
+    def _take_identity(self, conn: Connection) -> bool:
+        """A REGISTER's first step: the peer's pid and pidfd; False (logged) when max_clients are registered.
+
+        Where the kernel names the peer by a pidfd (SO_PEERPIDFD, Linux 6.5)
+        the pidfd is opened only when first used (``ClientState.pidfd``):
+        it names the process that connected even if that pid has since been
+        reused.  Elsewhere it is opened from the pid here, at once.
+        """
+        client, peer_pid = conn.client, conn.peer_pid
         clients = self.state.clients
         # This client is in the table unregistered, so fewer than max_clients are registered
         # unless the table holds more than max_clients: count only then.
@@ -483,10 +523,13 @@ class Daemon:
             return False
         client.pid = peer_pid
         if client.pidfd < 0 and peer_pid > 0:
-            try:
-                client.pidfd = os.pidfd_open(peer_pid)
-            except OSError as exc:
-                log.warning("pidfd_open %d: %s; signals will use the pid", peer_pid, exc)
+            if peer_pidfd_supported():
+                client.pidfd_source = partial(peer_pidfd, conn.sock, peer_pid)
+            else:
+                try:
+                    client.pidfd = os.pidfd_open(peer_pid)
+                except OSError as exc:
+                    log.warning("pidfd_open %d: %s; signals will use the pid", peer_pid, exc)
         return True
 
     # -- served inline, from the idle watch
@@ -634,6 +677,7 @@ class Daemon:
 
     def _close_inline(self, conn: Connection, end: ConnectionEnd) -> None:
         """Close a connection that has no task, and apply the release rule (a disk release gets a task)."""
+        self._before_close(conn.client, end)
         conn.sock.close()
         self._connections -= 1
         client = conn.client
@@ -655,10 +699,13 @@ class Daemon:
         client = conn.client
         end = ConnectionEnd.FAILED
         try:
-            with conn.sock:
+            try:
                 end = ConnectionEnd.CANCELLED
                 conn.sock.setblocking(False)  # served inline it was read and written with MSG_DONTWAIT
                 end = await self._serve_promoted(ClientSocket(conn.sock), conn, promotion)
+            finally:
+                self._before_close(client, end)
+                conn.sock.close()
         except Exception:
             if end is ConnectionEnd.CANCELLED:
                 end = ConnectionEnd.FAILED
@@ -761,7 +808,7 @@ class Daemon:
         if header.cmd == Cmd.REGISTER:
             if client.registered:
                 return Admission.SKIP  # registered already: sanlock does nothing more, and never replies
-            if not self._take_identity(client, conn.peer_pid):
+            if not self._take_identity(conn):
                 return Admission.CLOSE
         elif not client.registered:
             client.name = Cmd(header.cmd).name.lower().encode()  # as sanlock names one-shot clients in status
@@ -795,6 +842,16 @@ class Daemon:
             return ConnectionEnd.CLOSED_HERE
         return None
 
+    @staticmethod
+    def _before_close(client: ClientState, end: ConnectionEnd) -> None:
+        """A registered process kept after its connection ends is watched through its pidfd: open it now.
+
+        Its connection's socket is what names the process (SO_PEERPIDFD);
+        once closed it cannot be asked.
+        """
+        if client.registered and not client.dead and end in (ConnectionEnd.FAILED, ConnectionEnd.CLOSED_HERE):
+            client.open_pidfd()
+
     def _settle(self, client: ClientState, end: ConnectionEnd) -> bool:
         """Apply the release rule to a connection that ended (``end`` says how).
 
@@ -821,6 +878,7 @@ class Daemon:
 
     def _forget(self, client: ClientState) -> None:
         client.dead = True
+        client.pidfd_source = None  # not opened just to be closed
         if client.pidfd >= 0:
             os.close(client.pidfd)
             client.pidfd = -1

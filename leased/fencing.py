@@ -14,8 +14,10 @@ configured:
   RESTRICT_SIGTERM client SIGKILL instead of SIGTERM;
 * at most 100 attempts per process.
 
-Signals go through a pidfd opened when the process registered, so a late
-signal can never hit an unrelated process that reused the pid.  Every tick
+Signals go through a pidfd of the process, so a late signal can never hit
+an unrelated process that reused the pid: the daemon opens it from the
+process's connection (SO_PEERPIDFD, which names the process that connected)
+when it is first needed, or at registration on kernels without that.  Every tick
 re-checks that the client object is still the live one it was started for
 (its generation): a stale timer does nothing.
 

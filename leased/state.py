@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from leased.errors import QuietRefusal, Refused, ResultCode
@@ -111,9 +112,32 @@ class ClientState:
     kill_count: int = 0
     kill_last: float = 0.0
     killpath_done: bool = False
-    pidfd: int = -1
-    """A pidfd of the registered process: signals can never reach a process that reused the pid."""
+    pidfd_source: Callable[[], int] | None = None
+    """Opens :attr:`pidfd` at its first use (the daemon's: the connection's SO_PEERPIDFD); -1 when it cannot."""
+    _pidfd: int = field(default=-1, init=False, repr=False)
     fd: int = -1
+
+    @property
+    def pidfd(self) -> int:
+        """A pidfd of the registered process, or -1: signals can never reach a process that reused the pid.
+
+        Opened by ``pidfd_source`` when first asked for: most registered
+        processes never hold a lease (register, inquire, exit), and for them
+        opening and closing one is wasted work on every connection.
+        """
+        return self.open_pidfd()
+
+    @pidfd.setter
+    def pidfd(self, fd: int) -> None:
+        self.pidfd_source = None
+        self._pidfd = fd
+
+    def open_pidfd(self) -> int:
+        """:attr:`pidfd`, opened now if it has a source and is not open yet."""
+        if self._pidfd < 0 and self.pidfd_source is not None:
+            source, self.pidfd_source = self.pidfd_source, None
+            self._pidfd = source()
+        return self._pidfd
 
 
 @dataclass

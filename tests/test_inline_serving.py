@@ -13,9 +13,12 @@ the holder is this test process, which keeps running.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ from inprocess import MiB, call, init_lease_file, new_daemon, read_reply, recv_e
 
 from leased import paxos_lease
 from leased.connection import MessageReader
-from leased.daemon import Connection, Daemon
+from leased.daemon import Connection, Daemon, peer_pidfd_supported
 from leased.protocol import (
     HEADER_SIZE,
     TARGET_SELF,
@@ -228,4 +231,121 @@ async def test_a_registered_connection_is_served_from_the_idle_watch_for_its_who
                     assert not connection_tasks(daemon)
                 (client,) = registered(daemon)
                 assert client.pid == os.getpid()
+            daemon.stop()
+
+
+def pidfds_open() -> int:
+    """pidfds open in this process (the in-process daemon's among them)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[pidfd]"
+    return count
+
+
+async def test_a_registered_process_that_holds_nothing_costs_no_pidfd(tmp_path: Path) -> None:
+    """The pidfd is opened when first needed, from the connection (SO_PEERPIDFD): register+inquire opens none."""
+    if not peer_pidfd_supported():
+        pytest.skip("this kernel has no SO_PEERPIDFD (Linux 6.5): pidfds are opened at REGISTER")
+    daemon = new_daemon(tmp_path)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.serve)
+            before = pidfds_open()
+            conns = [await trio.open_unix_socket(daemon.config.socket_path) for _ in range(20)]
+            for conn in conns:
+                await conn.send_all(Header(Cmd.REGISTER).encode())
+                reply, _ = await call(conn, Header(Cmd.INQUIRE, data2=TARGET_SELF))
+                assert reply.result == 0
+            assert len(registered(daemon)) == 20
+            assert pidfds_open() == before
+            (first, *_) = registered(daemon)
+            pidfd = first.pidfd  # asked for: opened now, naming this process
+            assert pidfd >= 0 and pidfds_open() == before + 1
+            with open(f"/proc/self/fdinfo/{pidfd}") as info:
+                assert f"Pid:\t{os.getpid()}\n" in info.read()
+            for conn in conns:
+                await conn.aclose()
+            while daemon.state.clients:
+                await trio.sleep(0.01)
+            assert pidfds_open() == before, "each closed with its client"
+            daemon.stop()
+
+
+HOLDER = """
+import socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect(sys.argv[1])
+sock.sendall(bytes.fromhex(sys.argv[2]))
+print("registered", flush=True)
+sys.stdin.readline()
+sock.sendall(bytes.fromhex(sys.argv[3]))
+try:
+    closed = sock.recv(64) == b""
+except ConnectionResetError:
+    closed = True
+print("closed" if closed else "answered", flush=True)
+sys.stdin.read()
+"""
+
+
+async def test_a_parked_holder_whose_connection_broke_is_released_when_it_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug closes a parked holder's connection; the daemon then sees the process exit through its pidfd.
+
+    The pidfd is opened lazily from the connection, so it must be opened
+    before that connection is closed: the process's exit is the only way its
+    lease may go after that.
+    """
+    path = tmp_path / "leases"
+    await init_lease_file(path)
+    daemon = new_daemon(tmp_path)
+    real_next_event = MessageReader.next_event
+    armed = [False]
+
+    def next_event(reader: MessageReader) -> object:
+        if armed[0]:
+            armed[0] = False
+            raise InjectedBug("injected into a connection served inline")
+        return real_next_event(reader)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.serve)
+            await join(daemon, path)
+            holder = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-c",
+                    HOLDER,
+                    daemon.config.socket_path,
+                    Header(Cmd.REGISTER).encode().hex(),
+                    Header(Cmd.INQUIRE, data2=TARGET_SELF).encode().hex(),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            try:
+                assert holder.stdin is not None and holder.stdout is not None
+                assert await holder.stdout.receive_some(64) == b"registered\n"
+                async with await trio.open_unix_socket(daemon.config.socket_path) as manager:
+                    while True:
+                        await manager.send_all(acquire_r1(path, holder.pid))
+                        reply, _ = await read_reply(manager)
+                        if reply.result != -3:  # -ESRCH: its REGISTER not served yet
+                            break
+                        await trio.sleep(0.01)
+                assert reply.result == 0, reply
+                monkeypatch.setattr(MessageReader, "next_event", next_event)
+                armed[0] = True
+                await holder.stdin.send_all(b"\n")  # its INQUIRE meets the bug: its connection is closed
+                assert await holder.stdout.receive_some(64) == b"closed\n"
+                monkeypatch.setattr(MessageReader, "next_event", real_next_event)
+                assert await r1_owner(path) == 1, "kept while the process runs"
+            finally:
+                holder.kill()
+                await holder.wait()
+            while await r1_owner(path) != 0:  # its exit seen through the pidfd: released on disk
+                await trio.sleep(0.01)
             daemon.stop()
