@@ -484,8 +484,11 @@ class Daemon:
     # (answered from memory: REGISTER, INQUIRE, STATUS, ...), so a short-lived client costs no
     # task at all.  The first command that may wait (ACQUIRE, ADD_LOCKSPACE, a channel), a reply
     # the socket will not take at once, or more than a fair share of requests at once promotes it:
-    # it leaves the watch for a task of its own (``_connection``) for the rest of its life, and the
-    # task starts exactly where the inline serving stopped.  Both ways end in ``_settle``.
+    # it leaves the watch for a task of its own (``_connection``), which starts exactly where the
+    # inline serving stopped.  Promoted for a command that may wait, it goes back into the watch
+    # once that command is answered and nothing more is waiting (the task lives only while a
+    # command waits); promoted because it kept sending or does not read its replies, it keeps the
+    # task.  Both ways end in ``_settle``.
 
     def _new_connection(self, sock: _socket.socket) -> Connection:
         """The connection just accepted, with its client record and its peer's pid (-1 when unknown)."""
@@ -718,31 +721,63 @@ class Daemon:
     # -- served by a task of its own
 
     async def _connection(self, conn: Connection, promotion: Promotion) -> None:
-        """A promoted connection, inside its own boundary: whatever happens ends only this connection."""
+        """A promoted connection, inside its own boundary: whatever happens ends only this connection.
+
+        Promoted for a command that may wait, the connection goes back into
+        the idle watch once that command is answered and nothing more is
+        waiting in its reader: the task lives only while a command waits.
+        A connection promoted because it kept sending, or because it does
+        not read its replies, keeps its task.
+        """
         client = conn.client
         end = ConnectionEnd.FAILED
+        parked = False
         try:
             try:
                 end = ConnectionEnd.CANCELLED
                 conn.sock.setblocking(False)  # served inline it was read and written with MSG_DONTWAIT
-                end = await self._serve_promoted(ClientSocket(conn.sock), conn, promotion)
+                stream = ClientSocket(conn.sock)
+                ended = await self._serve_promoted(stream, conn, promotion)
+                if ended is None:
+                    parked = self._park(conn)
+                    if parked:
+                        return
+                    ended = await self._serve_client(stream, conn, park_when_idle=False)
+                end = ended if ended is not None else ConnectionEnd.FAILED  # never None without parking
             finally:
-                self._before_close(client, end)
-                conn.sock.close()
+                if not parked:
+                    self._before_close(client, end)
+                    conn.sock.close()
         except Exception:
             if end is ConnectionEnd.CANCELLED:
                 end = ConnectionEnd.FAILED
             log.exception("client connection ci %d pid %d: internal error; connection closed", client.ci, client.pid)
         finally:
-            self._connections -= 1
-            if not self._settle(client, end):
-                await self._release_closed(client)
+            if not parked:
+                self._connections -= 1
+                if not self._settle(client, end):
+                    await self._release_closed(client)
             self._note_change()
             if self.state.shutting_down:
                 self._stop.set()
 
-    async def _serve_promoted(self, stream: ClientSocket, conn: Connection, promotion: Promotion) -> ConnectionEnd:
-        """Carry on where inline serving stopped: the unsent reply, its close, the waiting command; then serve."""
+    def _park(self, conn: Connection) -> bool:
+        """Put a promoted connection back into the idle watch; False (it keeps its task) when there is no room."""
+        try:
+            self._watch.add(conn.fd, conn)
+        except OSError as exc:
+            log.warning("ci %d: idle watch full (%s): kept by its own task", conn.client.ci, exc)
+            return False
+        return True
+
+    async def _serve_promoted(
+        self, stream: ClientSocket, conn: Connection, promotion: Promotion
+    ) -> ConnectionEnd | None:
+        """Carry on where inline serving stopped: the unsent reply, its close, the waiting command; then serve.
+
+        None: the waiting command is answered and the connection is idle,
+        ready to go back into the watch.
+        """
         if promotion.unsent and not await self._send(stream, promotion.unsent):
             return ConnectionEnd.PEER_CLOSED
         if promotion.end is not None:
@@ -752,10 +787,16 @@ class Daemon:
             self._note_change()
             if end is not None:
                 return end
-        return await self._serve_client(stream, conn)
+        return await self._serve_client(stream, conn, park_when_idle=promotion.first is not None)
 
-    async def _serve_client(self, stream: ClientSocket, conn: Connection) -> ConnectionEnd:
-        """Read and answer requests until the peer closes or a close rule ends the connection."""
+    async def _serve_client(
+        self, stream: ClientSocket, conn: Connection, *, park_when_idle: bool
+    ) -> ConnectionEnd | None:
+        """Read and answer requests until the peer closes or a close rule ends the connection.
+
+        With ``park_when_idle``, return None as soon as every request read
+        is answered (the connection is idle: the watch can take it back).
+        """
         reader, client = conn.reader, conn.client
         while True:
             while (event := reader.next_event()) is not None:
@@ -773,6 +814,8 @@ class Daemon:
                 await stream.share()
             if self.state.shutting_down:
                 self._stop.set()
+            if park_when_idle:
+                return None
             try:
                 data = await stream.receive(max(1, min(RECV_CHUNK, reader.room())))
             except PeerGone:
