@@ -440,8 +440,13 @@ class Daemon:
             )
             sock.close()
         else:
+            try:
+                conn = self._new_connection(sock)
+            except Exception:
+                sock.close()
+                raise
             self._connections += 1
-            self._serve_inline(self._new_connection(sock), watched=False)
+            self._serve_inline(conn, watched=False)
 
     async def _accept_later(self, listener: socket.socket) -> None:
         """The listener back in the idle watch after an accept failure's 100 ms."""
@@ -551,10 +556,7 @@ class Daemon:
                 members = await watch.ready()
                 for _ in range(BUSY_POLL_ROUNDS):
                     for member in members:
-                        if isinstance(member, Connection):
-                            self._serve_inline(member, watched=True)
-                        else:
-                            self._accept_waiting(member)
+                        self._serve_member(member)
                     if not busy_poll or trio.lowlevel.current_statistics().tasks_runnable:
                         break
                     members = watch.ready_within(busy_poll)
@@ -565,6 +567,30 @@ class Daemon:
                 if isinstance(member, Connection):
                     self._close_inline(member, ConnectionEnd.CANCELLED)
             watch.close()
+
+    def _serve_member(self, member: Connection | socket.socket) -> None:
+        """One ready member of the watch: accept on the listener, serve a connection; a bug ends only that one.
+
+        ``_serve_inline`` is each connection's boundary; this one catches
+        what breaks around it (watching, closing), so the one task that
+        serves every idle connection never dies of one.
+        """
+        try:
+            if isinstance(member, Connection):
+                self._serve_inline(member, watched=True)
+            else:
+                self._accept_waiting(member)
+        except Exception:
+            if not isinstance(member, Connection):
+                log.exception("accepting a connection: internal error")
+                return
+            log.exception(
+                "client connection ci %d: internal error in the idle watch; connection closed", member.client.ci
+            )
+            with contextlib.suppress(Exception):
+                self._watch.remove(member.fd)
+            with contextlib.suppress(Exception):
+                self._close_inline(member, ConnectionEnd.FAILED)
 
     def _serve_inline(self, conn: Connection, *, watched: bool) -> None:
         """Serve what ``conn`` has sent, inside the connection's boundary; then watch, promote or close it.

@@ -375,3 +375,36 @@ async def test_a_parked_holder_whose_connection_broke_is_released_when_it_exits(
             while await r1_owner(path) != 0:  # its exit seen through the pidfd: released on disk
                 await trio.sleep(0.01)
             daemon.stop()
+
+
+async def test_a_bug_around_inline_serving_leaves_the_idle_watch_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure outside a connection's own boundary (here, forgetting it at its close) ends only that connection."""
+    daemon = new_daemon(tmp_path)
+    real_forget = SocketWatch.forget_closing
+    armed = [True]
+
+    def forget_closing(watch: SocketWatch[object], fd: int) -> None:
+        if armed[0]:
+            armed[0] = False
+            raise InjectedBug("injected into the idle watch")
+        real_forget(watch, fd)
+
+    monkeypatch.setattr(SocketWatch, "forget_closing", forget_closing)
+    with trio.fail_after(30), caplog.at_level(logging.ERROR, logger="leased.daemon"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.serve)
+            for _ in range(3):
+                async with await trio.open_unix_socket(daemon.config.socket_path) as conn:
+                    await conn.send_all(Header(Cmd.REGISTER).encode())
+                    reply, _ = await call(conn, Header(Cmd.INQUIRE, data2=TARGET_SELF))
+                    assert reply.result == 0
+            # The first one's close met the bug: not known gone, it stays registered (its pidfd is
+            # watched); the two after it were served and closed as usual.
+            while len(daemon.state.clients) > 1:
+                await trio.sleep(0.01)
+            assert not armed[0], "the bug was met"
+            assert len(registered(daemon)) == 1
+            daemon.stop()
+    assert "internal error in the idle watch" in caplog.text
