@@ -672,16 +672,20 @@ class Daemon:
                 except ConnectionError:
                     return ConnectionEnd.PEER_CLOSED  # ECONNRESET: the peer closed with our reply unread
                 if not data:
-                    bad = reader.eof()
-                    if bad is not None:
-                        self._log_bad(client, bad)
-                    return ConnectionEnd.PEER_CLOSED
+                    return self._peer_closed(conn)
                 reader.feed(data)
                 peeked = len(data)
                 drained = len(data) < asked
         finally:
             if peeked:
                 self._consume(conn, peeked)
+
+    def _peer_closed(self, conn: Connection) -> ConnectionEnd:
+        """EOF: what the reader still held is logged (a truncated request owes no reply), and the peer is gone."""
+        bad = conn.reader.eof()
+        if bad is not None:
+            self._log_bad(conn.client, bad)
+        return ConnectionEnd.PEER_CLOSED
 
     @staticmethod
     def _consume(conn: Connection, count: int) -> int:
@@ -847,10 +851,7 @@ class Daemon:
             except PeerGone:
                 return ConnectionEnd.PEER_CLOSED  # ECONNRESET: the peer closed with our reply unread
             if not data:
-                bad = reader.eof()
-                if bad is not None:
-                    self._log_bad(client, bad)
-                return ConnectionEnd.PEER_CLOSED
+                return self._peer_closed(conn)
             reader.feed(data)
 
     @staticmethod

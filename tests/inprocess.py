@@ -15,9 +15,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import trio
 
 from leased import delta_lease, paxos_lease
+from leased.connection import MessageReader
 from leased.daemon import Daemon
 from leased.faultpoints import FaultPoints
 from leased.fencing import Fencer
@@ -41,6 +43,52 @@ async def init_lease_file(path: Path, size: int = 4 * MiB) -> None:
             await paxos_lease.init_resource(storage, index * MiB, "LS", name, Geometry(512, MiB))
     finally:
         storage.close()
+
+
+async def r1_owner(path: Path) -> int:
+    """Host id owning R1 on disk (0: free), read as another host would."""
+    storage = FileStorage(str(path))
+    try:
+        area = await paxos_lease.discover_resource(storage, MiB, "LS", b"R1", 1)
+        leader = await paxos_lease.read_leader(area, 0, 1)
+        return leader.owner_id if leader.timestamp else 0
+    finally:
+        storage.close()
+
+
+class InjectedBug(Exception):
+    pass
+
+
+class FramingBug:
+    """A bug in the daemon's own code: the next ``MessageReader.next_event`` call, of any connection, raises once."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._monkeypatch = monkeypatch
+        self._real = MessageReader.next_event
+        self.armed = False
+
+    def arm(self) -> None:
+        self.armed = True
+        self._monkeypatch.setattr(MessageReader, "next_event", self._next_event)
+
+    def disarm(self) -> None:
+        self.armed = False
+        self._monkeypatch.setattr(MessageReader, "next_event", self._real)
+
+    def _next_event(self, reader: MessageReader) -> object:
+        if self.armed:
+            self.armed = False
+            raise InjectedBug("injected into one connection's framing")
+        return self._real(reader)
+
+
+async def closed_by_daemon(stream: trio.SocketStream) -> bool:
+    """The daemon closed it: EOF, or a reset when it closed with our request unread."""
+    try:
+        return await stream.receive_some(HEADER_SIZE) == b""
+    except trio.BrokenResourceError:
+        return True
 
 
 async def recv_exactly(stream: trio.SocketStream, size: int) -> bytes:

@@ -23,10 +23,19 @@ from pathlib import Path
 
 import pytest
 import trio
-from inprocess import MiB, call, init_lease_file, new_daemon, read_reply, recv_exactly
+from inprocess import (
+    FramingBug,
+    InjectedBug,
+    MiB,
+    call,
+    closed_by_daemon,
+    init_lease_file,
+    new_daemon,
+    r1_owner,
+    read_reply,
+    recv_exactly,
+)
 
-from leased import paxos_lease
-from leased.connection import MessageReader
 from leased.daemon import Connection, Daemon, peer_pidfd_supported
 from leased.protocol import (
     HEADER_SIZE,
@@ -40,19 +49,8 @@ from leased.protocol import (
 )
 from leased.socket_watch import SocketWatch
 from leased.state import ClientState
-from leased.storage import FileStorage
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def r1_owner(path: Path) -> int:
-    storage = FileStorage(str(path))
-    try:
-        area = await paxos_lease.discover_resource(storage, MiB, "LS", b"R1", 1)
-        leader = await paxos_lease.read_leader(area, 0, 1)
-        return leader.owner_id if leader.timestamp else 0
-    finally:
-        storage.close()
 
 
 def acquire_r1(path: Path, target_pid: int) -> bytes:
@@ -102,32 +100,13 @@ def connection_tasks(daemon: Daemon) -> list[str]:
     return [task.name for task in daemon.nursery.child_tasks if task.name.endswith("._connection")]
 
 
-async def closed_by_daemon(stream: trio.SocketStream) -> bool:
-    """The daemon closed it: EOF, or a reset when it closed with our request unread."""
-    try:
-        return await stream.receive_some(HEADER_SIZE) == b""
-    except trio.BrokenResourceError:
-        return True
-
-
-class InjectedBug(Exception):
-    pass
-
-
 async def test_a_bug_serving_a_parked_holder_closes_its_connection_and_keeps_its_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "leases"
     await init_lease_file(path)
     daemon = new_daemon(tmp_path)
-    real_next_event = MessageReader.next_event
-    armed = [False]
-
-    def next_event(reader: MessageReader) -> object:
-        if armed[0]:
-            armed[0] = False
-            raise InjectedBug("injected into a connection served inline")
-        return real_next_event(reader)
+    bug = FramingBug(monkeypatch)
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -135,11 +114,10 @@ async def test_a_bug_serving_a_parked_holder_closes_its_connection_and_keeps_its
             await join(daemon, path)
             holder = await register_and_hold_r1_on_its_behalf(daemon, path)
             async with holder:
-                monkeypatch.setattr(MessageReader, "next_event", next_event)
-                armed[0] = True
+                bug.arm()
                 await holder.send_all(Header(Cmd.INQUIRE, data2=TARGET_SELF).encode())
                 assert await closed_by_daemon(holder), "the broken connection is closed"
-                monkeypatch.setattr(MessageReader, "next_event", real_next_event)
+                bug.disarm()
                 # Not known gone (this process runs): still registered, still holding R1, also on disk.
                 (client,) = registered(daemon)
                 assert [t.key for t in client.tokens] == [(b"LS", b"R1")]
@@ -326,14 +304,7 @@ async def test_a_parked_holder_whose_connection_broke_is_released_when_it_exits(
     path = tmp_path / "leases"
     await init_lease_file(path)
     daemon = new_daemon(tmp_path)
-    real_next_event = MessageReader.next_event
-    armed = [False]
-
-    def next_event(reader: MessageReader) -> object:
-        if armed[0]:
-            armed[0] = False
-            raise InjectedBug("injected into a connection served inline")
-        return real_next_event(reader)
+    bug = FramingBug(monkeypatch)
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -363,11 +334,10 @@ async def test_a_parked_holder_whose_connection_broke_is_released_when_it_exits(
                         await trio.sleep(0.01)
                 assert reply.result == 0, reply
                 await only_registered_left(daemon)
-                monkeypatch.setattr(MessageReader, "next_event", next_event)
-                armed[0] = True
+                bug.arm()
                 await holder.stdin.send_all(b"\n")  # its INQUIRE meets the bug: its connection is closed
                 assert await read_line(holder.stdout) == b"closed\n"
-                monkeypatch.setattr(MessageReader, "next_event", real_next_event)
+                bug.disarm()
                 assert await r1_owner(path) == 1, "kept while the process runs"
             finally:
                 holder.kill()

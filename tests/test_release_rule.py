@@ -14,23 +14,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from inprocess import MiB, call, init_lease_file, new_daemon
+from inprocess import FramingBug, InjectedBug, MiB, call, closed_by_daemon, init_lease_file, new_daemon, r1_owner
 
-from leased import paxos_lease
-from leased.connection import MessageReader
 from leased.daemon import Daemon
 from leased.protocol import HEADER_SIZE, TARGET_SELF, Cmd, Disk, Header, Lockspace, Options, Resource
-from leased.storage import FileStorage
-
-
-async def r1_owner(path: Path) -> int:
-    storage = FileStorage(str(path))
-    try:
-        area = await paxos_lease.discover_resource(storage, MiB, "LS", b"R1", 1)
-        leader = await paxos_lease.read_leader(area, 0, 1)
-        return leader.owner_id if leader.timestamp else 0
-    finally:
-        storage.close()
 
 
 async def join_and_hold_r1(daemon: Daemon, path: Path) -> trio.SocketStream:
@@ -52,18 +39,6 @@ def flatten(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in flatten(inner)]
     return [exc]
-
-
-async def closed_by_daemon(stream: trio.SocketStream) -> bool:
-    """The daemon closed it: EOF, or a reset when it closed with our request unread."""
-    try:
-        return await stream.receive_some(HEADER_SIZE) == b""
-    except trio.BrokenResourceError:
-        return True
-
-
-class InjectedBug(Exception):
-    pass
 
 
 async def test_a_bug_that_kills_the_serving_loop_leaves_a_live_holders_lease_on_disk(tmp_path: Path) -> None:
@@ -100,25 +75,17 @@ async def test_a_bug_in_the_holders_connection_closes_it_and_keeps_the_lease(
     path = tmp_path / "leases"
     await init_lease_file(path)
     daemon = new_daemon(tmp_path)
-    real_next_event = MessageReader.next_event
-    armed = [False]
-
-    def next_event(reader: MessageReader) -> object:
-        if armed[0]:
-            armed[0] = False
-            raise InjectedBug("injected into one connection's reader")
-        return real_next_event(reader)
+    bug = FramingBug(monkeypatch)
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.serve)
             holder = await join_and_hold_r1(daemon, path)
             async with holder:
-                monkeypatch.setattr(MessageReader, "next_event", next_event)
-                armed[0] = True
+                bug.arm()
                 await holder.send_all(Header(Cmd.INQUIRE, data2=TARGET_SELF).encode())
                 assert await closed_by_daemon(holder), "the broken connection is closed"
-            monkeypatch.setattr(MessageReader, "next_event", real_next_event)
+            bug.disarm()
             # Its process still runs: registered, holding R1 in the daemon and on disk.
             (client,) = [c for c in daemon.state.clients.values() if c.registered]
             assert [t.key for t in client.tokens] == [(b"LS", b"R1")]
