@@ -401,9 +401,10 @@ class Daemon:
         """Accept one connection queued on the listener, and serve it inline at once.
 
         One per report of the (level-triggered) watch, which reports the
-        listener again while connections are queued, after other tasks have
-        run: a client that connects, asks and closes costs no accept that
-        fails with EAGAIN, and a flood of connections takes its turns.
+        listener again in its next round while connections are queued: a
+        client that connects, asks and closes costs no accept that fails
+        with EAGAIN, and a flood of connections takes its turns with the
+        connections already open.
         Neither a full fd table nor a flood stops the daemon accepting: at
         ``max_clients`` open connections a new one is logged and closed at
         once, so the descriptors the daemon needs for lockspaces and leases
