@@ -4,7 +4,11 @@ Both daemons run at once, each with its own run directory and lease file
 (lockspace with io_timeout 1, one resource per client).  The same driver
 (Debian's /usr/bin/python3 with the unmodified python3-sanlock binding) is
 pointed at each in turn, operation by operation, so both see the same
-machine load.  Printed: the median latency of each operation per daemon, and
+machine load; each latency operation runs in ``--slices`` alternating turns
+per daemon (the order flips every turn), since this machine's speed drifts
+from minute to minute and one daemon must not get the faster minute.
+Printed: the median latency of each operation per daemon over all its
+turns, and
 the ratio leased/sanlock (below 1.0 means leased is faster); for the
 8-client run, throughput in acquire+release pairs per second and the ratio
 sanlock/leased time.
@@ -93,7 +97,7 @@ elif op == "clients":
         wall = time.perf_counter() - t
     print(json.dumps({"wall": wall, "pairs": clients * rounds}))
     sys.exit(0)
-print(json.dumps({"median": statistics.median(samples), "mean": statistics.fmean(samples)}))
+print(json.dumps({"samples": samples}))
 """
 
 
@@ -155,6 +159,17 @@ def mixed_load_ratio(seconds: float) -> float:
     return float(found.group(1))
 
 
+def latency_samples(daemons: list[Daemon], op: str, rounds: int, clients: int, slices: int) -> dict[str, list[float]]:
+    """Every latency sample of ``op`` per daemon, taken in ``slices`` alternating turns of ``rounds / slices``."""
+    samples: dict[str, list[float]] = {daemon.label: [] for daemon in daemons}
+    per_turn = max(1, rounds // max(1, slices))
+    for turn in range(max(1, slices)):
+        for daemon in daemons if turn % 2 == 0 else list(reversed(daemons)):
+            argv = [PYTHON3, "-c", DRIVER, op, str(daemon.home / "leases"), str(per_turn), str(clients)]
+            samples[daemon.label] += json.loads(run(argv, daemon.env).stdout)["samples"]
+    return samples
+
+
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=600)
 
@@ -165,6 +180,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--starts", type=int, default=9, help="fresh daemons started per daemon for start-up")
     parser.add_argument("--mixed", type=float, default=20, help="seconds of mixed local load per daemon; 0: skip")
+    parser.add_argument("--slices", type=int, default=4, help="alternating turns per daemon of each latency operation")
     args = parser.parse_args()
     commands = daemon_commands()
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,11 +203,15 @@ def main() -> int:
 
             results: dict[str, dict[str, dict[str, float]]] = {daemon.label: {} for daemon in daemons}
             ops = [("acquire_release", args.rounds), ("inquire", args.rounds * 2), ("register_close", args.rounds)]
-            for op, rounds in [*ops, ("clients", max(10, args.rounds // 4))]:
-                for daemon in daemons:
-                    lease_path = daemon.home / "leases"
-                    argv = [PYTHON3, "-c", DRIVER, op, str(lease_path), str(rounds), str(args.clients)]
-                    results[daemon.label][op] = json.loads(run(argv, daemon.env).stdout)
+            for op, rounds in ops:
+                samples = latency_samples(daemons, op, rounds, args.clients, args.slices)
+                for label, values in samples.items():
+                    results[label][op] = {"median": statistics.median(values), "mean": statistics.fmean(values)}
+            for daemon in daemons:
+                lease_path = daemon.home / "leases"
+                rounds = max(10, args.rounds // 4)
+                argv = [PYTHON3, "-c", DRIVER, "clients", str(lease_path), str(rounds), str(args.clients)]
+                results[daemon.label]["clients"] = json.loads(run(argv, daemon.env).stdout)
         finally:
             stop_daemons(daemons)
 
