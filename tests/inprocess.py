@@ -153,6 +153,26 @@ async def add_lockspace(socket_path: str, path: Path) -> None:
 
 
 @asynccontextmanager
+async def serving(tmp_path: Path, *, join: bool = False) -> AsyncIterator[Daemon]:
+    """A new daemon serving in this trio run; with ``join``, LS joined as host 1 on a fresh ``tmp_path/leases``.
+
+    It ends cancelled, not through :meth:`Daemon.stop`: a stop runs the kill
+    escalation on live holders, and here the holder is often the test
+    process itself.  Cancelled, the daemon leaves their leases on disk.
+    """
+    path = tmp_path / "leases"
+    if join:
+        await init_lease_file(path)
+    daemon = new_daemon(tmp_path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.serve)
+        if join:
+            await add_lockspace(daemon.config.socket_path, path)
+        yield daemon
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
 async def joined(tmp_path: Path, seams: Seams) -> AsyncIterator[InProcessDaemon]:
     """Serve a new daemon joined to LS; stop it through :meth:`Daemon.stop` at the end."""
     path = tmp_path / "leases"

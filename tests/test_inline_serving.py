@@ -28,12 +28,10 @@ from inprocess import (
     InjectedBug,
     MiB,
     call,
-    closed_by_daemon,
-    init_lease_file,
-    new_daemon,
     r1_owner,
     read_reply,
     recv_exactly,
+    serving,
 )
 
 from leased.daemon import Connection, Daemon, peer_pidfd_supported
@@ -43,7 +41,6 @@ from leased.protocol import (
     Cmd,
     Disk,
     Header,
-    Lockspace,
     Options,
     Resource,
 )
@@ -56,13 +53,6 @@ pytestmark = pytest.mark.timeout(60)
 def acquire_r1(path: Path, target_pid: int) -> bytes:
     body = Resource(b"LS", b"R1", disks=(Disk(str(path), MiB),)).encode() + Options().encode()
     return Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=1, data2=target_pid).encode() + body
-
-
-async def join(daemon: Daemon, path: Path) -> None:
-    ls = Lockspace(b"LS", 1, 0, Disk(str(path), 0)).encode()
-    async with await trio.open_unix_socket(daemon.config.socket_path) as admin:
-        reply, _ = await call(admin, Header(Cmd.ADD_LOCKSPACE, length=HEADER_SIZE + len(ls), data=1), ls)
-        assert reply.result == 0
 
 
 async def register_and_hold_r1_on_its_behalf(daemon: Daemon, path: Path) -> trio.SocketStream:
@@ -95,55 +85,28 @@ def registered(daemon: Daemon) -> list[ClientState]:
     return [c for c in daemon.state.clients.values() if c.registered and not c.dead]
 
 
+async def register_inquire_close(daemon: Daemon) -> None:
+    """What a short-lived libsanlock client does: REGISTER (no reply), INQUIRE (holding nothing), close."""
+    async with await trio.open_unix_socket(daemon.config.socket_path) as conn:
+        await conn.send_all(Header(Cmd.REGISTER).encode())
+        reply, payload = await call(conn, Header(Cmd.INQUIRE, data2=TARGET_SELF))
+        assert (reply.cmd, reply.result, payload) == (Cmd.INQUIRE, 0, b"")
+
+
 def connection_tasks(daemon: Daemon) -> list[str]:
     """The daemon's tasks that serve one connection each (promoted ones)."""
     return [task.name for task in daemon.nursery.child_tasks if task.name.endswith("._connection")]
 
 
-async def test_a_bug_serving_a_parked_holder_closes_its_connection_and_keeps_its_lease(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "leases"
-    await init_lease_file(path)
-    daemon = new_daemon(tmp_path)
-    bug = FramingBug(monkeypatch)
-
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.serve)
-            await join(daemon, path)
-            holder = await register_and_hold_r1_on_its_behalf(daemon, path)
-            async with holder:
-                bug.arm()
-                await holder.send_all(Header(Cmd.INQUIRE, data2=TARGET_SELF).encode())
-                assert await closed_by_daemon(holder), "the broken connection is closed"
-                bug.disarm()
-                # Not known gone (this process runs): still registered, still holding R1, also on disk.
-                (client,) = registered(daemon)
-                assert [t.key for t in client.tokens] == [(b"LS", b"R1")]
-                assert await r1_owner(path) == 1
-                async with await trio.open_unix_socket(daemon.config.socket_path) as other:
-                    reply, _ = await call(other, Header(Cmd.VERSION))
-                    assert reply.result >= 0, "every other connection is served"
-            # Not daemon.stop(): a stop runs the kill escalation on live holders, and the holder is us.
-            nursery.cancel_scope.cancel()
-    assert await r1_owner(path) == 1
-
-
 async def test_a_parked_holders_close_releases_its_lease_on_disk(tmp_path: Path) -> None:
     path = tmp_path / "leases"
-    await init_lease_file(path)
-    daemon = new_daemon(tmp_path)
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.serve)
-            await join(daemon, path)
+        async with serving(tmp_path, join=True) as daemon:
             holder = await register_and_hold_r1_on_its_behalf(daemon, path)
             await holder.aclose()  # for sanlock's clients, the process exited
             while registered(daemon) or await r1_owner(path) != 0:
                 await trio.sleep(0.01)
             assert not list(daemon.state.leases.tokens()), "no lease left in the daemon"
-            daemon.stop()
 
 
 async def test_a_promotion_keeps_the_order_of_what_the_connection_sent(tmp_path: Path) -> None:
@@ -153,40 +116,36 @@ async def test_a_promotion_keeps_the_order_of_what_the_connection_sent(tmp_path:
     the idle watch: its task ends and its next INQUIRE is answered inline.
     """
     path = tmp_path / "leases"
-    await init_lease_file(path)
-    daemon = new_daemon(tmp_path)
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.serve)
-            await join(daemon, path)
-            async with await trio.open_unix_socket(daemon.config.socket_path) as conn:
-                await conn.send_all(
-                    Header(Cmd.REGISTER, seq=1).encode()
-                    + acquire_r1(path, TARGET_SELF)
-                    + Header(Cmd.INQUIRE, seq=3, data2=TARGET_SELF).encode()
-                )
-                acquired, _ = await read_reply(conn)
-                inquired, payload = await read_reply(conn)
-                assert (acquired.cmd, acquired.result) == (Cmd.ACQUIRE, 0)
-                assert (inquired.cmd, inquired.seq, inquired.result, inquired.data2) == (Cmd.INQUIRE, 3, 0, 1)
-                assert payload.startswith(b"LS:R1:")
-                release = Resource(b"LS", b"R1").encode()
-                reply, _ = await call(
-                    conn, Header(Cmd.RELEASE, length=HEADER_SIZE + len(release), data=1, data2=TARGET_SELF), release
-                )
-                assert (reply.cmd, reply.result) == (Cmd.RELEASE, 0)
-                while connection_tasks(daemon):  # its task ends once the RELEASE is answered
-                    await trio.sleep(0.01)
-                reply, _ = await call(conn, Header(Cmd.INQUIRE, seq=5, data2=TARGET_SELF))
-                assert (reply.cmd, reply.seq, reply.result, reply.data2) == (Cmd.INQUIRE, 5, 0, 0)
-                assert not connection_tasks(daemon), "an INQUIRE is answered inline again"
-            daemon.stop()
+        async with (
+            serving(tmp_path, join=True) as daemon,
+            await trio.open_unix_socket(daemon.config.socket_path) as conn,
+        ):
+            await conn.send_all(
+                Header(Cmd.REGISTER, seq=1).encode()
+                + acquire_r1(path, TARGET_SELF)
+                + Header(Cmd.INQUIRE, seq=3, data2=TARGET_SELF).encode()
+            )
+            acquired, _ = await read_reply(conn)
+            inquired, payload = await read_reply(conn)
+            assert (acquired.cmd, acquired.result) == (Cmd.ACQUIRE, 0)
+            assert (inquired.cmd, inquired.seq, inquired.result, inquired.data2) == (Cmd.INQUIRE, 3, 0, 1)
+            assert payload.startswith(b"LS:R1:")
+            release = Resource(b"LS", b"R1").encode()
+            reply, _ = await call(
+                conn, Header(Cmd.RELEASE, length=HEADER_SIZE + len(release), data=1, data2=TARGET_SELF), release
+            )
+            assert (reply.cmd, reply.result) == (Cmd.RELEASE, 0)
+            while connection_tasks(daemon):  # its task ends once the RELEASE is answered
+                await trio.sleep(0.01)
+            reply, _ = await call(conn, Header(Cmd.INQUIRE, seq=5, data2=TARGET_SELF))
+            assert (reply.cmd, reply.seq, reply.result, reply.data2) == (Cmd.INQUIRE, 5, 0, 0)
+            assert not connection_tasks(daemon), "an INQUIRE is answered inline again"
 
 
 async def test_with_no_room_in_the_idle_watch_a_connection_gets_its_own_task(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    daemon = new_daemon(tmp_path)
     real_add = SocketWatch.add
 
     def add(watch: SocketWatch[object], fd: int, member: object) -> None:
@@ -196,35 +155,26 @@ async def test_with_no_room_in_the_idle_watch_a_connection_gets_its_own_task(
 
     monkeypatch.setattr(SocketWatch, "add", add)
     with trio.fail_after(30), caplog.at_level(logging.WARNING, logger="leased.daemon"):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.serve)
+        async with serving(tmp_path) as daemon:
             for _ in range(3):
-                async with await trio.open_unix_socket(daemon.config.socket_path) as conn:
-                    await conn.send_all(Header(Cmd.REGISTER).encode())
-                    reply, payload = await call(conn, Header(Cmd.INQUIRE, data2=TARGET_SELF))
-                    assert (reply.cmd, reply.result, payload) == (Cmd.INQUIRE, 0, b"")
+                await register_inquire_close(daemon)
             while daemon.state.clients:
                 await trio.sleep(0.01)
-            daemon.stop()
     assert "idle watch full" in caplog.text
 
 
 async def test_a_registered_connection_is_served_from_the_idle_watch_for_its_whole_life(tmp_path: Path) -> None:
     """Immediate commands one at a time on one registered connection: answered in order, with no task for it."""
-    daemon = new_daemon(tmp_path)
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.serve)
-            async with await trio.open_unix_socket(daemon.config.socket_path) as conn:
-                await conn.send_all(Header(Cmd.REGISTER).encode())
-                for seq in range(100):
-                    await conn.send_all(Header(Cmd.INQUIRE, seq=seq, data2=TARGET_SELF).encode())
-                    reply = Header.decode(await recv_exactly(conn, HEADER_SIZE))
-                    assert (reply.cmd, reply.seq, reply.result) == (Cmd.INQUIRE, seq, 0)
-                    assert not connection_tasks(daemon)
-                (client,) = registered(daemon)
-                assert client.pid == os.getpid()
-            daemon.stop()
+        async with serving(tmp_path) as daemon, await trio.open_unix_socket(daemon.config.socket_path) as conn:
+            await conn.send_all(Header(Cmd.REGISTER).encode())
+            for seq in range(100):
+                await conn.send_all(Header(Cmd.INQUIRE, seq=seq, data2=TARGET_SELF).encode())
+                reply = Header.decode(await recv_exactly(conn, HEADER_SIZE))
+                assert (reply.cmd, reply.seq, reply.result) == (Cmd.INQUIRE, seq, 0)
+                assert not connection_tasks(daemon)
+            (client,) = registered(daemon)
+            assert client.pid == os.getpid()
 
 
 def pidfds_open() -> int:
@@ -240,10 +190,8 @@ async def test_a_registered_process_that_holds_nothing_costs_no_pidfd(tmp_path: 
     """The pidfd is opened when first needed, from the connection (SO_PEERPIDFD): register+inquire opens none."""
     if not peer_pidfd_supported():
         pytest.skip("this kernel has no SO_PEERPIDFD (Linux 6.5): pidfds are opened at REGISTER")
-    daemon = new_daemon(tmp_path)
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.serve)
+        async with serving(tmp_path) as daemon:
             before = pidfds_open()
             conns = [await trio.open_unix_socket(daemon.config.socket_path) for _ in range(20)]
             for conn in conns:
@@ -262,7 +210,6 @@ async def test_a_registered_process_that_holds_nothing_costs_no_pidfd(tmp_path: 
             while daemon.state.clients:
                 await trio.sleep(0.01)
             assert pidfds_open() == before, "each closed with its client"
-            daemon.stop()
 
 
 async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
@@ -302,14 +249,10 @@ async def test_a_parked_holder_whose_connection_broke_is_released_when_it_exits(
     lease may go after that.
     """
     path = tmp_path / "leases"
-    await init_lease_file(path)
-    daemon = new_daemon(tmp_path)
     bug = FramingBug(monkeypatch)
 
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.serve)
-            await join(daemon, path)
+        async with serving(tmp_path, join=True) as daemon:
             holder = await trio.lowlevel.open_process(
                 [
                     sys.executable,
@@ -344,14 +287,12 @@ async def test_a_parked_holder_whose_connection_broke_is_released_when_it_exits(
                 await holder.wait()
             while await r1_owner(path) != 0:  # its exit seen through the pidfd: released on disk
                 await trio.sleep(0.01)
-            daemon.stop()
 
 
 async def test_a_bug_around_inline_serving_leaves_the_idle_watch_serving(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A failure outside a connection's own boundary (here, forgetting it at its close) ends only that connection."""
-    daemon = new_daemon(tmp_path)
     real_forget = SocketWatch.forget_closing
     armed = [True]
 
@@ -363,18 +304,13 @@ async def test_a_bug_around_inline_serving_leaves_the_idle_watch_serving(
 
     monkeypatch.setattr(SocketWatch, "forget_closing", forget_closing)
     with trio.fail_after(30), caplog.at_level(logging.ERROR, logger="leased.daemon"):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.serve)
+        async with serving(tmp_path) as daemon:
             for _ in range(3):
-                async with await trio.open_unix_socket(daemon.config.socket_path) as conn:
-                    await conn.send_all(Header(Cmd.REGISTER).encode())
-                    reply, _ = await call(conn, Header(Cmd.INQUIRE, data2=TARGET_SELF))
-                    assert reply.result == 0
+                await register_inquire_close(daemon)
             # The first one's close met the bug: not known gone, it stays registered (its pidfd is
             # watched); the two after it were served and closed as usual.
             while len(daemon.state.clients) > 1:
                 await trio.sleep(0.01)
             assert not armed[0], "the bug was met"
             assert len(registered(daemon)) == 1
-            daemon.stop()
     assert "internal error in the idle watch" in caplog.text
