@@ -664,7 +664,8 @@ class Daemon:
                 if drained:
                     return None
                 if peeked:
-                    peeked = self._consume(conn, peeked)
+                    self._consume(conn, peeked)
+                    peeked = 0
                 asked = max(1, min(RECV_CHUNK, reader.room()))
                 try:
                     data = conn.sock.recv(asked, socket.MSG_PEEK | socket.MSG_DONTWAIT)
@@ -689,12 +690,11 @@ class Daemon:
         return ConnectionEnd.PEER_CLOSED
 
     @staticmethod
-    def _consume(conn: Connection, count: int) -> int:
-        """Take the ``count`` bytes already read with MSG_PEEK off the socket; 0, the bytes left peeked."""
+    def _consume(conn: Connection, count: int) -> None:
+        """Take the ``count`` bytes already read with MSG_PEEK off the socket."""
         taken = len(conn.sock.recv(count, socket.MSG_DONTWAIT))
         if taken != count:  # only this task reads the socket: the bytes peeked are there
             raise RuntimeError(f"{taken} of {count} peeked bytes taken")
-        return 0
 
     def _send_now(self, conn: Connection, data: bytes) -> ConnectionEnd | Promotion | None:
         """Send a reply without waiting; what the socket will not take now makes the connection a task's."""
