@@ -29,10 +29,12 @@ Their rules:
 * **Prepare, then commit** (:mod:`leased.resource` states it for the
   :class:`~leased.resource.LeaseTable`): an acquire does all disk work first
   and attaches the tokens to the client in one step, only if the client is
-  still the same live process; any failure before that, a refused lease, a
-  failed I/O, an allocation failure at a fault point or a cancellation,
-  gives back what this call took and leaves the client, and every other
-  client, exactly as they were.  A release fails, if at all, before it
+  still the same live process and every lockspace is still joined and
+  renewing (one that failed or was left meanwhile has fenced its holders
+  already, and this client was none of them); any failure before that, a
+  refused lease, a failed I/O, an allocation failure at a fault point or a
+  cancellation, gives back what this call took and leaves the client, and
+  every other client, exactly as they were.  A release fails, if at all, before it
   detaches anything: the client still holds the lease and may ask again.
 * **The release rule** is the daemon's (:mod:`leased.daemon`): it calls
   :func:`release_client` only for a process known gone, by EOF on its
@@ -266,11 +268,15 @@ async def acquire_leases(
     tokens taken on disk and joined, now the target's.  Raises the disk work's :class:`LeaseError` (or a
     MemoryError from a fault point) after giving back everything this call
     took, and :class:`CommitRefused` when the target exited (its generation
-    changed) or an orphan to adopt went away meanwhile.
+    changed), an orphan to adopt went away or a lockspace failed or was left
+    meanwhile (-ENOSPC).  A disk failure caused by the lockspace's going (its
+    storage closed under the owner check) is -ENOSPC too, as for an acquire
+    that came after it, not the closed handle's -EBADF.
     """
     taken: list[Token] = []
     joined = joined or []
     joined_keys = {token.key for token in joined}
+    lockspace: JoinedLockspace | None = None
     try:
         for resource in resources:
             key = (resource.lockspace, resource.name)
@@ -318,15 +324,31 @@ async def acquire_leases(
             )
             state.faultpoints.check("acquire.prepare")
         state.faultpoints.check("acquire.commit")
-    except BaseException:
+    except BaseException as exc:
         # Nothing was attached yet: give back what this call took; the client is as it was.
         await _give_back(state.leases, taken)
+        if isinstance(exc, LeaseError) and lockspace is not None and not _still_joined(state, lockspace):
+            # Its failure is the lockspace's going (its storage closed under the owner check, say):
+            # answer what an acquire that came after would hear.
+            raise Refused(
+                ResultCode.ENOSPC, f"lockspace {_name(lockspace.name)} failed or was left during the acquire: {exc}"
+            ) from exc
         raise
 
     # commit: the target must still be the same live process
     if target.dead or target.generation != generation:
         await _give_back(state.leases, taken)
         raise CommitRefused(ResultCode.ENOTTY, f"target pid {target.pid} exited during acquire")
+    # ... and every lockspace still joined and renewing.  One that failed or was left while the
+    # disk work ran has fenced its holders already, and this client was none of them: attached
+    # now, it would hold a lease no renewal covers, which other hosts take once our host id
+    # looks dead (sanlock's cmd_acquire checks the same before it hands the tokens over).
+    for token in (*taken, *joined, *adopt.values()):
+        if not _still_joined(state, token.lockspace):
+            await _give_back(state.leases, taken)
+            raise CommitRefused(
+                ResultCode.ENOSPC, f"lockspace {_name(token.key[0])} failed or was left during the acquire"
+            )
     for orphan in adopt.values():
         if not orphan.orphan or orphan not in state.leases.held.get(orphan.key, []):
             await _give_back(state.leases, taken)
@@ -345,6 +367,11 @@ async def acquire_leases(
     for token in joined:
         log.info("acquired %s:%s shared for pid %d: joined this host's hold", *map(_name, token.key), target.pid)
     return [*taken, *joined]
+
+
+def _still_joined(state: DaemonState, lockspace: JoinedLockspace) -> bool:
+    """Whether ``lockspace`` is still joined and renewing: not failed, not being left, not replaced."""
+    return lockspace.usable and lockspace in state.lockspaces
 
 
 async def _give_back(table: LeaseTable, taken: list[Token]) -> None:

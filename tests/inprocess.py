@@ -152,6 +152,15 @@ async def add_lockspace(socket_path: str, path: Path) -> None:
     assert reply.result == 0, reply
 
 
+async def rem_lockspace(socket_path: str, path: Path) -> None:
+    """Leave LS through a one-shot REM_LOCKSPACE, as a client would; returns once it has left."""
+    body = Lockspace(b"LS", 1, 0, Disk(str(path), 0)).encode()
+    async with await trio.open_unix_socket(socket_path) as conn:
+        with trio.fail_after(20):
+            reply, _ = await call(conn, Header(Cmd.REM_LOCKSPACE, length=HEADER_SIZE + len(body)), body)
+    assert reply.result == 0, reply
+
+
 @asynccontextmanager
 async def serving(tmp_path: Path, *, join: bool = False) -> AsyncIterator[Daemon]:
     """A new daemon serving in this trio run; with ``join``, LS joined as host 1 on a fresh ``tmp_path/leases``.

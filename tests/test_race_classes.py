@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import trio
 from faulty_storage import ThroughReadAndWrite
-from inprocess import RESOURCES, InProcessDaemon, Seams, call
+from inprocess import RESOURCES, InProcessDaemon, Seams, add_lockspace, call, rem_lockspace
 
 from leased import delta_lease, faultpoints, lifecycle, paxos_lease, transactions
 from leased.clock import DEFAULT_CLOCK
@@ -60,20 +60,31 @@ MiB = 1 << 20
 
 
 class FlakyOpener:
-    """open_storage for the daemon: real FileStorage, but the N-th open after arming raises MemoryError."""
+    """open_storage for the daemon: real FileStorage, but the N-th open after arming raises MemoryError,
+    and the next open after :meth:`gate_next` is a :class:`GatedStorage`."""
 
     def __init__(self) -> None:
         self.fail_on: int | None = None
         self.opens = 0
+        self._gate_offset: int | None = None
+        self.gated: GatedStorage | None = None
 
     def arm(self, nth: int) -> None:
         self.fail_on, self.opens = nth, 0
+
+    def gate_next(self, offset: int) -> None:
+        """The next storage opened holds its reads of ``offset`` until the test opens its gate (``gated``)."""
+        self._gate_offset, self.gated = offset, None
 
     def __call__(self, path: str) -> FileStorage:
         self.opens += 1
         if self.fail_on is not None and self.opens == self.fail_on:
             self.fail_on = None
             raise MemoryError("injected allocation failure at a prepare point")
+        if self._gate_offset is not None:
+            self.gated = GatedStorage(path, self._gate_offset)
+            self._gate_offset = None
+            return self.gated
         return FileStorage(path)
 
 
@@ -185,6 +196,71 @@ class GatedStorage(ThroughReadAndWrite, FileStorage):
             self.reading.set()
             await self.gate.wait()
         return data
+
+
+async def acquire_while_the_lockspace_leaves(setup: Setup, name: bytes) -> int:
+    """A registered client's ACQUIRE of ``name``, its first read held until LS has been removed; its result.
+
+    The client holds nothing in LS, so the removal signals nobody.
+    """
+    async with await trio.open_unix_socket(setup.socket_path) as conn:
+        await conn.send_all(Header(Cmd.REGISTER).encode())
+        setup.opener.gate_next(setup.disk(name).offset)  # the acquire's own storage: opened per acquire
+        body = setup.acquire_body(name)
+        results: list[int] = []
+
+        async def acquire() -> None:
+            reply, _ = await call(
+                conn, Header(Cmd.ACQUIRE, length=HEADER_SIZE + len(body), data=1, data2=TARGET_SELF), body
+            )
+            results.append(reply.result)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(acquire)
+            while setup.opener.gated is None:
+                await trio.sleep(0.01)  # poll: the daemon opens the acquire's storage
+            gated = setup.opener.gated
+            await gated.reading.wait()
+            await rem_lockspace(setup.socket_path, setup.path)
+            assert not setup.daemon.state.lockspaces, "LS has left"
+            gated.gate.set()
+        assert await held_names(conn) == [], "nothing may be attached in a lockspace that left"
+    return results[0]
+
+
+async def test_race_b_acquire_whose_lockspace_left_meanwhile_is_given_back(setup: Setup) -> None:
+    """HAProxy takeover class, at the commit point: the lockspace left while the acquire's disk work ran.
+
+    The removal ran the kill escalation on the lockspace's holders when it
+    began, and this client was none of them yet.  Had the acquire gone on
+    to attach R2, the client would hold a lease no renewal covers, never
+    signalled, and other hosts would take it once our host id looked dead:
+    two owners.  The acquire must answer -ENOSPC (sanlock checks the same
+    before it hands tokens over) and leave nothing behind: with LS joined
+    again, R2 is there to take.
+    """
+    with trio.fail_after(30):
+        assert await acquire_while_the_lockspace_leaves(setup, b"R2") == ResultCode.ENOSPC
+        assert not setup.daemon.state.leases.held and not setup.daemon.state.leases.acquiring
+        await add_lockspace(setup.socket_path, setup.path)
+        conn = await registered_with(setup, b"R2")
+        await conn.aclose()
+    assert setup.fencer.sent == []
+
+
+async def test_race_b_acquire_broken_by_its_lockspace_leaving_answers_enospc(setup: Setup) -> None:
+    """R2 is held by host 2, so the acquire reads host 2's delta lease through the lockspace's storage,
+    which the removal closed while the acquire's first read was held: -ENOSPC, as for an acquire that
+    came after the removal, not the closed handle's -EBADF."""
+    storage = FileStorage(str(setup.path))
+    try:
+        area = await paxos_lease.discover_resource(storage, setup.disk(b"R2").offset, "LS", b"R2", 1)
+        await paxos_lease.acquire(area, 2, 1, io_timeout=1)
+    finally:
+        storage.close()
+    with trio.fail_after(30):
+        assert await acquire_while_the_lockspace_leaves(setup, b"R2") == ResultCode.ENOSPC
+    assert setup.fencer.sent == []
 
 
 HOLDER = """
