@@ -34,9 +34,10 @@ What it promises (the boundaries are where a daemon dies, so each is here):
   goes to a task), and a slow or silent client stalls only its own task;
 * **fair turns on a fast path**: one accept per report of the watch, a
   connection that sends more than ``FAIR_SHARE`` requests at once gets its
-  own task, and a task's raw non-blocking socket (:class:`ClientSocket`)
-  reaches trio's scheduler when it would block and every ``FAIR_SHARE``
-  operations: a client that never stops sending starves no other
+  own task, and a task's raw non-blocking socket
+  (:class:`~leased.client_socket.ClientSocket`) reaches trio's scheduler
+  when it would block and every ``FAIR_SHARE`` operations: a client that
+  never stops sending starves no other
   (docs/architecture.md, "The fast path").
 """
 
@@ -46,13 +47,11 @@ import _socket
 import contextlib
 import enum
 import errno
-import functools
 import logging
 import os
 import resource
 import signal
 import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,8 +59,18 @@ from functools import partial
 
 import trio
 
+from leased.client_socket import (
+    FAIR_SHARE,
+    ClientSocket,
+    Connection,
+    ConnectionEnd,
+    PeerGone,
+    peer_credentials,
+    peer_pidfd,
+    peer_pidfd_supported,
+)
 from leased.commands import HANDLERS, IMMEDIATE_HANDLERS, INLINE_CLOSERS, Command, Reply, cmd_unsupported
-from leased.connection import BadMessage, MessageReader, Request
+from leased.connection import BadMessage, Request
 from leased.errors import LeaseError, ResultCode
 from leased.faultpoints import FaultPoints
 from leased.fencing import Fencer, ProcessFencer
@@ -85,16 +94,6 @@ RECV_CHUNK = 65536
 BUSY_POLL_ROUNDS = 16
 """Rounds of inline serving one wake-up of the idle watch may run through busy polls, at most."""
 
-FAIR_SHARE = 16
-"""Receives and events a connection handles without blocking before it yields to other tasks.
-
-Inline, a connection that sent more requests than this at once is promoted
-to a task of its own; a task's socket (see ``ClientSocket``) only reaches
-trio's scheduler when it would block, so it checkpoints every this many
-operations.  A client that never stops sending would otherwise keep the
-event loop for itself, and a cancelled daemon would never see it.
-"""
-
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
 _IGNORED_ACCEPT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
 """accept() failures about the one connection being accepted, not the listener (as trio's SocketListener)."""
@@ -102,134 +101,6 @@ _IGNORED_ACCEPT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPER
 
 class DaemonError(Exception):
     """The daemon cannot start (socket, lock file, permissions): one line for the operator."""
-
-
-_UCRED = struct.Struct("3i")
-
-
-def peer_credentials(sock: _socket.socket | trio.socket.SocketType) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the peer, from SO_PEERCRED."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    pid, uid, gid = _UCRED.unpack(raw)
-    return pid, uid, gid
-
-
-SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
-"""A pidfd of a Unix socket's peer (Linux 6.5; Python names it from 3.13)."""
-
-
-@functools.cache
-def peer_pidfd_supported() -> bool:
-    """Whether this kernel names a socket's peer by a pidfd (asked once, of a socket pair)."""
-    left, right = socket.socketpair()
-    try:
-        os.close(left.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD))
-    except OSError:
-        return False
-    finally:
-        left.close()
-        right.close()
-    return True
-
-
-def peer_pidfd(sock: _socket.socket, pid: int) -> int:
-    """A pidfd of the process that connected ``sock``, or -1 (logged: signals will use ``pid``)."""
-    try:
-        fd: int = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
-    except OSError as exc:
-        log.warning("pidfd of pid %d: %s; signals will use the pid", pid, exc)
-        return -1
-    return fd
-
-
-class ClientSocket:
-    """One connection's non-blocking socket: the system call first, trio's wait only when it would block.
-
-    trio's ``SocketStream`` costs a short-lived client more than everything
-    else the daemon does for it (socket options tried and failed per
-    connection, a checkpoint per call, a conflict detector per send).  Here a
-    ``recv`` or ``send`` that can complete at once completes at once, and
-    ``wait_readable``/``wait_writable`` are awaited only when it cannot.  So
-    that no connection keeps the event loop (or misses a cancellation), every
-    ``FAIR_SHARE`` operations without a wait end in ``trio.lowlevel.checkpoint()``
-    (:meth:`share`).
-
-    Errors: the peer's close (EPIPE, ECONNRESET) is :class:`PeerGone`;
-    any other OSError goes up to the connection's boundary.
-    """
-
-    __slots__ = ("_unshared", "sock")
-
-    def __init__(self, sock: _socket.socket) -> None:
-        self.sock = sock
-        self._unshared = 0
-
-    async def share(self) -> None:
-        """Count one operation done without blocking; yield to other tasks every ``FAIR_SHARE`` of them."""
-        self._unshared += 1
-        if self._unshared >= FAIR_SHARE:
-            self._unshared = 0
-            await trio.lowlevel.checkpoint()
-
-    async def receive(self, max_bytes: int) -> bytes:
-        """Up to ``max_bytes`` bytes, b"" at EOF; raises :class:`PeerGone` on a reset."""
-        while True:
-            try:
-                data = self.sock.recv(max_bytes)
-            except BlockingIOError:
-                self._unshared = 0
-                await trio.lowlevel.wait_readable(self.sock)
-                continue
-            except ConnectionError:
-                raise PeerGone from None
-            await self.share()
-            return data
-
-    async def send_all(self, data: bytes) -> None:
-        """Send all of ``data``; raises :class:`PeerGone` when the peer has closed."""
-        sent = self._send(data)
-        if sent == len(data):
-            return
-        rest = memoryview(data)[sent:]
-        while rest:
-            self._unshared = 0
-            await trio.lowlevel.wait_writable(self.sock)
-            rest = rest[self._send(rest) :]
-
-    def _send(self, data: bytes | memoryview) -> int:
-        try:
-            return self.sock.send(data)
-        except BlockingIOError:
-            return 0
-        except ConnectionError:
-            raise PeerGone from None
-
-
-class PeerGone(Exception):
-    """The peer closed its end (EPIPE or ECONNRESET)."""
-
-
-class ConnectionEnd(enum.Enum):
-    """How a connection ended: only PEER_CLOSED lets a registered process's leases go (the release rule)."""
-
-    PEER_CLOSED = "the peer closed it (EOF or reset)"
-    CLOSED_HERE = "a close rule of the daemon"
-    FAILED = "an internal error in leased"
-    CANCELLED = "the daemon is stopping"
-
-
-class Connection:
-    """One accepted connection: its socket, client record and framing, wherever it is served."""
-
-    __slots__ = ("client", "fd", "peer_pid", "reader", "sock")
-
-    def __init__(self, sock: _socket.socket, client: ClientState, peer_pid: int) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.client = client
-        self.peer_pid = peer_pid
-        """From SO_PEERCRED at accept, -1 when unknown; a REGISTER makes it the client's pid."""
-        self.reader = MessageReader()
 
 
 @dataclass(slots=True)

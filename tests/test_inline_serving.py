@@ -34,7 +34,8 @@ from inprocess import (
     serving,
 )
 
-from leased.daemon import Connection, Daemon, peer_pidfd_supported
+from leased.client_socket import Connection, peer_pidfd_supported
+from leased.daemon import Daemon
 from leased.protocol import (
     HEADER_SIZE,
     TARGET_SELF,
