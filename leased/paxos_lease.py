@@ -596,24 +596,47 @@ async def acquire(
             await clock.sleep(random.random())
 
     lease = PaxosLease(area, host_id, generation, leader, block, shared, io_timeout)
-    if shared:
-        await _write_host_sector(
-            area,
-            host_id,
-            replace(block, flags=DBLOCK_FL_RELEASED),
-            ModeBlock(MBLOCK_SHARED, generation),
-            io_timeout,
-            ResultCode.DBLOCK_WRITE,
-        )
-        await _release_leader(lease, clock)
-    else:
-        holders.discard(host_id)
-        if holders and await _live_shared_holders(area, holders, view, clock, io_timeout):
-            await release(lease, clock=clock)
-            raise LeaseError(ResultCode.EAGAIN, f"{area.where()} is held shared by live hosts")
-    if read_lvb_data:
-        lease.lvb = await read_lvb(area, io_timeout)
+    live_shared = False
+    try:
+        if shared:
+            await _write_host_sector(
+                area,
+                host_id,
+                replace(block, flags=DBLOCK_FL_RELEASED),
+                ModeBlock(MBLOCK_SHARED, generation),
+                io_timeout,
+                ResultCode.DBLOCK_WRITE,
+            )
+            await _release_leader(lease, clock)
+        else:
+            holders.discard(host_id)
+            live_shared = bool(holders) and bool(await _live_shared_holders(area, holders, view, clock, io_timeout))
+        if read_lvb_data and not live_shared:
+            lease.lvb = await read_lvb(area, io_timeout)
+    except LeaseError:
+        await _undo_commit(lease, clock)
+        raise
+    if live_shared:
+        await release(lease, clock=clock)
+        raise LeaseError(ResultCode.EAGAIN, f"{area.where()} is held shared by live hosts")
     return lease
+
+
+async def _undo_commit(lease: PaxosLease, clock: Clock) -> None:
+    """Best effort after a step past the commit failed: give up what the commit made ours.
+
+    The acquire fails, so nobody here holds the lease; left as it is, the
+    leader would name us, alive, to every other host until this host left
+    the lockspace (sanlock's acquire_token releases the token it took after
+    such a failure too).  Our sector is blanked (a shared mode block
+    written, or half written, goes with it) and, unless a shared acquire
+    freed it already, the leader freed if it is still the one we committed.
+    """
+    leader_freed = lease.shared and lease.leader.timestamp == 0
+    try:
+        await release(lease if leader_freed else replace(lease, shared=False), clock=clock)
+    except LeaseError as exc:
+        log.warning("undoing the commit of %s after a failed acquire: %s", lease.area.where(), exc)
 
 
 async def _live_shared_holders(

@@ -30,6 +30,7 @@ from faulty_storage import Disk, Fault, FaultyStorage, Kind
 
 from leased import delta_lease, paxos_lease
 from leased.areas import ResourceArea
+from leased.constants import MBLOCK_SHARED
 from leased.errors import LeaseError, ResultCode, code_name
 from leased.geometry import Geometry
 from leased.ondisk import Dblock, Leader, decode_host_sector
@@ -530,4 +531,43 @@ async def test_failed_commit_that_landed_leaves_no_orphan_owner(
         f"A's acquire failed, yet the leader still names A as owner: {seen.leader}; "
         f"A's dblock {seen.blocks.get(HOST_A)}; B then got {describe(b_result)}"
     )
+    assert isinstance(b_result, PaxosLease), describe(b_result)
+
+
+POST_COMMIT = [
+    pytest.param(True, False, COMMIT_WRITE + 1, id="shared-mode-block-write"),
+    pytest.param(True, False, COMMIT_WRITE + 2, id="shared-leader-read"),
+    pytest.param(True, False, COMMIT_WRITE + 3, id="shared-leader-release-write"),
+    pytest.param(False, True, COMMIT_WRITE + 1, id="exclusive-lvb-read"),
+]
+"""A step after the commit: a shared acquire writes its mode block, then frees the leader (read, write);
+an acquire with ``read_lvb_data`` reads the LVB."""
+
+
+@pytest.mark.parametrize(("shared", "lvb", "op"), POST_COMMIT)
+async def test_a_failure_after_the_commit_leaves_no_owner_behind(
+    shared: bool, lvb: bool, op: int, area: ResourceArea, lease_path: str, disk: Disk, nursery: trio.Nursery
+) -> None:
+    """The commit landed, then a later step of A's acquire fails: the acquire fails and gives the lease up.
+
+    Nobody holds the lease then, so the leader must not go on naming A, nor
+    A's mode block a shared holder: either turns B away (-241 here, -243
+    with a lockspace view, -11 for the mode block) for as long as A lives.
+    """
+    with trio.fail_after(10):
+        a = FaultyStorage(lease_path, disk, nursery, (Fault(Kind.EIO, op),))
+        with pytest.raises(LeaseError):
+            await paxos_lease.acquire(
+                on(area, a), HOST_A, GENERATION, shared=shared, read_lvb_data=lvb, io_timeout=IO_TIMEOUT
+            )
+        assert [fault.op for fault, _ in a.hit] == [op]
+        a.close()
+        seen = await inspect(area, lease_path)
+        with FileStorage(lease_path) as storage:
+            _, mode = await paxos_lease.read_host_block(replace(area, storage=storage), HOST_A, IO_TIMEOUT)
+        b = FaultyStorage(lease_path, disk, nursery)
+        b_result = await attempt(on(area, b), HOST_B)
+        b.close()
+    assert seen.leader is not None and owner_of(seen.leader) is None, f"the leader still names A: {seen.leader}"
+    assert not mode.flags & MBLOCK_SHARED, f"A's mode block still says shared: {mode}"
     assert isinstance(b_result, PaxosLease), describe(b_result)
