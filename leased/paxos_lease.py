@@ -703,6 +703,12 @@ async def release(lease: PaxosLease, *, clock: Clock = DEFAULT_CLOCK, rename: st
             area, lease.host_id, released_block, BLANK_MODE_BLOCK, lease.io_timeout, ResultCode.DBLOCK_WRITE
         )
         lease.released = True
+        if lease.leader.timestamp != 0:
+            # A conversion to shared that could not free the leader (see `convert`): free it now.
+            try:
+                await _release_leader(lease, clock)
+            except LeaseError as exc:
+                log.warning("release of %s: leader left from a conversion not freed: %s", area.where(), exc)
         return
     if lease.lvb_dirty and lease.lvb is not None:
         await write_lvb(area, lease.lvb, lease.io_timeout)
@@ -749,8 +755,15 @@ async def convert(
             lease.io_timeout,
             ResultCode.DBLOCK_WRITE,
         )
+        # Our mode block says shared: the hold is shared from here, whatever the leader write below
+        # does.  Refused, it might still have landed and let other hosts in shared, so the client
+        # must not go on believing it holds the lease exclusively; a leader left ours only keeps
+        # other hosts out a while longer, and the release frees it (see `release`).
         lease.shared = True
-        await _release_leader(lease, clock)
+        try:
+            await _release_leader(lease, clock)
+        except LeaseError as exc:
+            log.warning("convert to shared of %s: leader not freed: %s", area.where(), exc)
         return
     if not lease.shared:
         return
@@ -769,19 +782,44 @@ async def convert(
     )
     candidate = PaxosLease(area, lease.host_id, lease.generation, leader, block, False, lease.io_timeout)
     holders.discard(lease.host_id)
-    if holders and await _live_shared_holders(area, holders, view, clock, lease.io_timeout):
+    try:
+        live_shared = bool(holders) and bool(await _live_shared_holders(area, holders, view, clock, lease.io_timeout))
+        if not live_shared:
+            await _write_host_sector(
+                area, lease.host_id, block, BLANK_MODE_BLOCK, lease.io_timeout, ResultCode.DBLOCK_WRITE
+            )
+    except LeaseError:
+        await _back_to_shared(lease, candidate, shared_mode, clock)
+        raise
+    if live_shared:
+        await _back_to_shared(lease, candidate, shared_mode, clock)
+        raise LeaseError(ResultCode.EAGAIN, f"{area.where()} is held shared by other live hosts")
+    lease.area, lease.leader, lease.dblock, lease.shared = area, leader, block, False
+
+
+async def _back_to_shared(lease: PaxosLease, candidate: PaxosLease, shared_mode: ModeBlock, clock: Clock) -> None:
+    """A conversion to exclusive that committed and then did not go through: keep the shared hold, free the leader.
+
+    Best effort, as the client keeps its shared hold either way: our sector
+    written shared again (the blanking write that failed may have landed),
+    then the leader we committed freed.  Only once the sector says shared:
+    a leader freed over a blank sector would let other hosts in exclusive.
+    A leader left ours becomes the shared hold's, freed by its release.
+    """
+    area = candidate.area
+    try:
         await _write_host_sector(
             area,
-            lease.host_id,
-            replace(block, flags=DBLOCK_FL_RELEASED),
+            candidate.host_id,
+            replace(candidate.dblock, flags=DBLOCK_FL_RELEASED),
             shared_mode,
-            lease.io_timeout,
+            candidate.io_timeout,
             ResultCode.DBLOCK_WRITE,
         )
         await _release_leader(candidate, clock)
-        raise LeaseError(ResultCode.EAGAIN, f"{area.where()} is held shared by other live hosts")
-    await _write_host_sector(area, lease.host_id, block, BLANK_MODE_BLOCK, lease.io_timeout, ResultCode.DBLOCK_WRITE)
-    lease.area, lease.leader, lease.dblock, lease.shared = area, leader, block, False
+    except LeaseError as exc:
+        log.warning("convert to exclusive of %s given up, its leader left ours: %s", area.where(), exc)
+        lease.area, lease.leader, lease.dblock = area, candidate.leader, candidate.dblock
 
 
 __all__ = [

@@ -571,3 +571,80 @@ async def test_a_failure_after_the_commit_leaves_no_owner_behind(
     assert seen.leader is not None and owner_of(seen.leader) is None, f"the leader still names A: {seen.leader}"
     assert not mode.flags & MBLOCK_SHARED, f"A's mode block still says shared: {mode}"
     assert isinstance(b_result, PaxosLease), describe(b_result)
+
+
+CONVERT_TO_SHARED_LEADER_WRITE = ACQUIRE_OPS + 2
+"""After an exclusive acquire: the conversion's sector write (mode block shared), leader read, leader write."""
+CONVERT_TO_EXCLUSIVE_LAST_WRITE = 2 * ACQUIRE_OPS + 3
+"""After a shared acquire (its acquire, mode block write, leader read and write), the conversion's own
+acquire, then the write that blanks our mode block."""
+
+
+async def mode_of(area: ResourceArea, path: str, host_id: int) -> int:
+    with FileStorage(path) as storage:
+        _, mode = await paxos_lease.read_host_block(replace(area, storage=storage), host_id, IO_TIMEOUT)
+    return mode.flags
+
+
+async def test_a_conversion_to_shared_that_cannot_free_the_leader_is_shared_and_released_whole(
+    area: ResourceArea, lease_path: str, disk: Disk, nursery: trio.Nursery
+) -> None:
+    """EX->SH: the mode block says shared, then the leader write fails (it may still have landed).
+
+    The hold is shared from then on: answered as an error, the client would
+    go on believing it holds the lease exclusively while other hosts may take
+    it shared.  The leader left ours is freed by the release.
+    """
+    with trio.fail_after(10):
+        a = FaultyStorage(lease_path, disk, nursery, (Fault(Kind.EIO, CONVERT_TO_SHARED_LEADER_WRITE),))
+        lease = await paxos_lease.acquire(on(area, a), HOST_A, GENERATION, io_timeout=IO_TIMEOUT)
+        await paxos_lease.convert(lease, to_shared=True)
+        assert [(fault.op, op.write, op.offset) for fault, op in a.hit] == [
+            (CONVERT_TO_SHARED_LEADER_WRITE, True, RES_OFFSET)
+        ]
+        assert lease.shared
+        assert await mode_of(area, lease_path, HOST_A) & MBLOCK_SHARED
+        held = await inspect(area, lease_path)
+        await paxos_lease.release(lease)
+        a.close()
+        released = await inspect(area, lease_path)
+        b = FaultyStorage(lease_path, disk, nursery)
+        b_result = await attempt(on(area, b), HOST_B)
+        b.close()
+    assert held.leader is not None and owner_of(held.leader) == (HOST_A, GENERATION), "the leader write failed"
+    assert released.leader is not None and owner_of(released.leader) is None, released.leader
+    assert not await mode_of(area, lease_path, HOST_A) & MBLOCK_SHARED
+    assert isinstance(b_result, PaxosLease), describe(b_result)
+
+
+async def test_a_conversion_to_exclusive_that_fails_after_its_commit_keeps_the_shared_hold_only(
+    area: ResourceArea, lease_path: str, disk: Disk, nursery: trio.Nursery
+) -> None:
+    """SH->EX: the conversion's acquire committed, then the write that blanks our mode block fails.
+
+    The client keeps its shared hold (the conversion failed), so the mode
+    block must say shared again and the leader committed for the
+    conversion must be freed: left ours, it would keep every other host
+    out, shared or not, for as long as this host stays.
+    """
+    with trio.fail_after(10):
+        a = FaultyStorage(lease_path, disk, nursery, (Fault(Kind.EIO, CONVERT_TO_EXCLUSIVE_LAST_WRITE),))
+        lease = await paxos_lease.acquire(on(area, a), HOST_A, GENERATION, shared=True, io_timeout=IO_TIMEOUT)
+        with pytest.raises(LeaseError) as failed:
+            await paxos_lease.convert(lease, to_shared=False)
+        assert failed.value.rc == ResultCode.DBLOCK_WRITE, describe(failed.value)
+        assert [(fault.op, op.offset) for fault, op in a.hit] == [
+            (CONVERT_TO_EXCLUSIVE_LAST_WRITE, RES_OFFSET + (1 + HOST_A) * SECTOR)
+        ]
+        assert lease.shared
+        assert await mode_of(area, lease_path, HOST_A) & MBLOCK_SHARED
+        seen = await inspect(area, lease_path)
+        b = FaultyStorage(lease_path, disk, nursery)
+        refused = await attempt(on(area, b), HOST_B)
+        await paxos_lease.release(lease)
+        a.close()
+        taken = await attempt(on(area, b), HOST_B)
+        b.close()
+    assert seen.leader is not None and owner_of(seen.leader) is None, f"the conversion's leader is left: {seen.leader}"
+    assert isinstance(refused, LeaseError) and refused.rc == ResultCode.EAGAIN, describe(refused)
+    assert isinstance(taken, PaxosLease), describe(taken)
